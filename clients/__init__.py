@@ -1,0 +1,1 @@
+"""Plain HTTP clients for Iterable and Marketo: no Prefect, credentials passed in, transports injectable."""

@@ -1,0 +1,95 @@
+"""Every setting of the project, read once from the environment (and a .env file) by pydantic-settings.
+
+Variable names are the field names in upper case (ITERABLE_API_KEY, RECIPES_DATABASE_URL, ...).
+When a ``*_credentials_block`` name is set, that Prefect block is loaded instead and wins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ITERABLE_REGION_URLS = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
+
+
+class Settings(BaseSettings):
+    """The project's configuration; see README "Configuration" for each variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter=None)
+
+    # Iterable
+    iterable_api_key: SecretStr | None = None
+    iterable_region: Literal["us", "eu"] = "us"
+    iterable_base_url: str | None = None
+    iterable_credentials_block: str | None = None
+    iterable_timeout_seconds: float = 30.0
+    iterable_limits_enabled: bool = True
+    # Opt-outs use the additive /api/subscriptions endpoints instead of bulkUpdateSubscriptions.
+    iterable_optout_additive: bool = False
+
+    # Marketo
+    marketo_base_url: str | None = None
+    marketo_client_id: str | None = None
+    marketo_client_secret: SecretStr | None = None
+    marketo_credentials_block: str | None = None
+    marketo_calls_per_20s: int = 50
+    marketo_max_concurrent: int = 5
+    marketo_poll_start: datetime | None = None
+    marketo_webhook_secret: SecretStr | None = None
+    marketo_webhook_header: str = "X-Recipes-Secret"
+
+    # Snowflake
+    snowflake_account: str | None = None
+    snowflake_user: str | None = None
+    snowflake_password: SecretStr | None = None
+    snowflake_private_key_path: str | None = None
+    snowflake_private_key_passphrase: SecretStr | None = None
+    snowflake_role: str | None = None
+    snowflake_warehouse: str | None = None
+    snowflake_database: str | None = None
+    snowflake_schema: str | None = None
+    snowflake_credentials_block: str | None = None
+    snowflake_state_schema: str = "ITERABLE_SYNC_STATE"
+
+    # App database (inbox, Marketo cursor, opt-out audit)
+    recipes_database_url: str = "sqlite:///.recipes/recipes.db"
+    inbox_lease_seconds: int = 300
+    inbox_max_attempts: int = 20
+    inbox_payload_retention_days: int = 30
+
+    # Webhooks
+    customersdot_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    webhook_max_body_bytes: int = 64 * 1024
+    customersdot_drain_deployment: str = "customersdot-events/customersdot-drain"
+    optout_drain_deployment: str = "marketo-opt-outs/marketo-opt-out-drain"
+    nudge_window_seconds: float = 1.0
+
+    # Rate limiter shared by every sending process
+    limiter_backend: Literal["memory", "sqlite", "redis", "postgres"] = "sqlite"
+    limiter_sqlite_path: str = ".recipes/limiter.sqlite"
+    limiter_redis_url: str = "redis://127.0.0.1:6379/0"
+    limiter_postgres_url: str | None = None
+    limiter_key_prefix: str = "recipes"
+
+    @field_validator("customersdot_webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        """Accept a comma-separated list, so rotation is "new,old" in one variable."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def iterable_url(self) -> str:
+        """The explicit base URL when set, else the region's data center."""
+        return (self.iterable_base_url or ITERABLE_REGION_URLS[self.iterable_region]).rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

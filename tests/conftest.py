@@ -1,0 +1,96 @@
+"""Shared fixtures: the real PostgreSQL and Redis (own database, own key prefix), and a Prefect server.
+
+Outside CI a missing PostgreSQL or Redis skips the tests that need it, saying why; under CI=true it
+fails them, since CI must prove them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "reference"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Tests never reach a vendor; keep Prefect quiet and local.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+for var in ("ITERABLE_API_KEY", "MARKETO_CLIENT_SECRET", "SNOWFLAKE_PASSWORD"):
+    os.environ.pop(var, None)
+
+
+def unavailable(what: str, why: str) -> None:
+    """Skip outside CI, fail under CI=true: a service CI should have is never silently absent."""
+    message = f"{what} unreachable ({why})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(f"{message}; start it to run this test")
+
+
+def reference_file(*parts: str) -> Path:
+    """A vendor specification from ../shared/reference; skipped outside CI when absent, fails in CI."""
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        unavailable(f"reference file {'/'.join(parts)}", "not found beside the project")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of the tests' own, dropped afterwards (SQLAlchemy URL, psycopg 3)."""
+    import psycopg
+
+    name = f"recipes_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        unavailable("PostgreSQL at 127.0.0.1:5432", str(exc).splitlines()[0])
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis, checked reachable; tests use ``redis_prefix`` for their keys."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis at 127.0.0.1:6379", str(exc))
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"recipes-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A real Prefect server (temporary SQLite database) for the whole session, started on first use."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
