@@ -1,0 +1,1 @@
+"""The `recipes` command: demo, serve, operate the inbox, run the benchmarks."""

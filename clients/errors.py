@@ -37,7 +37,7 @@ class ApiError(Exception):
         prefix = " ".join(parts)
         return f"{prefix}: {self.message}" if prefix else self.message
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[object, ...]:
         # Keep keyword-only attributes across pickling (Prefect persists and ships exceptions).
         return (_rebuild, (type(self), self.message, self.__dict__))
 

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     inbox_max_attempts: int = 20
     inbox_payload_retention_days: int = 30
 
+    # Drains
+    drain_batch_size: int = 1000
+    drain_batches_in_flight: int = 4
+    # Iterable applies profile updates asynchronously; an event for a not-yet-visible person waits this long.
+    event_not_found_retry_seconds: float = 60.0
+
     # Webhooks
     customersdot_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     webhook_max_body_bytes: int = 64 * 1024
@@ -74,6 +80,9 @@ class Settings(BaseSettings):
     limiter_redis_url: str = "redis://127.0.0.1:6379/0"
     limiter_postgres_url: str | None = None
     limiter_key_prefix: str = "recipes"
+
+    # Consent policy file (config/consent.py); None means the shipped config/consent.yaml.
+    consent_policy_path: str | None = None
 
     @field_validator("customersdot_webhook_secrets", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""One module per recipe; thin flows that compose the tasks."""

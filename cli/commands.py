@@ -1,0 +1,12 @@
+"""The commands of `recipes`, registered on the typer app."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add every command group that exists to ``app``."""
+    from cli import db
+
+    app.add_typer(db.app, name="db")

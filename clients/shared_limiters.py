@@ -1,0 +1,345 @@
+"""Rate limiters shared by every process that sends: pyrate-limiter buckets in SQLite, Redis or PostgreSQL.
+
+Each implements ``clients.limiter.RateLimiter``. ``acquire(name)`` takes a slot from the library's
+bucket for ``name`` (a sliding-window log stored in the backend, so every process sharing the file,
+Redis or database counts against the same window) and then honours a pause; ``slow_down(name, s)``
+records "paused until" in the same backend, so one 429 holds back every process.
+
+A limit that divides by ten is also held per tenth of its interval (100/s is also 10 per 100 ms),
+which caps the burst at a tenth of the limit instead of a full second's worth at once;
+``burst(name)`` says which applies. Names without a rate are not counted but still honour pauses.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyrate_limiter as pl
+
+from clients.limiter import Rate
+
+if TYPE_CHECKING:
+    import psycopg
+    import redis
+
+# Sliding-log waits are exact to the millisecond; a small margin keeps a retry from landing on the
+# boundary while adding little idle time per wait (the library's default is 50 ms).
+_BUFFER_MS = 5
+# Longest single sleep while paused, so a pause shortened by nobody is still re-read now and then.
+_MAX_PAUSE_SLEEP = 1.0
+
+
+def pyrate_rates(rate: Rate) -> list[pl.Rate]:
+    """The library's rate list for one of ours (plus a tenth-interval rate when the limit allows)."""
+    interval_ms = max(1, round(rate.seconds * 1000))
+    rates = [pl.Rate(rate.limit, interval_ms)]
+    if rate.limit % 10 == 0 and rate.limit >= 10 and interval_ms % 10 == 0:
+        rates.append(pl.Rate(rate.limit // 10, interval_ms // 10))
+    return rates
+
+
+def burst_of(rate: Rate) -> int:
+    """The most requests that may pass at one instant under ``pyrate_rates(rate)``."""
+    return min(r.limit for r in pyrate_rates(rate))
+
+
+def _slug(name: str) -> str:
+    """A short identifier-safe form of ``name``, unique per name (SQL table names)."""
+    safe = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:24]
+    return f"{safe}_{zlib.crc32(name.encode()):08x}"
+
+
+class SharedLimiter:
+    """What the three backends share: one pyrate ``Limiter`` per rated name, built on first use."""
+
+    def __init__(self, rates: Mapping[str, Rate]) -> None:
+        self._rates = dict(rates)
+        self._limiters: dict[str, pl.Limiter] = {}
+        self._lock = threading.Lock()
+
+    # ---- RateLimiter ----------------------------------------------------------------------------
+
+    def acquire(self, name: str) -> None:
+        """Block until one request to ``name`` fits its rate and no pause holds it back."""
+        limiter = self._limiter(name)
+        if limiter is not None and not limiter.try_acquire(name):
+            raise RuntimeError(f"rate limiter refused {name!r}: a weight of one can never fit its rate")
+        # Checked after the slot, so a pause set while this caller waited for a slot still holds it.
+        self._wait_while_paused(name)
+
+    def slow_down(self, name: str, seconds: float) -> None:
+        """Hold back every process sharing this backend from sending to ``name`` for ``seconds``."""
+        if seconds > 0:
+            self._set_pause(name, seconds)
+
+    # ---- inspection and lifetime ----------------------------------------------------------------
+
+    def burst(self, name: str) -> int:
+        """Most requests to ``name`` that may pass at one instant (0 when ``name`` has no rate)."""
+        rate = self._rates.get(name)
+        return burst_of(rate) if rate is not None else 0
+
+    def paused_for(self, name: str) -> float:
+        """Seconds left of a pause on ``name`` (0 when none)."""
+        return max(0.0, self._pause_remaining(name))
+
+    def close(self) -> None:
+        """Stop the leak threads and release connections."""
+        with self._lock:
+            limiters, self._limiters = list(self._limiters.values()), {}
+        for limiter in limiters:
+            limiter.close()
+        self._close_backend()
+
+    def __enter__(self) -> SharedLimiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _limiter(self, name: str) -> pl.Limiter | None:
+        rate = self._rates.get(name)
+        if rate is None:
+            return None
+        with self._lock:
+            limiter = self._limiters.get(name)
+            if limiter is None:
+                limiter = pl.Limiter(self._make_bucket(name, pyrate_rates(rate)), buffer_ms=_BUFFER_MS)
+                self._limiters[name] = limiter
+            return limiter
+
+    def _wait_while_paused(self, name: str) -> None:
+        while (remaining := self._pause_remaining(name)) > 0:
+            time.sleep(min(remaining, _MAX_PAUSE_SLEEP))
+
+    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
+        raise NotImplementedError
+
+    def _pause_remaining(self, name: str) -> float:
+        raise NotImplementedError
+
+    def _set_pause(self, name: str, seconds: float) -> None:
+        raise NotImplementedError
+
+    def _close_backend(self) -> None:
+        """Release what the subclass opened."""
+
+
+class SQLiteLimiter(SharedLimiter):
+    """Limits shared by the processes of one machine, in a SQLite file guarded by a file lock."""
+
+    def __init__(self, path: str | Path, rates: Mapping[str, Rate], *, table_prefix: str = "limiter") -> None:
+        from filelock import FileLock
+
+        super().__init__(rates)
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._prefix = re.sub(r"\W+", "_", table_prefix)
+        self._pause_table = f"{self._prefix}_pause"
+        # The same lock file the library's buckets take, so switching to WAL never races them.
+        with FileLock(f"{self._path}.lock"):
+            self._conn = sqlite3.connect(
+                self._path, timeout=30, check_same_thread=False, isolation_level=None
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self._pause_table}" '
+                "(name TEXT PRIMARY KEY, until REAL NOT NULL)"
+            )
+        self._conn_lock = threading.Lock()
+
+    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
+        return pl.SQLiteBucket.init_from_file(
+            rates, table=f"{self._prefix}_{_slug(name)}", db_path=str(self._path), use_file_lock=True
+        )
+
+    def _pause_remaining(self, name: str) -> float:
+        with self._conn_lock:
+            row = self._conn.execute(
+                f'SELECT until FROM "{self._pause_table}" WHERE name = ?', (name,)
+            ).fetchone()
+        # Wall-clock time: every process on the machine reads the same clock.
+        return 0.0 if row is None else float(row[0]) - time.time()
+
+    def _set_pause(self, name: str, seconds: float) -> None:
+        with self._conn_lock:
+            self._conn.execute(
+                f'INSERT INTO "{self._pause_table}" (name, until) VALUES (?, ?) '
+                "ON CONFLICT(name) DO UPDATE SET until = max(until, excluded.until)",
+                (name, time.time() + seconds),
+            )
+
+    def _close_backend(self) -> None:
+        with self._conn_lock:
+            self._conn.close()
+
+
+# Extends a pause to at least ARGV[1] ms, never shortens one; Redis measures it, so clocks of the
+# machines sharing it do not matter.
+_REDIS_PAUSE = """
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
+
+class RedisLimiter(SharedLimiter):
+    """Limits shared by every machine that reaches one Redis."""
+
+    def __init__(
+        self, redis_client: str | redis.Redis, rates: Mapping[str, Rate], *, key_prefix: str = "recipes"
+    ) -> None:
+        import redis as redis_lib
+
+        super().__init__(rates)
+        self._owns_client = isinstance(redis_client, str)
+        self._redis: redis_lib.Redis = (
+            redis_lib.Redis.from_url(redis_client) if isinstance(redis_client, str) else redis_client
+        )
+        self._prefix = key_prefix
+        self._pause_script = self._redis.register_script(_REDIS_PAUSE)
+
+    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
+        bucket = pl.RedisBucket.init(rates, self._redis, f"{self._prefix}:limiter:{name}")
+        assert isinstance(bucket, pl.RedisBucket)  # a sync client gives a sync bucket
+        return bucket
+
+    def _pause_key(self, name: str) -> str:
+        return f"{self._prefix}:limiter-pause:{name}"
+
+    def _pause_remaining(self, name: str) -> float:
+        left_ms = int(self._redis.pttl(self._pause_key(name)))
+        return left_ms / 1000 if left_ms > 0 else 0.0
+
+    def _set_pause(self, name: str, seconds: float) -> None:
+        self._pause_script(keys=[self._pause_key(name)], args=[max(1, round(seconds * 1000))])
+
+    def _close_backend(self) -> None:
+        if self._owns_client:
+            self._redis.close()
+
+
+def postgres_conninfo(url: str) -> str:
+    """A libpq URL from a SQLAlchemy one (``postgresql+psycopg://`` -> ``postgresql://``)."""
+    return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql://", url)
+
+
+class ConnectionPool:
+    """The part of ``psycopg_pool.ConnectionPool`` that pyrate-limiter's PostgresBucket uses.
+
+    psycopg_pool is not a dependency of the project; this keeps a few idle connections and commits
+    (or rolls back) each borrowed one on return, as the real pool does.
+    """
+
+    def __init__(self, conninfo: str, *, max_idle: int = 4, connect_timeout: int = 10) -> None:
+        self._conninfo = postgres_conninfo(conninfo)
+        self._max_idle = max_idle
+        self._connect_timeout = connect_timeout
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """Borrow a connection for one transaction."""
+        import psycopg
+
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = psycopg.connect(self._conninfo, connect_timeout=self._connect_timeout)
+        try:
+            yield conn
+        except BaseException:
+            if not conn.broken:
+                conn.rollback()
+            self._give_back(conn)
+            raise
+        conn.commit()
+        self._give_back(conn)
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            if not self.closed and not conn.broken and len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection; borrowed ones close when returned."""
+        with self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _PooledPostgresBucket(pl.PostgresBucket):
+    """The library's PostgreSQL bucket, except that closing it leaves the shared pool to its owner."""
+
+    def close(self) -> None:
+        """The limiter closes the pool (or its caller does, when it passed one in)."""
+
+
+class PostgresLimiter(SharedLimiter):
+    """Limits shared by every machine that reaches one PostgreSQL database."""
+
+    def __init__(
+        self,
+        postgres: str | ConnectionPool,
+        rates: Mapping[str, Rate],
+        *,
+        table_prefix: str = "recipes",
+    ) -> None:
+        super().__init__(rates)
+        self._owns_pool = isinstance(postgres, str)
+        self._pool = ConnectionPool(postgres) if isinstance(postgres, str) else postgres
+        self._prefix = re.sub(r"\W+", "_", table_prefix.lower())
+        self._pause_table = f"{self._prefix}_limiter_pause"
+        with self._pool.connection() as conn:
+            # Serialises CREATE TABLE IF NOT EXISTS between processes starting together.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(self._pause_table.encode()) & 0x7FFFFFFF,)
+            )
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self._pause_table}" '
+                "(name TEXT PRIMARY KEY, until TIMESTAMPTZ NOT NULL)"
+            )
+
+    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
+        return _PooledPostgresBucket(self._pool, f"{self._prefix}_{_slug(name)}", rates)
+
+    def _pause_remaining(self, name: str) -> float:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f'SELECT EXTRACT(EPOCH FROM until - clock_timestamp()) FROM "{self._pause_table}" '
+                "WHERE name = %s",
+                (name,),
+            ).fetchone()
+        return 0.0 if row is None else float(row[0])
+
+    def _set_pause(self, name: str, seconds: float) -> None:
+        # The database's clock, so machines with drifting clocks agree on when the pause ends.
+        with self._pool.connection() as conn:
+            conn.execute(
+                f'INSERT INTO "{self._pause_table}" AS p (name, until) '
+                "VALUES (%s, clock_timestamp() + %s * INTERVAL '1 second') "
+                "ON CONFLICT (name) DO UPDATE SET until = GREATEST(p.until, EXCLUDED.until)",
+                (name, seconds),
+            )
+
+    def _close_backend(self) -> None:
+        if self._owns_pool:
+            self._pool.close()

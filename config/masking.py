@@ -1,0 +1,51 @@
+"""Mask email addresses, raw and URL-encoded, in every log record the process writes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+# Raw (a@b.c) and URL-encoded (a%40b.c) forms; the local part keeps its first character.
+_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*(@|%40)([A-Za-z0-9\-])[A-Za-z0-9.\-]*\.([A-Za-z]{2,})")
+
+
+def mask_emails(text: str) -> str:
+    """Replace every email address in ``text`` by a masked form such as ``a***@e***.com``."""
+    if "@" not in text and "%40" not in text:
+        return text
+    return _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}{m.group(3)}***.{m.group(4)}", text)
+
+
+def mask_email(email: str) -> str:
+    """The masked form of one address, for tables and artifacts."""
+    return mask_emails(email) if email else email
+
+
+_installed = False
+
+
+def install_masking() -> None:
+    """Make every log record of this process carry a masked message (idempotent).
+
+    A record factory rather than a handler filter, so records reach every handler already masked:
+    the console, files, and Prefect's API log handler alike.
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed format string is the caller's bug; leave it for logging to report
+            return record
+        masked = mask_emails(message)
+        if masked != message or record.args:
+            record.msg, record.args = masked, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -1,0 +1,62 @@
+"""How a sandbox Iterable behaves: API key, rate limits, body cap, profile delay and the seeded catalogue."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+# Per-project limits as the spec's operation descriptions state them (requests per second).
+DEFAULT_RATE_LIMITS: dict[str, float] = {
+    "events/track": 2000,
+    "events/trackBulk": 10,
+    "users/update": 500,
+    "users/bulkUpdate": 5,
+    "users/getByEmail": 100,
+    "users/byUserId": 100,
+    "channels": 100,
+    "messageTypes": 100,
+}
+
+# Epoch milliseconds, as Iterable reports message type timestamps.
+_SEED_TIME_MS = 1_700_000_000_000
+
+DEFAULT_CHANNELS: list[dict[str, Any]] = [
+    {"id": 1, "name": "Marketing Email", "channelType": "Marketing", "messageMedium": "Email"},
+    {"id": 2, "name": "Transactional Email", "channelType": "Transactional", "messageMedium": "Email"},
+    {"id": 3, "name": "Marketing SMS", "channelType": "Marketing", "messageMedium": "SMS"},
+]
+
+DEFAULT_MESSAGE_TYPES: list[dict[str, Any]] = [
+    {"id": 101, "name": "GitLab Marketing", "channelId": 1, "subscriptionPolicy": "OptIn"},
+    {"id": 102, "name": "Marketing Message", "channelId": 1, "subscriptionPolicy": "OptOut"},
+    {"id": 201, "name": "Receipts", "channelId": 2, "subscriptionPolicy": "OptOut"},
+    {"id": 301, "name": "SMS Promotions", "channelId": 3, "subscriptionPolicy": "OptIn"},
+]
+
+
+def _message_types() -> list[dict[str, Any]]:
+    return [
+        item | {"createdAt": _SEED_TIME_MS, "updatedAt": _SEED_TIME_MS, "rateLimitPerMinute": 0}
+        for item in DEFAULT_MESSAGE_TYPES
+    ]
+
+
+@dataclass
+class SandboxOptions:
+    """Knobs of one sandbox (an email-based project); most can change at runtime (``/_sandbox/options``)."""
+
+    api_key: str = "sandbox-key"
+    limits_enabled: bool = True
+    rate_limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    max_body_bytes: int = 4_000_000
+    # Iterable applies profile writes asynchronously; a positive delay makes that visible to tests.
+    profile_delay_seconds: float = 0.0
+    channels: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_CHANNELS))
+    message_types: list[dict[str, Any]] = field(default_factory=_message_types)
+    # What the project does with unknown fields when a request omits createNewFields.
+    create_new_fields_default: bool = True
+
+    def copy(self) -> SandboxOptions:
+        """A deep copy, so a reset can return to the options the sandbox was created with."""
+        return copy.deepcopy(self)

@@ -1,0 +1,55 @@
+"""Run reports every flow ends with: a counts artifact, a progress artifact, and Prefect events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from uuid import UUID
+
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+
+
+def _key(name: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def publish_counts(recipe: str, counts: Mapping[str, int | float | str], description: str = "") -> None:
+    """End a run with a table artifact of its counts and a ``recipes.run.completed`` event."""
+    rows = [{"count": name, "value": value} for name, value in counts.items()]
+    create_table_artifact(table=rows, key=_key(f"{recipe}-counts"), description=description or recipe)
+    emit_event(
+        event="recipes.run.completed",
+        resource={"prefect.resource.id": f"recipes.recipe.{recipe}", "recipes.recipe": recipe},
+        payload={"counts": dict(counts), "flow_run_id": str(flow_run.id or "")},
+    )
+
+
+def emit_alert(recipe: str, event: str, payload: Mapping[str, object]) -> None:
+    """An outcome operators may want an automation for (dead items, rejected rows); no personal data."""
+    emit_event(
+        event=f"recipes.{event}",
+        resource={"prefect.resource.id": f"recipes.recipe.{recipe}", "recipes.recipe": recipe},
+        payload=dict(payload),
+    )
+
+
+class Progress:
+    """A progress artifact shown while a long run works; percentages only, nothing personal."""
+
+    def __init__(self, description: str) -> None:
+        self._id: UUID | None = None
+        self._description = description
+        self._last = -1.0
+
+    def update(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` (updates at whole-percent steps to spare the API)."""
+        percent = 100.0 if total <= 0 else min(100.0, round(100.0 * done / total, 0))
+        if percent == self._last:
+            return
+        self._last = percent
+        if self._id is None:
+            self._id = create_progress_artifact(progress=percent, description=self._description)  # type: ignore[assignment]
+        else:
+            update_progress_artifact(artifact_id=self._id, progress=percent)

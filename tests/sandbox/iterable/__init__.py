@@ -1,0 +1,1 @@
+"""Tests of the Iterable stand-in, over real sockets."""

@@ -1,0 +1,1 @@
+"""Tests of the warehouse side of the Snowflake -> Iterable sync (fakesnow)."""

@@ -1,0 +1,33 @@
+"""The warehouse side of the Snowflake -> Iterable sync: the diff in SQL, its state, and batch reading.
+
+Plain Python on snowflake-connector-python (no Prefect, no HTTP). The lead's tasks call, in order:
+``ensure_state`` -> ``plan_changes`` -> ``iter_batches`` (send each batch) -> ``accept_batch`` per
+batch -> ``finish_run``.
+"""
+
+from warehouse.accept import accept_all, accept_batch, finish_run
+from warehouse.batches import Batch, iter_batches
+from warehouse.connection import connect
+from warehouse.masking import mask_email, mask_identity, mask_text
+from warehouse.plan import ChangeSetSummary, plan_changes, sample_changes
+from warehouse.results import RunCounts
+from warehouse.state import ensure_state
+from warehouse.validate import validate_against_warehouse
+
+__all__ = [
+    "Batch",
+    "ChangeSetSummary",
+    "RunCounts",
+    "accept_all",
+    "accept_batch",
+    "connect",
+    "ensure_state",
+    "finish_run",
+    "iter_batches",
+    "mask_email",
+    "mask_identity",
+    "mask_text",
+    "plan_changes",
+    "sample_changes",
+    "validate_against_warehouse",
+]

@@ -1,0 +1,244 @@
+"""The receiver's FastAPI app: POST /webhooks/customersdot (verify, validate, commit, nudge), GET /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from config.event_mapping import EventMapping
+from config.settings import Settings, get_settings
+from inbox import Inbox, NewItem
+from inbox.contracts import EVENT_TYPES, openapi_schemas, parse_customersdot_event
+from inbox.mapping import load_mapping, to_iterable
+from webhooks.errors import Rejected
+from webhooks.intake import GroupCommitter
+from webhooks.nudge import Nudger
+from webhooks.signature import Verifier
+
+log = logging.getLogger(__name__)
+SOURCE = "customersdot"
+PREFECT_HEALTH_TIMEOUT = 3.0
+
+
+def json_response(status: int, content: dict[str, Any]) -> Response:
+    """A small JSON response without the JSONResponse machinery (this path is hot)."""
+    return Response(json.dumps(content).encode(), status_code=status, media_type="application/json")
+
+
+def error(status: int, reason: str) -> Response:
+    """The one error shape: ``{"error": reason}``."""
+    return json_response(status, {"error": reason})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 when Content-Length or the bytes actually sent exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejected(400, "Content-Length is not a number")
+        if int(declared) > limit:
+            raise Rejected(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def describe(err: ValidationError) -> str:
+    """A clear reason built from field paths and messages only: never the input (it holds emails)."""
+    problems = []
+    for problem in err.errors(include_input=False, include_url=False):
+        if problem["type"] == "union_tag_invalid":
+            problems.append(f"type: unknown event type; expected one of {', '.join(EVENT_TYPES)}")
+            continue
+        if problem["type"] == "union_tag_not_found":
+            problems.append(f"type: missing; expected one of {', '.join(EVENT_TYPES)}")
+            continue
+        # The discriminator's tag appears in the path; it is known by now, so leave it out.
+        loc = [str(p) for p in problem["loc"] if str(p) not in EVENT_TYPES]
+        problems.append(f"{'.'.join(loc) or 'body'}: {problem['msg']}")
+    return "; ".join(problems[:10])
+
+
+class Receiver:
+    """The CustomersDot endpoint's state: the verifier, the group committer, the mapping and the nudger."""
+
+    def __init__(self, settings: Settings, inbox: Inbox, nudger: Nudger, mapping: EventMapping) -> None:
+        self.settings = settings
+        self.inbox = inbox
+        self.nudger = nudger
+        self.mapping = mapping
+        self.verifier = Verifier([s.get_secret_value() for s in settings.customersdot_webhook_secrets])
+        self.committer = GroupCommitter(inbox)
+        self._prefect_health: tuple[float, bool] | None = None
+
+    async def customersdot(self, request: Request) -> Response:
+        """Verify, validate, commit, nudge; 202 when stored now, 200 for a repeat, 4xx with a reason."""
+        try:
+            if not self.verifier.configured:
+                return error(503, "no CustomersDot signing secret is configured")
+            body = await read_body(request, self.settings.webhook_max_body_bytes)
+            webhook_id = self.verifier.verify(body, request.headers)
+            try:
+                event = parse_customersdot_event(body)
+            except ValidationError as exc:
+                json_error = any(p["type"] == "json_invalid" for p in exc.errors(include_input=False))
+                raise Rejected(400 if json_error else 422, describe(exc)) from exc
+        except Rejected as rejected:
+            log.info("refused a CustomersDot request: %s", rejected.reason)
+            return error(rejected.status, rejected.reason)
+        forwarded = to_iterable(event, self.mapping) is not None
+        item = NewItem(
+            source=SOURCE,
+            source_id=event.id,
+            kind=event.type,
+            payload=event.model_dump(mode="json"),
+            webhook_id=f"{SOURCE}:{webhook_id}",
+            status="pending" if forwarded else "skipped",
+            reason=None if forwarded else "not forwarded by the event mapping (forward_when)",
+        )
+        try:
+            result = await self.committer.add(item)
+        except Exception as exc:
+            log.error("could not store a CustomersDot event (%s)", type(exc).__name__)
+            return error(503, "could not store the event; try again later")
+        if not result.created:
+            return json_response(200, {"id": result.id, "duplicate": True})
+        if forwarded:
+            self.nudger.nudge(self.settings.customersdot_drain_deployment)
+        return json_response(202, {"id": result.id})
+
+    async def healthz(self) -> Response:
+        """Database and Prefect reachability; 503 only when the database is down (Prefect is optional)."""
+        database = await asyncio.to_thread(self.inbox.ping)
+        prefect = await self._prefect_reachable()
+        body = {
+            "database": "ok" if database else "unreachable",
+            "prefect": "ok" if prefect else "unreachable",
+        }
+        return json_response(200 if database else 503, body)
+
+    async def _prefect_reachable(self) -> bool:
+        """Prefect's health, cached for a few seconds so probes do not hammer its API."""
+        loop = asyncio.get_running_loop()
+        if self._prefect_health and loop.time() - self._prefect_health[0] < 5.0:
+            return self._prefect_health[1]
+        try:
+            healthy = await asyncio.wait_for(
+                asyncio.to_thread(self.nudger.trigger.healthy), PREFECT_HEALTH_TIMEOUT
+            )
+        except (TimeoutError, Exception):
+            healthy = False
+        self._prefect_health = (loop.time(), healthy)
+        return healthy
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": ...}``; bad input is a 4xx, never a 500."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return error(422, "; ".join(problems[:10]))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.error("unexpected error in the receiver (%s)", type(exc).__name__)
+        return error(500, "internal error")
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Publish the CustomersDot contract as the endpoint's request body schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        body, components = openapi_schemas()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        operation = schema["paths"]["/webhooks/customersdot"]["post"]
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    settings: Settings | None = None,
+    nudger: Nudger | None = None,
+    *,
+    inbox: Inbox | None = None,
+    mapping: EventMapping | None = None,
+) -> FastAPI:
+    """The receiver app. Given parts are used as is (and left running); missing ones are made from
+    ``settings`` and closed at shutdown. The database must already be migrated (inbox.migrate)."""
+    settings = settings or get_settings()
+    own_inbox = inbox is None
+    own_nudger = nudger is None
+    store = inbox or Inbox(settings.recipes_database_url, max_attempts=settings.inbox_max_attempts)
+    nudges = nudger or Nudger(window_seconds=settings.nudge_window_seconds)
+    receiver = Receiver(settings, store, nudges, mapping or load_mapping())
+    if not receiver.verifier.configured:
+        log.warning("CUSTOMERSDOT_WEBHOOK_SECRETS is empty: every CustomersDot request will be refused")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nudges.start()
+        await receiver.committer.start()
+        try:
+            yield
+        finally:
+            await receiver.committer.stop()
+            if own_nudger:
+                nudges.stop()
+            if own_inbox:
+                store.dispose()
+
+    app = FastAPI(
+        title="iterable-recipes webhooks",
+        version="1",
+        description="Receives CustomersDot lifecycle events (Standard Webhooks signatures) into the inbox.",
+        lifespan=lifespan,
+    )
+    app.state.receiver = receiver
+    _install_error_handlers(app)
+    app.add_api_route(
+        "/webhooks/customersdot",
+        receiver.customersdot,
+        methods=["POST"],
+        status_code=202,
+        summary="Receive one CustomersDot event",
+        responses={
+            200: {"description": "A repeat of an accepted event: the stored id"},
+            202: {"description": "Stored: the inbox item's id"},
+            400: {"description": "Malformed JSON or body"},
+            401: {"description": "Missing or bad signature, or timestamp outside the 5-minute window"},
+            413: {"description": "Body too large"},
+            422: {"description": "Does not match the contract (unknown type, missing email, ...)"},
+            503: {"description": "Not stored (database unavailable); retry"},
+        },
+    )
+    app.add_api_route(
+        "/healthz", receiver.healthz, methods=["GET"], summary="Database and Prefect reachability"
+    )
+    _install_openapi(app)
+    return app

@@ -1,0 +1,173 @@
+"""Mark a drain deployment as due: nudges collapse in process, one Prefect call per deployment per window.
+
+Request handlers call ``Nudger.nudge(name)``, which only sets a flag. A background thread creates one
+flow run per due deployment and window, with an idempotency key naming the window, so a burst of
+thousands of requests makes a handful of flow runs, and replicas nudging in the same window share one.
+If Prefect is unreachable the failure is logged and dropped: the drain's schedule catches up.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+log = logging.getLogger(__name__)
+
+
+class FlowRunTrigger(Protocol):
+    """What the Nudger needs from Prefect; tests and other orchestrators can stand in."""
+
+    def create_run(self, deployment: str, idempotency_key: str) -> str:
+        """Create (or find, by idempotency key) a flow run of ``deployment``; return its id."""
+        ...
+
+    def healthy(self) -> bool:
+        """True when the orchestrator's API answers."""
+        ...
+
+
+class PrefectTrigger:
+    """Creates flow runs by deployment name ("flow-name/deployment-name") through Prefect's API."""
+
+    def __init__(self, api_url: str | None = None, timeout_seconds: float = 5.0) -> None:
+        # Import Prefect here, on the caller's thread: two threads importing it at once can deadlock
+        # or fail on its circular imports, and importing it lazily keeps ``import webhooks`` light.
+        import prefect.client.orchestration  # noqa: F401
+
+        self.api_url = api_url
+        self.timeout_seconds = timeout_seconds
+        self._deployment_ids: dict[str, UUID] = {}
+
+    def _client(self) -> Any:
+        from prefect.client.orchestration import SyncPrefectClient, get_client
+
+        httpx_settings = {"timeout": self.timeout_seconds}
+        if self.api_url is None:
+            return get_client(sync_client=True, httpx_settings=httpx_settings)
+        return SyncPrefectClient(self.api_url, httpx_settings=httpx_settings)
+
+    def create_run(self, deployment: str, idempotency_key: str) -> str:
+        """Create the window's flow run; the deployment id is looked up once and remembered."""
+        from prefect.exceptions import ObjectNotFound
+
+        with self._client() as client:
+            deployment_id = self._deployment_ids.get(deployment)
+            if deployment_id is None:
+                deployment_id = client.read_deployment_by_name(deployment).id
+                self._deployment_ids[deployment] = deployment_id
+            try:
+                run = client.create_flow_run_from_deployment(deployment_id, idempotency_key=idempotency_key)
+            except ObjectNotFound:
+                # The deployment was re-created under the same name: look it up again next time.
+                self._deployment_ids.pop(deployment, None)
+                raise
+        return str(run.id)
+
+    def healthy(self) -> bool:
+        """True when Prefect's API answers its health check."""
+        try:
+            with self._client() as client:
+                return client.api_healthcheck() is None
+        except Exception:
+            return False
+
+
+@dataclass
+class NudgeStats:
+    """Counters for operators and tests: nudges asked for, Prefect calls made, and failed calls."""
+
+    requested: int = 0
+    sent: int = 0
+    failed: int = 0
+    runs: dict[str, set[str]] = field(default_factory=dict)
+
+
+class Nudger:
+    """Collapses nudges per deployment and sends them off the request path, one call per window."""
+
+    def __init__(self, trigger: FlowRunTrigger | None = None, window_seconds: float = 1.0) -> None:
+        self.trigger: FlowRunTrigger = trigger or PrefectTrigger()
+        self.window_seconds = window_seconds
+        self.stats = NudgeStats()
+        self._due: set[str] = set()
+        self._next_allowed: dict[str, float] = {}
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Nudger:
+        """Start the sending thread (idempotent). It runs in a copy of the caller's context, so it
+        sees the caller's Prefect settings."""
+        with self._wake:
+            if self._thread is not None:
+                return self
+            self._stopping = False
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(target=context.run, args=(self._run,), name="nudger", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Send what is due now, then stop the thread."""
+        with self._wake:
+            if self._thread is None:
+                return
+            self._stopping = True
+            self._wake.notify_all()
+            thread, self._thread = self._thread, None
+        thread.join(timeout)
+
+    def nudge(self, deployment: str) -> None:
+        """Mark ``deployment`` as due; cheap and thread-safe (a flag, no I/O)."""
+        with self._wake:
+            self.stats.requested += 1
+            if deployment not in self._due:
+                self._due.add(deployment)
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                ready = self._ready_or_wait()
+                if ready is None:
+                    return
+            for deployment in ready:
+                self._send(deployment)
+
+    def _ready_or_wait(self) -> list[str] | None:
+        """Due deployments whose window allows a call now; waits (lock held by caller) until there are.
+        None means stop."""
+        while True:
+            now = time.monotonic()
+            ready = [d for d in self._due if self._stopping or self._next_allowed.get(d, 0.0) <= now]
+            if ready:
+                for deployment in ready:
+                    self._due.discard(deployment)
+                    self._next_allowed[deployment] = now + self.window_seconds
+                return ready
+            if self._stopping:
+                return None
+            waits = [self._next_allowed.get(d, 0.0) - now for d in self._due]
+            self._wake.wait(timeout=min(waits) if waits else None)
+
+    def _send(self, deployment: str) -> None:
+        window_start = int(time.time() // self.window_seconds)
+        key = f"{deployment}:{window_start}"
+        try:
+            run_id = self.trigger.create_run(deployment, key)
+        except Exception as exc:
+            # Class name only: messages of HTTP errors can carry URLs with credentials.
+            self.stats.failed += 1
+            log.warning(
+                "nudge of deployment %s failed (%s); its schedule will pick the events up",
+                deployment,
+                type(exc).__name__,
+            )
+            return
+        self.stats.sent += 1
+        self.stats.runs.setdefault(deployment, set()).add(run_id)
