@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from config.event_mapping import EventMapping
 from config.settings import Settings, get_settings
@@ -50,11 +51,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise Rejected(413, f"body larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, f"body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise Rejected(400, "client disconnected before the body was complete") from exc
     return b"".join(chunks)
 
 

@@ -27,12 +27,18 @@ def test_save_load_round_trip_keeps_the_secret(block_name: str) -> None:
 
 
 def test_block_type_is_registered_under_its_slug(block_name: str) -> None:
-    IterableCredentials(api_key=SecretStr("k"), base_url="http://127.0.0.1:9/").save(block_name)
-    from prefect.blocks.core import Block
+    from prefect.client.orchestration import get_client
 
-    loaded = Block.load(f"iterable-credentials/{block_name}")
-    assert isinstance(loaded, IterableCredentials)
-    assert loaded.base_url == "http://127.0.0.1:9/"
+    IterableCredentials(api_key=SecretStr("k"), base_url="http://127.0.0.1:9/").save(block_name)
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug("iterable-credentials")
+        document = client.read_block_document_by_name(
+            block_name, "iterable-credentials", include_secrets=False
+        )
+    assert block_type.name == "Iterable Credentials"
+    assert document.data["base_url"] == "http://127.0.0.1:9/"
+    # The key stays obfuscated when secrets are not asked for.
+    assert document.data["api_key"] != "k"
 
 
 @pytest.mark.parametrize(

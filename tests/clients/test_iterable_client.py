@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from clients.errors import PermanentError, RetryableError, SplitBatchError
-from clients.iterable import ITERABLE_RATE_LIMITS, IterableClient, iterable_limiter, mask_emails
+from clients.iterable import ITERABLE_RATE_LIMITS, IterableClient, iterable_limiter, mask_emails, paced_rates
 from clients.iterable_models import BulkUser, FailureCategory, TrackEventRequest
 from clients.limiter import InMemoryLimiter, Rate
 from clients.retry import RetryPolicy
@@ -447,3 +447,9 @@ def test_unreadable_success_body_is_retryable() -> None:
     script = Script(httpx.Response(200, text="<html>proxy</html>"))
     with script.client(retry=RetryPolicy(attempts=1)) as client, pytest.raises(RetryableError):
         client.get_channels()
+
+
+def test_paced_rates_leave_headroom_below_the_spec() -> None:
+    rates = paced_rates(0.1)
+    assert set(rates) == set(ITERABLE_RATE_LIMITS)
+    assert rates["users/bulkUpdate"].limit / rates["users/bulkUpdate"].seconds == pytest.approx(5 / 1.1)

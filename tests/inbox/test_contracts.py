@@ -72,7 +72,9 @@ def test_marketo_unsubscribe_body() -> None:
 def test_openapi_schema_is_a_discriminated_union() -> None:
     body, components = openapi_schemas()
     assert body["discriminator"]["propertyName"] == "type"
-    assert {"SaasTrialStarted", "FreeRegistration", "NamespaceUserInvited", "MarketoUnsubscribe"} <= set(components)
+    assert {"SaasTrialStarted", "FreeRegistration", "NamespaceUserInvited", "MarketoUnsubscribe"} <= set(
+        components
+    )
 
 
 def test_a_bad_mapping_file_names_the_file_key_and_problem(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the Marketo client, its stand-in and its spec check."""

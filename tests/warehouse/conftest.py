@@ -13,6 +13,8 @@ from sandbox.warehouse import seed_model
 from warehouse import accept_batch, connect, ensure_state, iter_batches
 
 STATE = "SYNC_STATE"
+ROWS = 2_000  # small enough to keep the suite fast, several batches at BATCH = 500
+BATCH = 500
 
 
 @pytest.fixture
@@ -35,8 +37,8 @@ def conn() -> Iterator[Any]:
 
 @pytest.fixture
 def seeded(conn: Any) -> Any:
-    """The connection with 10,000 synthetic contacts in the model."""
-    seed_model(conn, 10_000)
+    """The connection with ROWS synthetic contacts in the model."""
+    seed_model(conn, ROWS)
     return conn
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from config.sync_definitions import SyncDefinition
 from sandbox.warehouse import MODEL_TABLE, add_rows, mutate, picked_emails, remove_rows
-from tests.warehouse.conftest import STATE, scalar, send_all
+from tests.warehouse.conftest import BATCH, STATE, scalar, send_all
 from warehouse import (
     accept_all,
     accept_batch,
@@ -21,19 +21,20 @@ from warehouse import (
 
 
 def plan(conn: Any, defn: SyncDefinition, run_id: str, **kw: Any):
+    kw.setdefault("batch_size", BATCH)
     return plan_changes(conn, defn, run_id, state_schema=STATE, **kw)
 
 
 def test_first_plan_is_every_row_then_nothing_after_accepting(seeded: Any, gitlab: SyncDefinition) -> None:
     first = plan(seeded, gitlab, "r1")
-    assert (first.new, first.changed, first.to_send, first.batches) == (10_000, 0, 10_000, 10)
+    assert (first.new, first.changed, first.to_send, first.batches) == (2_000, 0, 2_000, 4)
     read = send_all(seeded, gitlab, "r1")
-    assert len(read) == len(set(read)) == 10_000
+    assert len(read) == len(set(read)) == 2_000
     counts = finish_run(seeded, gitlab, "r1", state_schema=STATE)
-    assert (counts.accepted, counts.rejected, counts.status) == (10_000, 0, "succeeded")
-    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 10_000
+    assert (counts.accepted, counts.rejected, counts.status) == (2_000, 0, "succeeded")
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 2_000
     second = plan(seeded, gitlab, "r2")
-    assert (second.to_send, second.unchanged, second.batches) == (0, 10_000, 0)
+    assert (second.to_send, second.unchanged, second.batches) == (0, 2_000, 0)
     assert list(iter_batches(seeded, gitlab, "r2", state_schema=STATE)) == []
 
 
@@ -41,9 +42,9 @@ def test_mutating_one_percent_stages_exactly_those_rows(seeded: Any, gitlab: Syn
     plan(seeded, gitlab, "r1")
     accept_all(seeded, gitlab, "r1", state_schema=STATE)
     expected = picked_emails(seeded, 0.01, seed=3)
-    assert mutate(seeded, 0.01, seed=3) == len(expected) == 100
+    assert mutate(seeded, 0.01, seed=3) == len(expected) > 0
     summary = plan(seeded, gitlab, "r2")
-    assert (summary.changed, summary.new, summary.unchanged) == (100, 0, 9_900)
+    assert (summary.changed, summary.new, summary.unchanged) == (len(expected), 0, 2_000 - len(expected))
     assert set(send_all(seeded, gitlab, "r2")) == expected
     assert plan(seeded, gitlab, "r3").to_send == 0
 
@@ -51,7 +52,7 @@ def test_mutating_one_percent_stages_exactly_those_rows(seeded: Any, gitlab: Syn
 def test_batches_are_ready_for_iterable(seeded: Any, gitlab: SyncDefinition) -> None:
     plan(seeded, gitlab, "r1", batch_size=250)
     batches = list(iter_batches(seeded, gitlab, "r1", state_schema=STATE, fetch_size=333))
-    assert [b.batch_no for b in batches] == list(range(40))
+    assert [b.batch_no for b in batches] == list(range(8))
     assert all(len(b) == 250 for b in batches)
     item = next(i for b in batches for i in b.items if i["email"] == "user4@example.com")
     data = item["dataFields"]
@@ -67,10 +68,10 @@ def test_batches_are_ready_for_iterable(seeded: Any, gitlab: SyncDefinition) -> 
 
 def test_rejected_keys_come_back_until_accepted(seeded: Any, gitlab: SyncDefinition) -> None:
     plan(seeded, gitlab, "r1")
-    bad = {"user7@example.com": "Invalid email: user7@example.com", "user9999@example.com": "type mismatch"}
+    bad = {"user7@example.com": "Invalid email: user7@example.com", "user1999@example.com": "type mismatch"}
     send_all(seeded, gitlab, "r1", rejected=bad)
     counts = finish_run(seeded, gitlab, "r1", state_schema=STATE)
-    assert (counts.accepted, counts.rejected) == (9_998, 2)
+    assert (counts.accepted, counts.rejected) == (1_998, 2)
     stored = scalar(seeded, f"SELECT REASON FROM {STATE}.SYNC_REJECTED WHERE IDENTITY = 'user7@example.com'")
     assert "user7@example.com" not in stored and "u***@e***.com" in stored
 
@@ -88,13 +89,13 @@ def test_rejected_keys_come_back_until_accepted(seeded: Any, gitlab: SyncDefinit
 
 def test_run_stopped_after_batch_k_loses_nothing(seeded: Any, gitlab: SyncDefinition) -> None:
     plan(seeded, gitlab, "r1")
-    accepted = send_all(seeded, gitlab, "r1", stop_after=3)  # batches 0..3 accepted, then the crash
-    assert len(accepted) == 4_000
-    # Batch 4 was read (in flight) but never accepted: it must come back, with everything after it.
+    accepted = send_all(seeded, gitlab, "r1", stop_after=1)  # batches 0..1 accepted, then the crash
+    assert len(accepted) == 1_000
+    # Batch 2 was read (in flight) but never accepted: it must come back, with everything after it.
     resumed = plan(seeded, gitlab, "r2")
-    assert (resumed.new, resumed.to_send) == (6_000, 6_000)
+    assert (resumed.new, resumed.to_send) == (1_000, 1_000)
     rest = send_all(seeded, gitlab, "r2")
-    assert set(rest).isdisjoint(accepted) and len(set(rest) | set(accepted)) == 10_000
+    assert set(rest).isdisjoint(accepted) and len(set(rest) | set(accepted)) == 2_000
     assert plan(seeded, gitlab, "r3").to_send == 0
 
 
@@ -102,8 +103,8 @@ def test_accepting_a_batch_twice_is_harmless(seeded: Any, gitlab: SyncDefinition
     plan(seeded, gitlab, "r1")
     for _ in range(2):
         accept_batch(seeded, gitlab, "r1", 0, state_schema=STATE)
-    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 1_000
-    assert plan(seeded, gitlab, "r2").to_send == 9_000
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 500
+    assert plan(seeded, gitlab, "r2").to_send == 1_500
 
 
 def test_null_and_duplicate_identities_are_counted_and_never_sent(seeded: Any, gitlab: SyncDefinition) -> None:
@@ -114,9 +115,9 @@ def test_null_and_duplicate_identities_are_counted_and_never_sent(seeded: Any, g
     cur.execute(f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'User10@Example.com' WHERE USER_ID = 11")
     summary = plan(seeded, gitlab, "r1")
     assert (summary.null_identities, summary.duplicate_rows, summary.duplicate_identities) == (4, 2, 1)
-    assert (summary.rows_in_model, summary.to_send) == (10_000, 9_994)
+    assert (summary.rows_in_model, summary.to_send) == (2_000, 1_994)
     sent = send_all(seeded, gitlab, "r1")
-    assert "user10@example.com" not in sent and None not in sent and len(sent) == 9_994
+    assert "user10@example.com" not in sent and None not in sent and len(sent) == 1_994
     counts = finish_run(seeded, gitlab, "r1", state_schema=STATE)
     assert (counts.duplicates, counts.null_identities) == (2, 4)
 
@@ -131,18 +132,19 @@ def test_rows_that_left_the_model_leave_the_state(seeded: Any, gitlab: SyncDefin
         not_found={"user6@example.com"},
     )
     gone = picked_emails(seeded, 0.02, seed=1) | {"user5@example.com", "user6@example.com"}
-    removed = remove_rows(seeded, 0.02, seed=1)
+    assert remove_rows(seeded, 0.02, seed=1) > 0
     cur = seeded.cursor()
     cur.execute(f"DELETE FROM {MODEL_TABLE} WHERE USER_ID IN (5, 6)")
     summary = plan(seeded, gitlab, "r2")
-    assert summary.removed_from_state == removed + 2 - len({"user5@example.com", "user6@example.com"} - gone) - 2
+    # user5 (rejected) and user6 (not in Iterable) were never accepted, so they had no snapshot row.
+    assert summary.removed_from_state == len(gone) - 2
     for name in ("SYNC_SNAPSHOT", "SYNC_REJECTED", "SYNC_NOT_IN_ITERABLE"):
         left = scalar(
             seeded,
             f"SELECT COUNT(*) FROM {STATE}.{name} WHERE IDENTITY IN ({', '.join(repr(e) for e in sorted(gone))})",
         )
         assert left == 0, name
-    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 10_000 - len(gone)
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 2_000 - len(gone)
     assert summary.to_send == 0
     add_rows(seeded, 5, start=20_000)
     assert plan(seeded, gitlab, "r3").new == 5
@@ -157,7 +159,7 @@ def test_not_in_iterable_waits_for_interval_or_change(seeded: Any, gitlab: SyncD
     # The accept stamps "now" as wall-clock time; plan a little later and well within the interval.
     soon = datetime.now(UTC) + timedelta(hours=1)
     waiting = plan(seeded, gitlab, "r2", now=soon)
-    assert (waiting.to_send, waiting.not_found_waiting, waiting.unchanged) == (0, 2, 9_998)
+    assert (waiting.to_send, waiting.not_found_waiting, waiting.unchanged) == (0, 2, 1_998)
     cur = seeded.cursor()
     cur.execute(f"UPDATE {MODEL_TABLE} SET GLM_CONTENT = 'new' WHERE USER_ID = 1")
     changed = plan(seeded, gitlab, "r3", now=soon)
@@ -172,8 +174,8 @@ def test_not_in_iterable_waits_for_interval_or_change(seeded: Any, gitlab: SyncD
 def test_dry_run_touches_no_state_and_samples_masked(seeded: Any, gitlab: SyncDefinition) -> None:
     plan(seeded, gitlab, "r1")
     accept_all(seeded, gitlab, "r1", state_schema=STATE)
-    remove_rows(seeded, 0.01, seed=2)
-    mutate(seeded, 0.01, seed=5)
+    remove_rows(seeded, 0.01, seed=0)
+    mutate(seeded, 0.01, seed=5_000)
     snapshot_before = scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT")
     dry = plan(seeded, gitlab, "dry-1", dry_run=True)
     assert dry.dry_run and dry.removed_from_state == 0 and dry.changed > 0
@@ -193,7 +195,7 @@ def test_mapping_change_resends_every_row(seeded: Any, gitlab: SyncDefinition) -
     fields = dict(gitlab.fields)
     fields.pop("LIST_OF_STAGES")
     narrower = gitlab.model_copy(update={"fields": fields})
-    assert plan(seeded, narrower, "r2").changed == 10_000
+    assert plan(seeded, narrower, "r2").changed == 2_000
 
 
 def test_bad_run_ids_are_refused(seeded: Any, gitlab: SyncDefinition) -> None:

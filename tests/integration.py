@@ -1,0 +1,130 @@
+"""Helpers for end-to-end tests: the app pointed at a stand-in Iterable, a fresh app database, signing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from clients.iterable import IterableClient
+from clients.limiter import InMemoryLimiter
+from clients.retry import RetryPolicy
+from config.settings import get_settings
+from sandbox.iterable.app import create_app as create_iterable
+from sandbox.iterable.options import SandboxOptions
+from sandbox.serving import ServerThread
+from tests.contract.iterable_spec import SpecCheckingTransport
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"integration-tests-secret-0123456").decode()
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5, jitter=0.1)
+
+
+@dataclass
+class IterableStandIn:
+    """A stand-in Iterable served over a real socket, its state, and the spec-checking transport."""
+
+    url: str
+    sandbox: Any
+    transport: SpecCheckingTransport
+
+
+def reset_process_caches() -> None:
+    """Forget every per-process cache built from settings (tests change settings between runs)."""
+    import tasks.inbox
+    import tasks.iterable
+    import tasks.resources
+
+    get_settings.cache_clear()
+    for cached in (tasks.iterable._client, tasks.iterable.consent_policy, tasks.inbox.app_inbox):
+        # A test may have replaced one of them by a plain function.
+        getattr(cached, "cache_clear", lambda: None)()
+    tasks.resources._process_limiters.clear()
+
+
+@pytest.fixture
+def iterable_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[IterableStandIn]:
+    """A stand-in Iterable with Iterable's limits; every request our tasks send is checked by the spec."""
+    server = ServerThread(create_iterable(SandboxOptions())).start()
+    transport = SpecCheckingTransport(httpx.HTTPTransport())
+    client = IterableClient(
+        "sandbox-key",
+        base_url=server.url,
+        transport=transport,
+        limiter=InMemoryLimiter(_rates()),
+        retry=FAST_RETRY,
+        timeout=5,
+    )
+    import tasks.iterable
+
+    monkeypatch.setenv("ITERABLE_API_KEY", "sandbox-key")
+    monkeypatch.setenv("ITERABLE_BASE_URL", server.url)
+    reset_process_caches()
+    # The tasks' real client, over a real socket, with a transport that validates each body first.
+    monkeypatch.setattr(tasks.iterable, "_client", lambda: client)
+    try:
+        yield IterableStandIn(server.url, server._server.config.app.state.sandbox, transport)
+    finally:
+        client.close()
+        server.stop()
+        assert transport.violations == [], transport.violations
+
+
+def _rates() -> dict[str, Any]:
+    from clients.iterable import ITERABLE_RATE_LIMITS
+
+    return ITERABLE_RATE_LIMITS
+
+
+@pytest.fixture
+def app_database(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, migrated SQLite app database for this test."""
+    from inbox.migrations_runner import migrate
+
+    url = f"sqlite:///{tmp_path / 'recipes.db'}"
+    monkeypatch.setenv("RECIPES_DATABASE_URL", url)
+    monkeypatch.setenv("CUSTOMERSDOT_WEBHOOK_SECRETS", WEBHOOK_SECRET)
+    monkeypatch.setenv("EVENT_NOT_FOUND_RETRY_SECONDS", "0.2")
+    reset_process_caches()
+    migrate(url)
+    return url
+
+
+def customersdot_event(kind: str = "saas_trial_started", **data: Any) -> dict[str, Any]:
+    """A valid CustomersDot event of ``kind`` for a synthetic person."""
+    n = uuid.uuid4().hex[:10]
+    body: dict[str, Any] = {
+        "version": "1",
+        "id": f"evt-{n}",
+        "type": kind,
+        "occurred_at": "2026-11-20T10:00:00+00:00",
+        "person": {"email": f"person-{n}@example.com", "user_id": str(int(n, 16) % 10**8)},
+        "data": {"company": "Acme", "firstName": "Ada", "country": "NL"} | data,
+    }
+    if kind == "free_registration":
+        body["data"].setdefault("registration_kind", "company")
+    return body
+
+
+def signed(body: dict[str, Any], secret: str = WEBHOOK_SECRET) -> tuple[bytes, dict[str, str]]:
+    """The body's bytes and Standard Webhooks headers signed with ``secret``."""
+    raw = json.dumps(body).encode()
+    msg_id = f"msg_{secrets.token_hex(8)}"
+    now = int(time.time())
+    from datetime import UTC, datetime
+
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(now, tz=UTC), raw.decode())
+    return raw, {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
