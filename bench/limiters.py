@@ -56,6 +56,8 @@ class RunResult:
     """Acquisition times (wall clock, seconds) per name from every process, and the pause probe."""
 
     times: dict[str, list[float]] = field(default_factory=dict)
+    # How many acquisitions of each name every process made.
+    per_process: list[dict[str, int]] = field(default_factory=list)
     pause_set_at: float | None = None
     pause_seconds: float = 0.0
     # (paused_for seen by the process before acquiring, wall time its acquire returned), per process.
@@ -129,6 +131,7 @@ def run_processes(
             assert kind == "times"
             for name, stamps in times.items():
                 result.times[name].extend(stamps)
+            result.per_process.append({name: len(stamps) for name, stamps in times.items()})
         if pause_seconds > 0:
             with backend.limiter({}) as setter:
                 result.pause_set_at = time.time()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyrate_limiter as pl
+from pyrate_limiter.buckets.redis_bucket import LuaScript
 
 from clients.limiter import Rate
 
@@ -195,6 +196,27 @@ return 1
 """
 
 
+_LIBRARY_COUNT = "redis.call('ZCOUNT', bucket, window_start, now)"
+# The library counts entries up to the caller's own timestamp, so two processes that read the clock
+# a millisecond apart (both woken by the same expiring entry) miss each other's entry and both pass.
+# Counting up to +inf sees every entry newer than the window start, as the SQL buckets do.
+_SHARED_PUT_ITEM = LuaScript.PUT_ITEM.replace(
+    _LIBRARY_COUNT, "redis.call('ZCOUNT', bucket, window_start, '+inf')"
+)
+
+
+class _SharedRedisBucket(pl.RedisBucket):
+    """The library's Redis bucket with the window counted up to +inf (see ``_SHARED_PUT_ITEM``)."""
+
+    @classmethod
+    def init_shared(cls, rates: list[pl.Rate], client: redis.Redis, bucket_key: str) -> _SharedRedisBucket:
+        """Load the amended script and build the bucket (sync clients only)."""
+        if _LIBRARY_COUNT not in LuaScript.PUT_ITEM:
+            raise RuntimeError("pyrate-limiter's Redis script changed; review _SHARED_PUT_ITEM")
+        script_hash = client.script_load(_SHARED_PUT_ITEM)
+        return cls(rates, client, bucket_key, str(script_hash))
+
+
 class RedisLimiter(SharedLimiter):
     """Limits shared by every machine that reaches one Redis."""
 
@@ -212,9 +234,7 @@ class RedisLimiter(SharedLimiter):
         self._pause_script = self._redis.register_script(_REDIS_PAUSE)
 
     def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
-        bucket = pl.RedisBucket.init(rates, self._redis, f"{self._prefix}:limiter:{name}")
-        assert isinstance(bucket, pl.RedisBucket)  # a sync client gives a sync bucket
-        return bucket
+        return _SharedRedisBucket.init_shared(rates, self._redis, f"{self._prefix}:limiter:{name}")
 
     def _pause_key(self, name: str) -> str:
         return f"{self._prefix}:limiter-pause:{name}"

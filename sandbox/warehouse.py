@@ -1,4 +1,4 @@
-"""A deterministic synthetic copy of GitLab's marketing-contact model, seeded into fakesnow (or any Snowflake).
+"""A deterministic synthetic copy of GitLab's marketing-contact model, seeded into fakesnow or Snowflake.
 
 Rows are derived from their row number alone, so the same call always builds the same data; emails are
 ``user<N>@example.com``. Only the model's created date follows today, so the shipped source SQL

@@ -128,3 +128,39 @@ def signed(body: dict[str, Any], secret: str = WEBHOOK_SECRET) -> tuple[bytes, d
         "webhook-signature": signature,
         "content-type": "application/json",
     }
+
+
+@dataclass
+class MarketoStandIn:
+    """A stand-in Marketo over a real socket, its state, and the spec-checking transport."""
+
+    url: str
+    sandbox: Any
+    transport: Any
+
+
+@pytest.fixture
+def marketo_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[MarketoStandIn]:
+    """A stand-in Marketo; every request our tasks send is checked against Marketo's own spec."""
+    import tasks.marketo
+    from clients.marketo import MarketoClient
+    from sandbox.marketo.app import create_app as create_marketo
+    from tests.contract.marketo_spec import MarketoSpecCheckingTransport
+
+    server = ServerThread(create_marketo()).start()
+    transport = MarketoSpecCheckingTransport(httpx.HTTPTransport())
+    monkeypatch.setenv("MARKETO_BASE_URL", server.url)
+    monkeypatch.setenv("MARKETO_CLIENT_ID", "sandbox-client")
+    monkeypatch.setenv("MARKETO_CLIENT_SECRET", "sandbox-secret")
+
+    def client(settings: Any = None) -> MarketoClient:
+        return MarketoClient(
+            server.url, "sandbox-client", "sandbox-secret", transport=transport, retry=FAST_RETRY
+        )
+
+    monkeypatch.setattr(tasks.marketo, "marketo_client", client)
+    try:
+        yield MarketoStandIn(server.url, server._server.config.app.state.sandbox, transport)
+    finally:
+        server.stop()
+        assert transport.violations == [], transport.violations

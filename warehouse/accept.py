@@ -64,7 +64,8 @@ def _record(
         )
         if bad_rows:
             values, params = _values(bad_rows)
-            outcome = f"""SELECT V.VID AS IDENTITY, V.VREASON AS REASON FROM (VALUES {values}) AS V (VID, VREASON)
+            outcome = f"""SELECT V.VID AS IDENTITY, V.VREASON AS REASON
+                FROM (VALUES {values}) AS V (VID, VREASON)
                 JOIN {stage} S ON S.IDENTITY = V.VID AND {s_in_batch}"""
             _upsert_outcome(cur, rej, outcome, params, defn.name, at, run_id, "REASON = A.REASON", "A.REASON")
             marks = ", ".join(["%s"] * len(bad_rows))

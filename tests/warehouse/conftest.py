@@ -27,7 +27,9 @@ def gitlab() -> SyncDefinition:
 def conn() -> Iterator[Any]:
     """A fakesnow (patch mode) connection of this test's own, with the state schema created."""
     with fakesnow.patch():
-        connection = connect(account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC")
+        connection = connect(
+            account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC"
+        )
         ensure_state(connection, STATE)
         try:
             yield connection

@@ -48,13 +48,21 @@ def test_block_wins_and_resolves_its_key(tmp_path: Path) -> None:
     settings = Settings(snowflake_account="other", snowflake_user="x", snowflake_password="pw",
                         snowflake_database="DB", snowflake_schema="S")  # fmt: skip
     params = connection_params(block, settings)
-    assert (params["account"], params["user"], params["role"], params["database"]) == ("blk", "svc", "R", "DB")
+    assert (params["account"], params["user"], params["role"], params["database"]) == (
+        "blk",
+        "svc",
+        "R",
+        "DB",
+    )
     assert isinstance(params["private_key"], bytes) and "password" not in params
     assert "private_key_path" not in params
 
 
 def test_masking() -> None:
     assert mask_email("alice@example.com") == "a***@e***.com"
-    assert mask_text("No record for email: bob%40mail.example.org here") == "No record for email: b***@m***.org here"
+    assert (
+        mask_text("No record for email: bob%40mail.example.org here")
+        == "No record for email: b***@m***.org here"
+    )
     assert mask_identity("12345", "userId") == "12***"
     assert mask_email("not an email") == "***"

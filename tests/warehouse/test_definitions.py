@@ -1,4 +1,4 @@
-"""Sync definitions: the shipped file loads; bad files and definitions that no longer fit the model are refused."""
+"""Sync definitions: the shipped file loads; bad files and definitions that misfit the model are refused."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def test_shipped_gitlab_sync_is_update_only_on_recent_users() -> None:
         ("not_in_iterable_retry_hours: 0\n", "not_in_iterable_retry_hours", "greater than 0"),
     ],
 )
-def test_bad_definitions_name_file_key_and_problem(tmp_path: Path, extra: str, key: str, problem: str) -> None:
+def test_bad_definitions_name_file_key_and_problem(
+    tmp_path: Path, extra: str, key: str, problem: str
+) -> None:
     path = write(tmp_path, GOOD + extra)
     with pytest.raises(ConfigError) as err:
         load_sync_definition(path)
@@ -54,10 +56,12 @@ def test_bad_definitions_name_file_key_and_problem(tmp_path: Path, extra: str, k
 
 
 def test_bad_field_type_and_column_are_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD + "  USER_ID: {field: uid, type: integer}\n  'bad col': {field: x, type: string}\n")
     with pytest.raises(ConfigError) as err:
-        load_sync_definition(path)
-    assert "fields.USER_ID.type" in str(err.value) and "not a plain SQL identifier" in str(err.value)
+        load_sync_definition(write(tmp_path, GOOD + "  USER_ID: {field: uid, type: integer}\n"))
+    assert "fields.USER_ID.type: Input should be 'string'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(write(tmp_path, GOOD + "  'bad col': {field: x, type: string}\n"))
+    assert "fields: Value error, column 'bad col' is not a plain SQL identifier" in str(err.value)
 
 
 def test_valid_definition_passes_the_warehouse_check(seeded: Any, tmp_path: Path) -> None:
@@ -74,7 +78,9 @@ def test_unknown_column_is_refused_naming_file_and_key(seeded: Any, tmp_path: Pa
 
 def test_changed_column_type_is_refused(seeded: Any, tmp_path: Path) -> None:
     defn = load_sync_definition(
-        write(tmp_path, GOOD + "  CURRENT_MEMBER_COUNT: {field: members, type: number, source_type: NUMBER}\n")
+        write(
+            tmp_path, GOOD + "  CURRENT_MEMBER_COUNT: {field: members, type: number, source_type: NUMBER}\n"
+        )
     )
     validate_against_warehouse(defn, seeded)
     cur = seeded.cursor()
@@ -83,7 +89,9 @@ def test_changed_column_type_is_refused(seeded: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         validate_against_warehouse(defn, seeded)
     message = str(err.value)
-    assert f"{defn.path}: fields.CURRENT_MEMBER_COUNT.type: mapped as number but the column is TEXT" in message
+    assert (
+        f"{defn.path}: fields.CURRENT_MEMBER_COUNT.type: mapped as number but the column is TEXT" in message
+    )
     assert "fields.CURRENT_MEMBER_COUNT.source_type: declared NUMBER but the column is now TEXT" in message
 
 

@@ -61,7 +61,12 @@ def test_batches_are_ready_for_iterable(seeded: Any, gitlab: SyncDefinition) -> 
     assert data["gitlab_plan_is_paid"] is False and data["is_setup_for_company"] is True
     assert data["created_at"] == "2025-01-01 00:04:00 +00:00"
     assert data["namespaces"] == [
-        {"NAMESPACE_ID": 1_000_004, "GITLAB_PLAN_TITLE": "Free", "IS_SETUP_FOR_COMPANY": True, "CURRENT_MEMBER_COUNT": 5}
+        {
+            "NAMESPACE_ID": 1_000_004,
+            "GITLAB_PLAN_TITLE": "Free",
+            "IS_SETUP_FOR_COMPANY": True,
+            "CURRENT_MEMBER_COUNT": 5,
+        }
     ]
     assert "trial_start_date" not in data  # NULL and send_nulls is off: Iterable keeps what it has
 
@@ -78,7 +83,9 @@ def test_rejected_keys_come_back_until_accepted(seeded: Any, gitlab: SyncDefinit
     again = plan(seeded, gitlab, "r2")
     assert (again.rejected_retry, again.to_send) == (2, 2)
     send_all(seeded, gitlab, "r2", rejected={"user7@example.com": "still bad"})
-    attempts = scalar(seeded, f"SELECT ATTEMPTS FROM {STATE}.SYNC_REJECTED WHERE IDENTITY = 'user7@example.com'")
+    attempts = scalar(
+        seeded, f"SELECT ATTEMPTS FROM {STATE}.SYNC_REJECTED WHERE IDENTITY = 'user7@example.com'"
+    )
     assert attempts == 2
     third = plan(seeded, gitlab, "r3")
     assert (third.rejected_retry, third.to_send) == (1, 1)
@@ -107,7 +114,9 @@ def test_accepting_a_batch_twice_is_harmless(seeded: Any, gitlab: SyncDefinition
     assert plan(seeded, gitlab, "r2").to_send == 1_500
 
 
-def test_null_and_duplicate_identities_are_counted_and_never_sent(seeded: Any, gitlab: SyncDefinition) -> None:
+def test_null_and_duplicate_identities_are_counted_and_never_sent(
+    seeded: Any, gitlab: SyncDefinition
+) -> None:
     cur = seeded.cursor()
     cur.execute(f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = NULL WHERE USER_ID < 3")
     cur.execute(f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = '  ' WHERE USER_ID = 3")
@@ -139,10 +148,8 @@ def test_rows_that_left_the_model_leave_the_state(seeded: Any, gitlab: SyncDefin
     # user5 (rejected) and user6 (not in Iterable) were never accepted, so they had no snapshot row.
     assert summary.removed_from_state == len(gone) - 2
     for name in ("SYNC_SNAPSHOT", "SYNC_REJECTED", "SYNC_NOT_IN_ITERABLE"):
-        left = scalar(
-            seeded,
-            f"SELECT COUNT(*) FROM {STATE}.{name} WHERE IDENTITY IN ({', '.join(repr(e) for e in sorted(gone))})",
-        )
+        listed = ", ".join(repr(e) for e in sorted(gone))
+        left = scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.{name} WHERE IDENTITY IN ({listed})")
         assert left == 0, name
     assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 2_000 - len(gone)
     assert summary.to_send == 0
@@ -185,7 +192,7 @@ def test_dry_run_touches_no_state_and_samples_masked(seeded: Any, gitlab: SyncDe
     assert all(s["identity"] == "u***@e***.com" for s in sample)
     counts = finish_run(seeded, gitlab, "dry-1", state_schema=STATE)
     assert counts.status == "dry_run" and counts.changed == dry.changed
-    with pytest.raises(Exception, match="(?i)does not exist|not found"):
+    with pytest.raises(Exception, match=r"(?i)does not exist|not found"):
         sample_changes(seeded, "dry-1", 5, state_schema=STATE)  # finish_run dropped the staging table
 
 

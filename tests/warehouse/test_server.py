@@ -26,7 +26,9 @@ def test_plan_read_accept_over_the_wire(gitlab: SyncDefinition) -> None:
             expected = picked_emails(conn, 0.02, seed=4)
             mutate(conn, 0.02, seed=4)
             plan_changes(conn, gitlab, "w2", state_schema="WIRE_STATE")
-            read = [i for b in iter_batches(conn, gitlab, "w2", state_schema="WIRE_STATE") for i in b.identities]
+            read = [
+                i for b in iter_batches(conn, gitlab, "w2", state_schema="WIRE_STATE") for i in b.identities
+            ]
             assert set(read) == expected and len(read) == len(expected) > 0
         finally:
             conn.close()

@@ -1,0 +1,121 @@
+"""Benchmark the warehouse diff: a 1,000,000-row model with 1% changed, fakesnow serving in its own process.
+
+Run: ``uv run python -m bench.sync_diff [--rows N] [--fraction F]``. Prints a table, then one JSON line.
+Figures only; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from config.sync_definitions import all_sync_definitions
+from sandbox.warehouse import mutate, seed_model
+from warehouse import accept_all, connect, ensure_state, finish_run, iter_batches, plan_changes
+
+STATE = "BENCH_STATE"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(port: int) -> subprocess.Popen[bytes]:
+    """``fakesnow -s -p PORT`` in its own process, so the reader's RSS is the client's alone."""
+    exe = Path(sys.executable).with_name("fakesnow")
+    proc = subprocess.Popen(
+        [str(exe), "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("fakesnow server did not start")
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run(rows: int, fraction: float) -> dict[str, Any]:
+    """Seed, accept everything once, change ``fraction`` of rows, then time the diff and the read."""
+    defn = all_sync_definitions()["gitlab_marketing_contacts"]
+    port = _free_port()
+    server = _start_server(port)
+    try:
+        conn = connect(
+            user="fake", password="snow", account="fakesnow", host="127.0.0.1", port=port, protocol="http",
+            session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}, network_timeout=600,
+            database="BENCH", schema="PUBLIC",
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        seed_model(conn, rows)
+        ensure_state(conn, STATE)
+        seed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        first = plan_changes(conn, defn, "bench-first", state_schema=STATE)
+        first_plan_s = time.perf_counter() - t0
+        accept_all(conn, defn, "bench-first", state_schema=STATE)
+        finish_run(conn, defn, "bench-first", state_schema=STATE)
+        changed = mutate(conn, fraction, seed=1)
+        rss_before = _rss_mib()
+        t0 = time.perf_counter()
+        summary = plan_changes(conn, defn, "bench-diff", state_schema=STATE)
+        diff_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fetched = batches = 0
+        for batch in iter_batches(conn, defn, "bench-diff", state_schema=STATE, fetch_size=1000):
+            fetched += len(batch)
+            batches += 1
+        read_s = time.perf_counter() - t0
+        finish_run(conn, defn, "bench-diff", state_schema=STATE, status="bench")
+        conn.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return {
+        "rows_in_model": summary.rows_in_model,
+        "rows_changed": changed,
+        "first_plan_rows": first.to_send,
+        "seed_s": round(seed_s, 3),
+        "first_plan_s": round(first_plan_s, 3),
+        "diff_s": round(diff_s, 3),
+        "diff_goal_s": 2.0,
+        "staged": summary.to_send,
+        "rows_fetched": fetched,
+        "fetched_equals_changed": fetched == changed,
+        "batches": batches,
+        "read_s": round(read_s, 3),
+        "reader_peak_rss_mib_before_diff": round(rss_before, 1),
+        "reader_peak_rss_mib": round(_rss_mib(), 1),
+    }
+
+
+def main() -> None:
+    """Parse arguments, run once, print the table and the JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--fraction", type=float, default=0.01)
+    args = parser.parse_args()
+    figures = run(args.rows, args.fraction)
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from inbox.store import Inbox
+from tests.integration import (
+    app_database,  # noqa: F401
+    iterable_standin,  # noqa: F401
+    marketo_standin,  # noqa: F401
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+START = datetime.now(UTC) - timedelta(hours=1)
+
+
+def _seed(iterable, marketo):
+    iterable.sandbox.seed_users(
+        [
+            {"email": "known.link@example.com", "subscribedMessageTypeIds": [101, 301]},
+            {"email": "known.form@example.com", "subscribedMessageTypeIds": [101]},
+            {"email": "already.out@example.com", "unsubscribedChannelIds": [1]},
+        ]
+    )
+    for lead_id, email in [
+        (1, "known.link@example.com"),
+        (2, "known.form@example.com"),
+        (3, "already.out@example.com"),
+        (4, "stranger@example.com"),
+    ]:
+        marketo.sandbox.add_lead(lead_id, email)
+    marketo.sandbox.add_noise(700)
+    marketo.sandbox.unsubscribe(1, how="link")
+    marketo.sandbox.unsubscribe(2, how="form")
+    marketo.sandbox.unsubscribe(3, how="salesforce")
+    marketo.sandbox.unsubscribe(4, how="link")
+
+
+def test_poll_opts_out_known_people_only(iterable_standin, marketo_standin, app_database):
+    from flows.marketo_unsubscribes import marketo_poll
+
+    _seed(iterable_standin, marketo_standin)
+    summary = marketo_poll(start=START)
+
+    sandbox = iterable_standin.sandbox
+    link = sandbox.user("known.link@example.com")
+    form = sandbox.user("known.form@example.com")
+    # The marketing email channel is left, its types dropped in the same request; SMS types stay.
+    assert 1 in link["unsubscribedChannelIds"] and link["subscribedMessageTypeIds"] == [301]
+    assert 1 in form["unsubscribedChannelIds"] and form["subscribedMessageTypeIds"] == []
+    # Nobody is created by the opt-out path, and the already-opted-out person is not written again.
+    assert sandbox.user("stranger@example.com") is None
+    stats = sandbox.stats()
+    assert not any(k.startswith("subscriptions") or "Subscriptions" in k for k in stats["users_created"])
+    assert stats["subscription_writes"].get("already.out@example.com", 0) == 0
+    assert stats["subscription_writes"]["known.link@example.com"] == 1
+    assert summary["queued"] == 4
+
+    audit = {r.lead_id: r.outcome for r in Inbox(app_database).list_audit()}
+    assert audit == {
+        "1": "opted_out",
+        "2": "opted_out",
+        "3": "already_opted_out",
+        "4": "not_in_iterable",
+    }
+
+
+def test_second_poll_queues_nothing_new_and_writes_nothing(iterable_standin, marketo_standin, app_database):
+    from flows.marketo_unsubscribes import marketo_poll
+
+    _seed(iterable_standin, marketo_standin)
+    marketo_poll(start=START)
+    writes = dict(iterable_standin.sandbox.stats()["subscription_writes"])
+    again = marketo_poll(start=START)
+    assert again["queued"] == 0
+    assert iterable_standin.sandbox.stats()["subscription_writes"] == writes
