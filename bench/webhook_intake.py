@@ -72,7 +72,8 @@ def build_requests(count: int, prefix: str) -> list[bytes]:
         head = (
             "POST /webhooks/customersdot HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nwebhook-id: {msg_id}\r\n"
-            f"webhook-timestamp: {int(now.timestamp())}\r\nwebhook-signature: {hook.sign(msg_id, now, body)}\r\n\r\n"
+            f"webhook-timestamp: {int(now.timestamp())}\r\n"
+            f"webhook-signature: {hook.sign(msg_id, now, body)}\r\n\r\n"
         )
         out.append(head.encode() + body.encode())
     return out
@@ -113,11 +114,12 @@ async def load(port: int, requests: list[bytes], connections: int) -> tuple[floa
     return time.perf_counter() - started, latencies, non_202
 
 
-def start_receiver(url: str, port: int) -> subprocess.Popen[bytes]:
+def start_receiver(url: str, port: int, synchronous: str = "FULL") -> subprocess.Popen[bytes]:
     """The receiver in its own process, with Prefect pointed at a closed port (nudges fail fast, logged)."""
     env = os.environ | {
         "RECIPES_DATABASE_URL": url,
         "CUSTOMERSDOT_WEBHOOK_SECRETS": SECRET,
+        "INBOX_SQLITE_SYNCHRONOUS": synchronous,
         "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",
         "PYTHONPATH": str(ROOT),
     }
@@ -137,10 +139,10 @@ def start_receiver(url: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("receiver did not start")
 
 
-def run_backend(backend: str, url: str, events: int, connections: int) -> Result:
+def run_backend(backend: str, url: str, events: int, connections: int, synchronous: str = "FULL") -> Result:
     """Warm up, then measure ``events`` requests against a fresh receiver process."""
     port = free_port()
-    proc = start_receiver(url, port)
+    proc = start_receiver(url, port, synchronous)
     try:
         prefix = uuid.uuid4().hex[:8]
         asyncio.run(load(port, build_requests(500, f"warm{prefix}"), connections))
@@ -194,7 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.webhook_intake")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--backends", default="sqlite,postgres")
+    # sqlite: synchronous=FULL (the default); sqlite-normal: INBOX_SQLITE_SYNCHRONOUS=NORMAL.
+    parser.add_argument("--backends", default="sqlite,sqlite-normal,postgres")
     args = parser.parse_args()
     try:
         import uvloop
@@ -204,11 +207,13 @@ def main() -> None:
         pass
     results: list[Result] = []
     for backend in args.backends.split(","):
-        if backend == "sqlite":
+        if backend not in {"sqlite", "sqlite-normal", "postgres"}:
+            parser.error(f"unknown backend {backend!r}")
+        if backend in {"sqlite", "sqlite-normal"}:
+            synchronous = "NORMAL" if backend == "sqlite-normal" else "FULL"
             with tempfile.TemporaryDirectory() as folder:
-                results.append(
-                    run_backend("sqlite", f"sqlite:///{folder}/recipes.db", args.events, args.connections)
-                )
+                url = f"sqlite:///{folder}/recipes.db"
+                results.append(run_backend(backend, url, args.events, args.connections, synchronous))
         elif backend == "postgres":
             made = postgres_database()
             if made is None:
@@ -218,14 +223,11 @@ def main() -> None:
                 results.append(run_backend("postgres", made[0], args.events, args.connections))
             finally:
                 drop_postgres(made[1])
-    print(
-        f"{'backend':<10}{'events':>8}{'conns':>7}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'stored':>8}"
-    )
+    header = ("backend", "events", "conns", "events/s", "p50 ms", "p99 ms", "max ms", "stored")
+    print(f"{header[0]:<14}" + "".join(f"{h:>10}" for h in header[1:]))
     for r in results:
-        print(
-            f"{r.backend:<10}{r.events:>8}{r.connections:>7}{r.events_per_s:>10}{r.p50_ms:>9}{r.p99_ms:>9}"
-            f"{r.max_ms:>9}{r.stored:>8}"
-        )
+        row = (r.events, r.connections, r.events_per_s, r.p50_ms, r.p99_ms, r.max_ms, r.stored)
+        print(f"{r.backend:<14}" + "".join(f"{v:>10}" for v in row))
     print(
         json.dumps(
             {"bench": "webhook_intake", "cpus": os.cpu_count(), "results": [asdict(r) for r in results]}

@@ -10,3 +10,6 @@ def register(app: typer.Typer) -> None:
     from cli import db
 
     app.add_typer(db.app, name="db")
+    from cli import inbox
+
+    app.add_typer(inbox.app, name="inbox")

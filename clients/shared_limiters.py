@@ -71,8 +71,11 @@ class SharedLimiter:
     def acquire(self, name: str) -> None:
         """Block until one request to ``name`` fits its rate and no pause holds it back."""
         limiter = self._limiter(name)
-        if limiter is not None and not limiter.try_acquire(name):
-            raise RuntimeError(f"rate limiter refused {name!r}: a weight of one can never fit its rate")
+        # A weight of one always fits, so False is never final: pyrate-limiter 4.5.1 reads a computed
+        # wait of exactly -1 ms as its "never fits" sentinel (seen with PostgreSQL under contention,
+        # where the wait comes from an expired entry). Asking again is then correct.
+        while limiter is not None and not limiter.try_acquire(name):
+            time.sleep(_BUFFER_MS / 1000)
         # Checked after the slot, so a pause set while this caller waited for a slot still holds it.
         self._wait_while_paused(name)
 

@@ -54,12 +54,23 @@ class Settings(BaseSettings):
     snowflake_schema: str | None = None
     snowflake_credentials_block: str | None = None
     snowflake_state_schema: str = "ITERABLE_SYNC_STATE"
+    # Only for a Snowflake-compatible endpoint other than <account>.snowflakecomputing.com (fakesnow).
+    snowflake_host: str | None = None
+    snowflake_port: int | None = None
+    snowflake_protocol: str | None = None
+    # Folder of sync definitions (*.yaml); None means the shipped config/syncs.
+    sync_definitions_dir: str | None = None
+    # Rows sent to Iterable per sync batch still waiting for an answer (pipelining over the rate limit).
+    sync_batches_in_flight: int = 4
 
     # App database (inbox, Marketo cursor, opt-out audit)
     recipes_database_url: str = "sqlite:///.recipes/recipes.db"
     inbox_lease_seconds: int = 300
     inbox_max_attempts: int = 20
     inbox_payload_retention_days: int = 30
+    # SQLite only. FULL: each commit is fsynced before the 2xx. NORMAL (WAL): survives a killed process,
+    # not a power cut, and intake is much faster on slow disks.
+    inbox_sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
     # Drains
     drain_batch_size: int = 1000

@@ -25,8 +25,11 @@ def ensure_sqlite_folder(url: str) -> None:
         Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_engine(url: str, **options: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and write transactions that lock at BEGIN."""
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", **options: Any) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout, write transactions that lock at BEGIN and
+    ``sqlite_synchronous`` (FULL: fsync at every commit; NORMAL: durable across a killed process only)."""
+    if sqlite_synchronous not in {"FULL", "NORMAL"}:
+        raise ValueError(f"sqlite_synchronous must be FULL or NORMAL, not {sqlite_synchronous!r}")
     if not is_sqlite(url):
         options.setdefault("pool_pre_ping", True)
         options.setdefault("pool_size", 10)
@@ -41,8 +44,8 @@ def make_engine(url: str, **options: Any) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # FULL: a commit is on disk before the receiver answers 2xx (group commit pays for the fsync).
-        cursor.execute("PRAGMA synchronous=FULL")
+        # FULL (default): a commit is on disk before the receiver answers 2xx; group commit shares the fsync.
+        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, null, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -107,8 +107,12 @@ class Inbox:
         max_attempts: int = 20,
         backoff_base_seconds: float = 15.0,
         backoff_cap_seconds: float = 3600.0,
+        sqlite_synchronous: str = "FULL",
     ) -> None:
-        self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        if isinstance(url_or_engine, str):
+            self.engine = make_engine(url_or_engine, sqlite_synchronous=sqlite_synchronous)
+        else:
+            self.engine = url_or_engine
         self.max_attempts = max_attempts
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_cap_seconds = backoff_cap_seconds
@@ -461,7 +465,8 @@ class Inbox:
             result = conn.execute(
                 update(T)
                 .where(T.c.status.in_(TERMINAL_STATUSES), T.c.updated_at < cutoff, T.c.payload.is_not(None))
-                .values(payload=None)
+                # null(): a plain None would store JSON 'null', which IS NOT NULL still matches.
+                .values(payload=null())
             )
         return int(result.rowcount)
 

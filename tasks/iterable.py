@@ -49,12 +49,12 @@ ITERABLE_TASK_OPTIONS: dict[str, Any] = {
 
 
 @lru_cache(maxsize=1)
-def _client() -> IterableClient:
+def shared_client() -> IterableClient:
     """One client per process: one connection pool, one shared limiter."""
     return iterable_client()
 
 
-def _send_bulk(items: Sequence[Mapping[str, Any]], send: Any) -> ItemsReport:
+def send_bulk(items: Sequence[Mapping[str, Any]], send: Any) -> ItemsReport:
     """Send ``items`` in bulk requests of at most 1000 items and 4 MB, splitting refused batches."""
     results = [send_splitting(chunk, send) for chunk in batches(items)]
     return ItemsReport.from_bulk(BulkResult.merge("bulk", results))
@@ -63,8 +63,8 @@ def _send_bulk(items: Sequence[Mapping[str, Any]], send: Any) -> ItemsReport:
 @task(name="upsert-users", **ITERABLE_TASK_OPTIONS)
 def upsert_users(users: Sequence[Mapping[str, Any]], create_new_fields: bool | None = None) -> ItemsReport:
     """Create or update profiles through users/bulkUpdate (wire dicts: email or userId, dataFields)."""
-    client = _client()
-    return _send_bulk(
+    client = shared_client()
+    return send_bulk(
         users, lambda chunk: client.bulk_update_users(chunk, create_new_fields=create_new_fields)
     )
 
@@ -72,8 +72,8 @@ def upsert_users(users: Sequence[Mapping[str, Any]], create_new_fields: bool | N
 @task(name="track-events", **ITERABLE_TASK_OPTIONS)
 def track_events(events: Sequence[Mapping[str, Any]]) -> ItemsReport:
     """Track custom events through events/trackBulk; each event carries its stable ``id``."""
-    client = _client()
-    return _send_bulk(events, client.track_events)
+    client = shared_client()
+    return send_bulk(events, client.track_events)
 
 
 def _look_up(client: IterableClient, email: str) -> IterableUser | ApiError | None:
@@ -92,7 +92,7 @@ def look_up_many(client: IterableClient, emails: Sequence[str]) -> list[Iterable
 @task(name="look-up-users", **ITERABLE_TASK_OPTIONS)
 def look_up_users(emails: Sequence[str]) -> list[bool]:
     """Whether each person exists in Iterable (position by position); raises if a look-up failed."""
-    found = look_up_many(_client(), emails)
+    found = look_up_many(shared_client(), emails)
     for answer in found:
         if isinstance(answer, ApiError):
             raise answer
@@ -137,7 +137,7 @@ def opt_out(emails: Sequence[str], additive: bool = False) -> list[OptOutDecisio
     channel's message types from their subscribed types in the same request (read-modify-write
     through bulkUpdateSubscriptions), or through the additive subscription endpoints when asked.
     """
-    client = _client()
+    client = shared_client()
     policy = checked_policy(client)
     decisions: list[OptOutDecision | None] = [None] * len(emails)
     writes: list[tuple[int, dict[str, Any]]] = []
@@ -164,7 +164,7 @@ def opt_out(emails: Sequence[str], additive: bool = False) -> list[OptOutDecisio
         for position, request in writes:
             decisions[position] = _opt_out_additive(client, policy, request)
     elif writes:
-        report = _send_bulk([request for _, request in writes], client.bulk_update_subscriptions)
+        report = send_bulk([request for _, request in writes], client.bulk_update_subscriptions)
         for (position, _), index in zip(writes, range(report.sent), strict=True):
             failure = report.failures.get(index)
             decisions[position] = (

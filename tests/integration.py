@@ -44,7 +44,7 @@ def reset_process_caches() -> None:
     import tasks.resources
 
     get_settings.cache_clear()
-    for cached in (tasks.iterable._client, tasks.iterable.consent_policy, tasks.inbox.app_inbox):
+    for cached in (tasks.iterable.shared_client, tasks.iterable.consent_policy, tasks.inbox.app_inbox):
         # A test may have replaced one of them by a plain function.
         getattr(cached, "cache_clear", lambda: None)()
     tasks.resources._process_limiters.clear()
@@ -69,7 +69,7 @@ def iterable_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[IterableStandI
     monkeypatch.setenv("ITERABLE_BASE_URL", server.url)
     reset_process_caches()
     # The tasks' real client, over a real socket, with a transport that validates each body first.
-    monkeypatch.setattr(tasks.iterable, "_client", lambda: client)
+    monkeypatch.setattr(tasks.iterable, "shared_client", lambda: client)
     try:
         yield IterableStandIn(server.url, server._server.config.app.state.sandbox, transport)
     finally:

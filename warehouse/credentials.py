@@ -43,6 +43,9 @@ def _location(settings: Settings) -> dict[str, Any]:
         "schema": settings.snowflake_schema,
         "warehouse": settings.snowflake_warehouse,
         "role": settings.snowflake_role,
+        "host": settings.snowflake_host,
+        "port": settings.snowflake_port,
+        "protocol": settings.snowflake_protocol,
     }
     return {k: v for k, v in pairs.items() if v}
 

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ALL = "*"
 
-FailNext = int | Literal["drop", "timeout"]
+# "pass" handles that request normally, so a test can fail the third request and not the first two.
+FailNext = int | Literal["drop", "timeout", "pass"]
 
 
 class FaultSpec(BaseModel):
@@ -82,6 +83,8 @@ class FaultBook:
         for spec in specs:
             if spec.fail_next:
                 head = spec.fail_next.pop(0)
+                if head == "pass":
+                    return Decision()
                 if head == "drop":
                     return Decision(drop=True)
                 if head == "timeout":

@@ -58,7 +58,9 @@ def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url:
     prefix = f"test_{uuid.uuid4().hex[:8]}"
     built = [
         build_limiter(settings(limiter_backend="sqlite", limiter_sqlite_path=str(tmp_path / "l.sqlite"))),
-        build_limiter(settings(limiter_backend="redis", limiter_redis_url=redis_url, limiter_key_prefix=prefix)),
+        build_limiter(
+            settings(limiter_backend="redis", limiter_redis_url=redis_url, limiter_key_prefix=prefix)
+        ),
         build_limiter(
             settings(limiter_backend="postgres", limiter_postgres_url=postgres_url, limiter_key_prefix=prefix)
         ),

@@ -187,7 +187,8 @@ def test_check_against_refuses_an_unknown_type_on_the_unsubscribed_channel(polic
     with pytest.raises(ConsentError, match="150 'Webinars' on channel 1 is missing from the policy"):
         policy.check_against(ITERABLE_CHANNELS, types)
     # An unknown type elsewhere is no business of the opt-out.
-    elsewhere = [*ITERABLE_TYPES, {"id": 350, "name": "SMS Alerts", "channelId": 3, "subscriptionPolicy": "OptIn"}]
+    sms_alerts = {"id": 350, "name": "SMS Alerts", "channelId": 3, "subscriptionPolicy": "OptIn"}
+    elsewhere = [*ITERABLE_TYPES, sms_alerts]
     policy.check_against(ITERABLE_CHANNELS, elsewhere)
 
 

@@ -3,14 +3,13 @@ import pytest
 
 from inbox.store import Inbox
 from sandbox.serving import serving
-from tests.integration import (
-    app_database,  # noqa: F401
-    customersdot_event,
-    iterable_standin,  # noqa: F401
-    signed,
-)
+from tests import integration
+from tests.integration import customersdot_event, signed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
+# The shared fixtures, bound here so pytest finds them (an unused import would be redefined by them).
+app_database = integration.app_database
+iterable_standin = integration.iterable_standin
 
 
 def _post_all(url: str, bodies: list[dict]) -> list[int]:

@@ -1,0 +1,269 @@
+"""The embedded default stack: what `recipes serve` and `recipes demo` start when no vendor is configured.
+
+A local Prefect server on SQLite, the Iterable and Marketo stand-ins and fakesnow (seeded with the
+synthetic model), each a subprocess on a free 127.0.0.1 port, plus the SQLite app database and the
+SQLite-file limiter under .recipes/. ``EmbeddedStack.env`` is what flow runs need to find them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from sandbox.serving import free_port
+
+STATE_DIR = Path(".recipes")
+SANDBOX_ITERABLE_KEY = "sandbox-key"  # the stand-in's fixed key; not a credential of anything real
+FAKESNOW_LOGIN = {"account": "fakesnow", "user": "fake", "password": "snow"}  # fakesnow accepts any login
+FAKESNOW_DATABASE, FAKESNOW_SCHEMA = "ANALYTICS", "PUBLIC"
+
+
+def new_webhook_secret() -> str:
+    """A fresh Standard Webhooks secret (``whsec_`` + base64 of 32 random bytes)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass
+class Needs:
+    """Which parts must be embedded because nothing real is configured for them."""
+
+    prefect: bool
+    iterable: bool
+    marketo: bool
+    snowflake: bool
+    app_database: bool
+    limiter: bool
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Needs:
+        """Embed each part whose credentials (or address) are absent from the environment."""
+        env = dict(os.environ if environ is None else environ)
+
+        def unset(*names: str) -> bool:
+            return not any(env.get(name) for name in names)
+
+        return cls(
+            prefect=unset("PREFECT_API_URL"),
+            iterable=unset("ITERABLE_API_KEY", "ITERABLE_CREDENTIALS_BLOCK"),
+            marketo=unset("MARKETO_CLIENT_ID", "MARKETO_CREDENTIALS_BLOCK"),
+            snowflake=unset("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_CREDENTIALS_BLOCK"),
+            app_database=unset("RECIPES_DATABASE_URL"),
+            limiter=env.get("LIMITER_BACKEND", "sqlite") == "sqlite",
+        )
+
+    @classmethod
+    def everything(cls) -> Needs:
+        """The demo: every part embedded, whatever the environment holds."""
+        return cls(True, True, True, True, True, True)
+
+
+@dataclass
+class EmbeddedStack:
+    """Starts and stops the embedded parts; ``env`` points the project's settings at them."""
+
+    needs: Needs
+    state_dir: Path = STATE_DIR
+    warehouse_rows: int = 2_000
+    env: dict[str, str] = field(default_factory=dict)
+    described: list[tuple[str, str]] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    _processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = field(default_factory=list)
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where each subprocess writes its output."""
+        return self.state_dir / "logs"
+
+    def start(self) -> EmbeddedStack:
+        """Start every needed part; on a failure, stop what was started and re-raise."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(exist_ok=True)
+        try:
+            self._start_parts()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_parts(self) -> None:
+        needs = self.needs
+        if needs.prefect:
+            self._start_prefect()
+        if needs.iterable:
+            url = self._start_python("iterable", ["-m", "sandbox.iterable"], "/_sandbox/stats")
+            self.env |= {"ITERABLE_API_KEY": SANDBOX_ITERABLE_KEY, "ITERABLE_BASE_URL": url}
+            self.described.append(("Iterable", f"stand-in at {url}"))
+        if needs.marketo:
+            url = self._start_python("marketo", ["-m", "sandbox.marketo"], "/_sandbox/stats")
+            from sandbox.marketo.state import SandboxOptions
+
+            options = SandboxOptions()
+            self.env |= {
+                "MARKETO_BASE_URL": url,
+                "MARKETO_CLIENT_ID": options.client_id,
+                "MARKETO_CLIENT_SECRET": options.client_secret,
+            }
+            self.described.append(("Marketo", f"stand-in at {url}"))
+        if needs.snowflake:
+            self._start_fakesnow()
+        if needs.app_database:
+            path = (self.state_dir / "recipes.db").resolve()
+            self.env["RECIPES_DATABASE_URL"] = f"sqlite:///{path}"
+            self.described.append(("app database", f"SQLite file {self._shown(path)}"))
+        if needs.limiter:
+            path = (self.state_dir / "limiter.sqlite").resolve()
+            self.env |= {"LIMITER_BACKEND": "sqlite", "LIMITER_SQLITE_PATH": str(path)}
+            self.described.append(("rate limiter", f"SQLite file {self._shown(path)}"))
+
+    def _shown(self, path: Path) -> str:
+        """A path relative to the working directory when it is under it (nothing machine-specific)."""
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return path.name
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.logs_dir / f"{name}.log").open("ab")
+        # A new session, so stopping it also stops what it started (the Prefect server's own children).
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self._processes.append((name, process, log))
+
+    def _wait_http(self, name: str, url: str, timeout: float) -> None:
+        """Wait until ``url`` answers 2xx; fail early when the process already exited."""
+        process = next(p for n, p, _ in self._processes if n == name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited early; see {self.logs_dir / (name + '.log')}")
+            try:
+                if httpx.get(url, timeout=2).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not answer within {timeout:.0f} s; see {self.logs_dir}")
+
+    def _start_python(self, name: str, args: list[str], probe: str) -> str:
+        port = free_port()
+        self._spawn(name, [sys.executable, *args, "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        self._wait_http(name, url + probe, 30)
+        self.urls[name] = url
+        return url
+
+    def _start_prefect(self) -> None:
+        port = free_port()
+        home = (self.state_dir / "prefect").resolve()
+        env = {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": "",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        }
+        prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+        self._spawn("prefect-server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
+        url = f"http://127.0.0.1:{port}"
+        self._wait_http("prefect-server", url + "/api/health", 90)
+        self.urls["prefect"] = url
+        self.env |= {"PREFECT_API_URL": url + "/api", "PREFECT_HOME": str(home)}
+        self.described.append(("Prefect", f"local server on SQLite at {url} (UI {url})"))
+
+    def _start_fakesnow(self) -> None:
+        port = free_port()
+        self._spawn("fakesnow", [sys.executable, "-m", "fakesnow", "-s", "-p", str(port)])
+        deadline = time.monotonic() + 30
+        while not _accepts(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fakesnow did not start; see {self.logs_dir}")
+            time.sleep(0.2)
+        self.env |= {
+            "SNOWFLAKE_ACCOUNT": FAKESNOW_LOGIN["account"],
+            "SNOWFLAKE_USER": FAKESNOW_LOGIN["user"],
+            "SNOWFLAKE_PASSWORD": FAKESNOW_LOGIN["password"],
+            "SNOWFLAKE_DATABASE": FAKESNOW_DATABASE,
+            "SNOWFLAKE_SCHEMA": FAKESNOW_SCHEMA,
+            "SNOWFLAKE_HOST": "127.0.0.1",
+            "SNOWFLAKE_PORT": str(port),
+            "SNOWFLAKE_PROTOCOL": "http",
+        }
+        self.urls["fakesnow"] = f"http://127.0.0.1:{port}"
+        with self.warehouse() as conn:
+            from sandbox.warehouse import seed_model
+
+            seed_model(conn, self.warehouse_rows)
+        self.described.append(
+            ("Snowflake", f"fakesnow at 127.0.0.1:{port}, seeded with {self.warehouse_rows} synthetic rows")
+        )
+
+    def warehouse(self) -> Any:
+        """A new connection to the embedded fakesnow (close it, or use it as a context manager)."""
+        import snowflake.connector
+
+        return snowflake.connector.connect(
+            **FAKESNOW_LOGIN,
+            host="127.0.0.1",
+            port=int(self.env["SNOWFLAKE_PORT"]),
+            protocol="http",
+            database=FAKESNOW_DATABASE,
+            schema=FAKESNOW_SCHEMA,
+            network_timeout=30,
+        )
+
+    def apply(self) -> None:
+        """Put ``env`` into this process's environment (flow runs inherit it) and refresh Prefect's
+        settings if Prefect is already imported."""
+        os.environ.update(self.env)
+        if "prefect.context" in sys.modules:
+            from prefect.context import refresh_global_settings_context
+
+            refresh_global_settings_context()
+        from config.settings import get_settings
+
+        get_settings.cache_clear()
+
+    def stop(self) -> None:
+        """Stop every subprocess started here, newest first (SIGTERM to its session, then SIGKILL)."""
+        while self._processes:
+            _, process, log = self._processes.pop()
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)
+                except ProcessLookupError:
+                    pass
+            log.close()
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _accepts(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

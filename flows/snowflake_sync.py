@@ -1,0 +1,123 @@
+"""Recipe 3: sync a Snowflake model to Iterable, sending only rows changed since the last accepted sync.
+
+The diff runs in the warehouse and is materialised once per run; batches are read back with fetchmany
+and sent a few at a time within Iterable's limits; each accepted batch moves its row hashes into the
+snapshot at once, so a crash or a retried flow run re-sends at most the batches that were in flight.
+Rejected rows and people Iterable did not know are kept and tried again on later runs.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter, deque
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+
+from config.settings import get_settings
+from config.sync_definitions import SYNCS_DIR, all_sync_definitions
+from tasks.reporting import Progress, emit_alert, publish_counts
+from tasks.snowflake import BatchReport, deliver_batch, warehouse_connection
+from warehouse import (
+    accept_batch,
+    ensure_state,
+    finish_run,
+    iter_batches,
+    plan_changes,
+    sample_changes,
+    validate_against_warehouse,
+)
+
+SAMPLE_ROWS = 20
+
+
+def _run_id() -> str:
+    """The flow run's id, so a retried flow run re-plans under the same name and resumes."""
+    raw = str(flow_run.id or uuid.uuid4())
+    return re.sub(r"[^A-Za-z0-9_]", "_", raw)[:64]
+
+
+@flow(name="snowflake-sync", description="Sync a Snowflake model to Iterable profiles or custom events.")
+def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
+    """Run the sync named ``sync`` (a file in config/syncs); ``dry_run`` counts and samples, sends nothing."""
+    settings = get_settings()
+    definitions = all_sync_definitions(settings.sync_definitions_dir or SYNCS_DIR)
+    if sync not in definitions:
+        raise ValueError(f"unknown sync {sync!r}; known: {', '.join(sorted(definitions))}")
+    defn = definitions[sync]
+    schema = settings.snowflake_state_schema
+    run_id = _run_id()
+    with warehouse_connection() as conn:
+        ensure_state(conn, schema)
+        validate_against_warehouse(defn, conn)
+        plan = plan_changes(conn, defn, run_id, state_schema=schema, dry_run=dry_run)
+        if dry_run:
+            sample = sample_changes(conn, run_id, SAMPLE_ROWS, state_schema=schema)
+            counts = finish_run(conn, defn, run_id, status="dry_run", state_schema=schema).as_dict()
+            create_table_artifact(
+                table=sample or [{"identity": "", "reason": "nothing would change", "batch": ""}],
+                key=f"{defn.name.replace('_', '-')}-dry-run-sample",
+                description=f"Dry run of {defn.name}: a masked sample of what would be sent",
+            )
+            summary = plan.as_dict()
+            publish_counts(f"sync-{defn.name}", _counts(summary), f"Dry run of {defn.name} (nothing sent)")
+            return summary | {"status": counts["status"]}
+        outcome = _send(conn, defn, run_id, schema, plan.to_send)
+        status = "succeeded" if not outcome["failed_batches"] else "failed"
+        counts = finish_run(conn, defn, run_id, status=status, state_schema=schema).as_dict()
+    summary = plan.as_dict() | counts | outcome
+    publish_counts(f"sync-{defn.name}", _counts(summary), f"Sync {defn.name} to Iterable")
+    if summary["rejected"]:
+        emit_alert(f"sync-{defn.name}", "sync.rejected", {"rejected": summary["rejected"], "sync": defn.name})
+    if outcome["failed_batches"]:
+        raise RuntimeError(
+            f"{outcome['failed_batches']} batch(es) of {defn.name} were not accepted; "
+            "their rows are sent again by the next run (or a retry of this one)"
+        )
+    return summary
+
+
+def _send(conn: Any, defn: Any, run_id: str, schema: str, total: int) -> dict[str, int]:
+    """Deliver the planned batches a few at a time; accept each one as soon as Iterable answers."""
+    depth = max(1, get_settings().sync_batches_in_flight)
+    progress = Progress(f"Rows of {defn.name} sent to Iterable")
+    in_flight: deque[tuple[Any, PrefectFuture[BatchReport]]] = deque()
+    tally: Counter[str] = Counter()
+
+    def settle() -> None:
+        batch, future = in_flight.popleft()
+        try:
+            report = future.result()
+        except Exception:
+            # Not accepted: its rows stay in the change set for the next run.
+            tally["failed_batches"] += 1
+            return
+        rejected = {batch.identities[p]: reason for p, reason in report.rejected.items()}
+        not_found = {batch.identities[p] for p in report.not_found}
+        accept_batch(
+            conn, defn, run_id, batch.batch_no, rejected=rejected, not_found=not_found, state_schema=schema
+        )
+        tally["rows_sent"] += report.sent
+        tally["rows_done"] += len(batch)
+        progress.update(tally["rows_done"], total)
+
+    for batch in iter_batches(conn, defn, run_id, state_schema=schema):
+        in_flight.append((batch, deliver_batch.submit(defn, batch.batch_no, batch.items)))
+        if len(in_flight) >= depth:
+            settle()
+    while in_flight:
+        settle()
+    return {"rows_sent": tally["rows_sent"], "failed_batches": tally["failed_batches"]}
+
+
+def _counts(summary: dict[str, Any]) -> dict[str, int]:
+    """The counts every sync run reports (numbers only)."""
+    names = (
+        "rows_in_model", "new", "changed", "unchanged", "retried", "to_send", "rows_sent",
+        "accepted", "rejected", "not_in_iterable", "duplicate_rows", "null_identities", "failed_batches",
+    )  # fmt: skip
+    return {name: int(summary.get(name, 0) or 0) for name in names}

@@ -1,0 +1,134 @@
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fakesnow
+import pytest
+import yaml
+
+from config.sync_definitions import SYNCS_DIR
+from sandbox.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
+from tests.integration import (
+    app_database,  # noqa: F401
+    iterable_standin,  # noqa: F401
+    reset_process_caches,
+)
+from warehouse import connect
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+GITLAB = "gitlab_marketing_contacts"
+
+
+@pytest.fixture
+def warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """fakesnow in patch mode for this test; the flow's own connections see the same database."""
+    for name, value in {
+        "SNOWFLAKE_ACCOUNT": "fake",
+        "SNOWFLAKE_USER": "fake",
+        "SNOWFLAKE_PASSWORD": "fake",
+        "SNOWFLAKE_DATABASE": "ANALYTICS",
+        "SNOWFLAKE_SCHEMA": "PUBLIC",
+        "SNOWFLAKE_STATE_SCHEMA": "SYNC_STATE",
+    }.items():
+        monkeypatch.setenv(name, value)
+    # An upsert twin of GitLab's sync, so bulk behaviour is tested without look-ups.
+    shipped = yaml.safe_load((SYNCS_DIR / f"{GITLAB}.yaml").read_text())
+    (tmp_path / f"{GITLAB}.yaml").write_text(yaml.safe_dump(shipped))
+    (tmp_path / "contacts_upsert.yaml").write_text(
+        yaml.safe_dump(shipped | {"name": "contacts_upsert", "mode": "upsert"})
+    )
+    monkeypatch.setenv("SYNC_DEFINITIONS_DIR", str(tmp_path))
+    reset_process_caches()
+    with fakesnow.patch():
+        conn = connect(account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def _emails(conn: Any, limit: int | None = None) -> list[str]:
+    cur = conn.cursor()
+    cur.execute(
+        f"SELECT EMAIL_ADDRESS FROM {MODEL_TABLE} ORDER BY EMAIL_ADDRESS"
+        + (f" LIMIT {limit}" if limit else "")
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
+def test_upsert_sends_changed_rows_only(iterable_standin, app_database, warehouse):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 2_000)
+    first = snowflake_sync("contacts_upsert")
+    assert first["rows_sent"] == first["to_send"] > 0
+    assert snowflake_sync("contacts_upsert")["to_send"] == 0
+
+    changed = picked_emails(warehouse, 0.01, seed=3)
+    assert mutate(warehouse, 0.01, seed=3) == len(changed) > 0
+    writes_before = dict(iterable_standin.sandbox.stats()["profile_writes"])
+    third = snowflake_sync("contacts_upsert")
+    assert third["changed"] == len(changed) and third["to_send"] == len(changed)
+    writes_after = iterable_standin.sandbox.stats()["profile_writes"]
+    sent_again = {email for email, n in writes_after.items() if n > writes_before.get(email, 0)}
+    assert sent_again == {e.lower() for e in changed}
+
+
+def test_update_mode_never_creates_anyone(iterable_standin, app_database, warehouse):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 120)
+    known = _emails(warehouse)[:80]
+    iterable_standin.sandbox.seed_users([{"email": e} for e in known])
+    summary = snowflake_sync(GITLAB)
+    sandbox = iterable_standin.sandbox
+    assert summary["not_in_iterable"] > 0
+    assert sandbox.stats()["users"] == len(known)
+    assert sandbox.stats()["users_created"].get("users/bulkUpdate", 0) == 0
+    updated = sandbox.user(known[0].lower())
+    assert "namespace_id" in updated["dataFields"]
+    # Unknown people wait for their retry interval; nothing is sent again while unchanged.
+    assert snowflake_sync(GITLAB)["rows_sent"] == 0
+
+
+def test_rejected_rows_are_retried_until_accepted(iterable_standin, app_database, warehouse):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 50)
+    cur = warehouse.cursor()
+    cur.execute(
+        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' WHERE GITLAB_DOTCOM_USER_ID < 3"
+    )
+    first = snowflake_sync("contacts_upsert")
+    assert first["rejected"] == 3
+    second = snowflake_sync("contacts_upsert")
+    assert second["retried"] == 3 and second["rejected"] == 3
+    cur.execute(
+        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'fixed-' || GITLAB_DOTCOM_USER_ID || '@example.com' WHERE GITLAB_DOTCOM_USER_ID < 3"
+    )
+    third = snowflake_sync("contacts_upsert")
+    assert third["rejected"] == 0 and third["new"] == 3
+
+
+def test_failed_batch_is_sent_again_and_only_it(iterable_standin, app_database, warehouse):
+    from flows.snowflake_sync import snowflake_sync
+    from prefect.states import State
+
+    seed_model(warehouse, 2_500)
+    # The third bulkUpdate is refused as a whole (a permanent 400): that batch is not accepted.
+    iterable_standin.sandbox.set_faults(endpoint="users/bulkUpdate", fail_next=["pass", "pass", 400])
+    state: State = snowflake_sync("contacts_upsert", return_state=True)
+    assert state.is_failed()
+    iterable_standin.sandbox.clear_faults()
+    again = snowflake_sync("contacts_upsert")
+    assert 0 < again["to_send"] <= 1_000 and again["rows_sent"] == again["to_send"]
+
+
+def test_dry_run_sends_nothing(iterable_standin, app_database, warehouse):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 300)
+    summary = snowflake_sync("contacts_upsert", dry_run=True)
+    assert summary["to_send"] == 300 and summary["status"] == "dry_run"
+    assert iterable_standin.sandbox.stats()["requests"] == {}
+    assert snowflake_sync("contacts_upsert")["to_send"] == 300
