@@ -13,3 +13,7 @@ def register(app: typer.Typer) -> None:
     from cli import inbox
 
     app.add_typer(inbox.app, name="inbox")
+    from cli import demo, serve
+
+    for module in (serve, demo):
+        module.register(app)

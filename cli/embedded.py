@@ -76,6 +76,9 @@ class EmbeddedStack:
     needs: Needs
     state_dir: Path = STATE_DIR
     warehouse_rows: int = 2_000
+    # Shared by serve and demo, so the demo's runs stay visible in the UI `recipes serve` shows.
+    prefect_home: Path = STATE_DIR / "prefect"
+    prefect_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     described: list[tuple[str, str]] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
@@ -98,17 +101,24 @@ class EmbeddedStack:
         return self
 
     def _start_parts(self) -> None:
+        # Spawn everything first, then wait: the Prefect server boots while the others start.
         needs = self.needs
         if needs.prefect:
-            self._start_prefect()
+            self._spawn_prefect()
         if needs.iterable:
-            url = self._start_python("iterable", ["-m", "sandbox.iterable"], "/_sandbox/stats")
+            self._spawn_python("iterable", "sandbox.iterable")
+        if needs.marketo:
+            self._spawn_python("marketo", "sandbox.marketo")
+        if needs.snowflake:
+            self._spawn_python("fakesnow", "fakesnow", "-s")
+        if needs.iterable:
+            url = self._wait_http("iterable", "/_sandbox/stats", 30)
             self.env |= {"ITERABLE_API_KEY": SANDBOX_ITERABLE_KEY, "ITERABLE_BASE_URL": url}
             self.described.append(("Iterable", f"stand-in at {url}"))
         if needs.marketo:
-            url = self._start_python("marketo", ["-m", "sandbox.marketo"], "/_sandbox/stats")
             from sandbox.marketo.state import SandboxOptions
 
+            url = self._wait_http("marketo", "/_sandbox/stats", 30)
             options = SandboxOptions()
             self.env |= {
                 "MARKETO_BASE_URL": url,
@@ -117,7 +127,7 @@ class EmbeddedStack:
             }
             self.described.append(("Marketo", f"stand-in at {url}"))
         if needs.snowflake:
-            self._start_fakesnow()
+            self._seed_fakesnow()
         if needs.app_database:
             path = (self.state_dir / "recipes.db").resolve()
             self.env["RECIPES_DATABASE_URL"] = f"sqlite:///{path}"
@@ -126,6 +136,11 @@ class EmbeddedStack:
             path = (self.state_dir / "limiter.sqlite").resolve()
             self.env |= {"LIMITER_BACKEND": "sqlite", "LIMITER_SQLITE_PATH": str(path)}
             self.described.append(("rate limiter", f"SQLite file {self._shown(path)}"))
+        if needs.prefect:
+            url = self._wait_http("prefect-server", "/api/health", 120)
+            self._migrated_marker().write_text(_prefect_version())
+            self.env |= {"PREFECT_API_URL": url + "/api", "PREFECT_HOME": self.env_prefect_home}
+            self.described.append(("Prefect", f"local server on SQLite, UI at {url}"))
 
     def _shown(self, path: Path) -> str:
         """A path relative to the working directory when it is under it (nothing machine-specific)."""
@@ -134,7 +149,7 @@ class EmbeddedStack:
         except ValueError:
             return path.name
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> None:
         log = (self.logs_dir / f"{name}.log").open("ab")
         # A new session, so stopping it also stops what it started (the Prefect server's own children).
         process = subprocess.Popen(
@@ -146,55 +161,66 @@ class EmbeddedStack:
             start_new_session=True,
         )
         self._processes.append((name, process, log))
+        self.urls[name] = f"http://127.0.0.1:{port}"
 
-    def _wait_http(self, name: str, url: str, timeout: float) -> None:
-        """Wait until ``url`` answers 2xx; fail early when the process already exited."""
+    def _wait(self, name: str, ready: Any, timeout: float) -> str:
+        """Wait until ``ready(url)`` is true; fail early when the process already exited."""
         process = next(p for n, p, _ in self._processes if n == name)
+        url = self.urls[name]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited early; see {self.logs_dir / (name + '.log')}")
-            try:
-                if httpx.get(url, timeout=2).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
+            if ready(url):
+                return url
             time.sleep(0.2)
         raise RuntimeError(f"{name} did not answer within {timeout:.0f} s; see {self.logs_dir}")
 
-    def _start_python(self, name: str, args: list[str], probe: str) -> str:
-        port = free_port()
-        self._spawn(name, [sys.executable, *args, "--port", str(port)])
-        url = f"http://127.0.0.1:{port}"
-        self._wait_http(name, url + probe, 30)
-        self.urls[name] = url
-        return url
+    def _wait_http(self, name: str, probe: str, timeout: float) -> str:
+        """Wait until ``probe`` under the part's URL answers 2xx; returns the part's URL."""
 
-    def _start_prefect(self) -> None:
+        def ready(url: str) -> bool:
+            try:
+                return httpx.get(url + probe, timeout=2).is_success
+            except httpx.HTTPError:
+                return False
+
+        return self._wait(name, ready, timeout)
+
+    def _spawn_python(self, name: str, module: str, *args: str) -> None:
         port = free_port()
-        home = (self.state_dir / "prefect").resolve()
+        self._spawn(name, [sys.executable, "-m", module, *args, "--port", str(port)], port)
+
+    @property
+    def env_prefect_home(self) -> str:
+        """PREFECT_HOME of the embedded server (its SQLite database lives there)."""
+        return str(self.prefect_home.resolve())
+
+    def _migrated_marker(self) -> Path:
+        return Path(self.env_prefect_home) / "migrated-by-version"
+
+    def _spawn_prefect(self) -> None:
+        port = self.prefect_port or free_port()
+        home = Path(self.env_prefect_home)
+        home.mkdir(parents=True, exist_ok=True)
+        marker = self._migrated_marker()
+        # Checking migrations costs the server ~10 s at every start; do it only for a new database or a
+        # new Prefect version.
+        migrated = marker.exists() and marker.read_text() == _prefect_version()
         env = {
             "PREFECT_HOME": str(home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": "",
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false" if migrated else "true",
         }
         prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-        self._spawn("prefect-server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env)
-        url = f"http://127.0.0.1:{port}"
-        self._wait_http("prefect-server", url + "/api/health", 90)
-        self.urls["prefect"] = url
-        self.env |= {"PREFECT_API_URL": url + "/api", "PREFECT_HOME": str(home)}
-        self.described.append(("Prefect", f"local server on SQLite at {url} (UI {url})"))
+        argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        self._spawn("prefect-server", argv, port, env)
 
-    def _start_fakesnow(self) -> None:
-        port = free_port()
-        self._spawn("fakesnow", [sys.executable, "-m", "fakesnow", "-s", "-p", str(port)])
-        deadline = time.monotonic() + 30
-        while not _accepts(port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"fakesnow did not start; see {self.logs_dir}")
-            time.sleep(0.2)
+    def _seed_fakesnow(self) -> None:
+        url = self._wait("fakesnow", lambda u: _accepts(int(u.rsplit(":", 1)[1])), 30)
+        port = url.rsplit(":", 1)[1]
         self.env |= {
             "SNOWFLAKE_ACCOUNT": FAKESNOW_LOGIN["account"],
             "SNOWFLAKE_USER": FAKESNOW_LOGIN["user"],
@@ -202,10 +228,9 @@ class EmbeddedStack:
             "SNOWFLAKE_DATABASE": FAKESNOW_DATABASE,
             "SNOWFLAKE_SCHEMA": FAKESNOW_SCHEMA,
             "SNOWFLAKE_HOST": "127.0.0.1",
-            "SNOWFLAKE_PORT": str(port),
+            "SNOWFLAKE_PORT": port,
             "SNOWFLAKE_PROTOCOL": "http",
         }
-        self.urls["fakesnow"] = f"http://127.0.0.1:{port}"
         with self.warehouse() as conn:
             from sandbox.warehouse import seed_model
 
@@ -260,6 +285,12 @@ class EmbeddedStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _prefect_version() -> str:
+    from importlib.metadata import version
+
+    return version("prefect")
 
 
 def _accepts(port: int) -> bool:

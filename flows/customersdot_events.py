@@ -146,9 +146,12 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
             for index, item_id in enumerate(batch.item_ids):
                 outcome = _outcome(item_id, report, index, not_found_delay)
                 (failed.append(outcome) if outcome else passed.append(index))
+            refused = _fatal(future)
+            if refused is not None:
+                failed = _put_back(failed)
             events = [batch.events[i] for i in passed]
             tracking.append((batch, failed, passed, _track.submit(events)))
-            fatal = fatal or _fatal(future)
+            fatal = fatal or refused
         elif tracking:
             batch, failed, passed, future = tracking.popleft()
             report = _result(future, len(passed))
@@ -159,8 +162,9 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
                     _outcome(item_id, report, index, not_found_delay) or Outcome(item_id, "delivered")
                 )
             counts["sent"] += len(passed)
-            settle(outcomes)
-            fatal = fatal or _fatal(future)
+            refused = _fatal(future)
+            settle(_put_back(outcomes) if refused is not None else outcomes)
+            fatal = fatal or refused
             progress.update(counts["delivered"], counts["received"])
         elif exhausted:
             break
@@ -174,6 +178,11 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
         # Items were put back for a later run; fail this one so operators and automations see why.
         raise fatal
     return summary
+
+
+def _put_back(outcomes: list[Outcome]) -> list[Outcome]:
+    """The request was refused for the account, not for the items: they wait for the next run."""
+    return [Outcome(o.item_id, "retry", o.reason, delay=0.0) if o.status == "dead" else o for o in outcomes]
 
 
 def _fatal(future: PrefectFuture[ItemsReport]) -> ApiError | None:

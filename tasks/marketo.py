@@ -17,13 +17,12 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.marketo import MarketoCredentials
 from clients.marketo import MarketoClient
-from clients.marketo_models import Activity
 from config.settings import Settings, get_settings
-from inbox.store import Item, NewItem
+from inbox.optouts import SOURCE, poll_item
+from inbox.store import Item
 from tasks.inbox import app_inbox
-from tasks.iterable import ITERABLE_TASK_OPTIONS, OptOutDecision
+from tasks.iterable import OptOutDecision
 
-SOURCE = "marketo"
 Stream = Literal["activities", "lead_changes"]
 CURSOR_NAMES: dict[Stream, str] = {"activities": "marketo.activities", "lead_changes": "marketo.lead_changes"}
 FIRST_POLL_LOOKBACK = timedelta(days=1)
@@ -38,34 +37,6 @@ def marketo_client(settings: Settings | None = None) -> MarketoClient:
         block = MarketoCredentials.from_settings(settings)
     return block.get_client(
         calls_per_20s=settings.marketo_calls_per_20s, max_concurrent=settings.marketo_max_concurrent
-    )
-
-
-def webhook_item(lead_id: str, email: str, unsubscribed_at: str, webhook_id: str | None = None) -> NewItem:
-    """The inbox item for one Marketo "Call Webhook" request (keyed per lead while it waits)."""
-    return NewItem(
-        source=SOURCE,
-        source_id=f"webhook-{lead_id}-{unsubscribed_at}",
-        kind="unsubscribe",
-        payload={"email": email, "leadId": str(lead_id), "trigger": "webhook", "activityIds": []},
-        webhook_id=webhook_id,
-        dedupe_key=str(lead_id),
-    )
-
-
-def _poll_item(activity: Activity, email: str, stream: Stream) -> NewItem:
-    return NewItem(
-        source=SOURCE,
-        source_id=activity.key,
-        kind="unsubscribe",
-        payload={
-            "email": email,
-            "leadId": str(activity.leadId),
-            "trigger": "poll",
-            "activityIds": [activity.key],
-            "stream": stream,
-        },
-        dedupe_key=str(activity.leadId),
     )
 
 
@@ -99,7 +70,7 @@ def poll_unsubscribes(
                         # Subscribed again since: opting them out now would undo their choice.
                         counts["resubscribed"] += 1
                         continue
-                    items.append(_poll_item(activity, lead.email, stream))
+                    items.append(poll_item(activity.key, activity.leadId, lead.email, stream))
                 results = inbox.add_many(items)
                 counts["unsubscribes"] += len(unsubscribes)
                 counts["queued"] += sum(r.created for r in results)
@@ -128,4 +99,4 @@ def record_audit(items: Sequence[Item], decisions: Sequence[OptOutDecision]) -> 
     return len(items)
 
 
-__all__ = ["ITERABLE_TASK_OPTIONS", "poll_unsubscribes", "record_audit", "webhook_item"]
+__all__ = ["SOURCE", "poll_unsubscribes", "record_audit"]

@@ -1,9 +1,10 @@
-"""The receiver's FastAPI app: POST /webhooks/customersdot (verify, validate, commit, nudge), GET /healthz."""
+"""The receiver: CustomersDot and Marketo webhooks (verify, validate, commit, nudge) and /healthz."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,8 +22,8 @@ from starlette.routing import Route
 
 from config.event_mapping import EventMapping
 from config.settings import Settings, get_settings
-from inbox import Inbox, NewItem
-from inbox.contracts import EVENT_TYPES, openapi_schemas, parse_customersdot_event
+from inbox import Inbox, NewItem, optouts
+from inbox.contracts import EVENT_TYPES, MarketoUnsubscribe, openapi_schemas, parse_customersdot_event
 from inbox.mapping import load_mapping, to_iterable
 from webhooks.errors import Rejected
 from webhooks.intake import GroupCommitter
@@ -32,6 +33,7 @@ from webhooks.signature import Verifier
 log = logging.getLogger(__name__)
 SOURCE = "customersdot"
 CUSTOMERSDOT_PATH = "/webhooks/customersdot"
+MARKETO_PATH = "/webhooks/marketo/unsubscribe"
 _ERROR = {
     "content": {
         "application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}
@@ -54,6 +56,19 @@ CUSTOMERSDOT_OPERATION: dict[str, Any] = {
         },
         "413": {"description": "Body too large", **_ERROR},
         "422": {"description": "Does not match the contract (unknown type, missing email, ...)", **_ERROR},
+        "503": {"description": "Not stored (database unavailable or no secret configured); retry", **_ERROR},
+    },
+}
+MARKETO_OPERATION: dict[str, Any] = {
+    "summary": "Receive one Marketo unsubscribe (a Call Webhook flow step, shared secret in a header)",
+    "operationId": "receive_marketo_unsubscribe",
+    "responses": {
+        "202": {"description": "Stored: the inbox item's id"},
+        "200": {"description": "A repeat, or the lead is already waiting for its opt-out: the stored id"},
+        "400": {"description": "Malformed JSON or body", **_ERROR},
+        "401": {"description": "Missing or wrong shared secret header", **_ERROR},
+        "413": {"description": "Body too large", **_ERROR},
+        "422": {"description": "Does not match the template (email, leadId, unsubscribedAt)", **_ERROR},
         "503": {"description": "Not stored (database unavailable or no secret configured); retry", **_ERROR},
     },
 }
@@ -154,6 +169,36 @@ class Receiver:
             self.nudger.nudge(self.settings.customersdot_drain_deployment)
         return json_response(202, {"id": result.id})
 
+    async def marketo_unsubscribe(self, request: Request) -> Response:
+        """Marketo's "Call Webhook" step: shared secret, validate, commit keyed per lead, nudge the drain."""
+        secret = self.settings.marketo_webhook_secret
+        try:
+            if secret is None or not secret.get_secret_value():
+                return error(503, "no Marketo webhook secret is configured")
+            sent = request.headers.get(self.settings.marketo_webhook_header, "")
+            if not hmac.compare_digest(sent.encode(), secret.get_secret_value().encode()):
+                raise Rejected(401, f"missing or wrong {self.settings.marketo_webhook_header} header")
+            body = await read_body(request, self.settings.webhook_max_body_bytes)
+            try:
+                unsubscribe = MarketoUnsubscribe.model_validate_json(body)
+            except ValidationError as exc:
+                json_error = any(p["type"] == "json_invalid" for p in exc.errors(include_input=False))
+                raise Rejected(400 if json_error else 422, describe(exc)) from exc
+        except Rejected as rejected:
+            log.info("refused a Marketo request: %s", rejected.reason)
+            return error(rejected.status, rejected.reason)
+        item = optouts.webhook_item(unsubscribe.leadId, unsubscribe.email, unsubscribe.unsubscribedAt)
+        try:
+            result = await self.committer.add(item)
+        except Exception as exc:
+            log.error("could not store a Marketo unsubscribe (%s)", type(exc).__name__)
+            return error(503, "could not store the unsubscribe; try again later")
+        if not result.created:
+            # The same request again, or the lead is already waiting (queued by the poll, say).
+            return json_response(200, {"id": result.id, "duplicate": True})
+        self.nudger.nudge(self.settings.optout_drain_deployment)
+        return json_response(202, {"id": result.id})
+
     async def healthz(self) -> Response:
         """Database and Prefect reachability; 503 only when the database is down (Prefect is optional)."""
         database = await asyncio.to_thread(self.inbox.ping)
@@ -209,6 +254,10 @@ def _install_openapi(app: FastAPI) -> None:
         content = {"application/json": {"schema": body}}
         operation = CUSTOMERSDOT_OPERATION | {"requestBody": {"required": True, "content": content}}
         schema["paths"][CUSTOMERSDOT_PATH] = {"post": operation}
+        marketo_body = {"application/json": {"schema": {"$ref": "#/components/schemas/MarketoUnsubscribe"}}}
+        schema["paths"][MARKETO_PATH] = {
+            "post": MARKETO_OPERATION | {"requestBody": {"required": True, "content": marketo_body}}
+        }
         app.openapi_schema = schema
         return schema
 
@@ -266,6 +315,7 @@ def create_app(
     # and the body is read raw anyway (the signature covers the exact bytes). _install_openapi
     # publishes it with the contract.
     app.router.routes.append(Route(CUSTOMERSDOT_PATH, receiver.customersdot, methods=["POST"]))
+    app.router.routes.append(Route(MARKETO_PATH, receiver.marketo_unsubscribe, methods=["POST"]))
     app.add_api_route(
         "/healthz", receiver.healthz, methods=["GET"], summary="Database and Prefect reachability"
     )

@@ -73,3 +73,61 @@ def test_second_poll_queues_nothing_new_and_writes_nothing(iterable_standin, mar
     again = marketo_poll(start=START)
     assert again["queued"] == 0
     assert iterable_standin.sandbox.stats()["subscription_writes"] == writes
+
+
+MARKETO_SECRET = "marketo-shared-secret-for-tests"
+
+
+@pytest.fixture
+def receiver(app_database, monkeypatch):
+    import httpx
+
+    from sandbox.serving import serving
+    from tests.integration import reset_process_caches
+    from webhooks.app import create_app
+
+    monkeypatch.setenv("MARKETO_WEBHOOK_SECRET", MARKETO_SECRET)
+    reset_process_caches()
+    with serving(create_app()) as base, httpx.Client(base_url=base) as http:
+        yield http
+
+
+def _unsubscribe(http, lead_id, email, secret=MARKETO_SECRET, **extra):
+    body = {"email": email, "leadId": str(lead_id), "unsubscribedAt": "2026-11-27T10:00:00Z"} | extra
+    return http.post("/webhooks/marketo/unsubscribe", json=body, headers={"X-Recipes-Secret": secret})
+
+
+def test_webhook_opt_out_and_refusals(iterable_standin, marketo_standin, app_database, receiver):
+    from flows.marketo_unsubscribes import marketo_optout_drain, marketo_poll
+
+    _seed(iterable_standin, marketo_standin)
+    inbox = Inbox(app_database)
+    assert _unsubscribe(receiver, 1, "known.link@example.com", secret="wrong").status_code == 401
+    assert (
+        receiver.post(
+            "/webhooks/marketo/unsubscribe",
+            content=b"{not json",
+            headers={"X-Recipes-Secret": MARKETO_SECRET},
+        ).status_code
+        == 400
+    )
+    missing = receiver.post(
+        "/webhooks/marketo/unsubscribe", json={"leadId": "1"}, headers={"X-Recipes-Secret": MARKETO_SECRET}
+    )
+    assert missing.status_code == 422 and "email" in missing.json()["error"]
+    assert inbox.counts() == {}
+
+    first = _unsubscribe(receiver, 1, "known.link@example.com")
+    assert first.status_code == 202
+    repeat = _unsubscribe(receiver, 1, "known.link@example.com")
+    assert repeat.status_code == 200 and repeat.json()["id"] == first.json()["id"]
+    # The poll sees the same lead's activities while the webhook's item waits: not queued twice.
+    marketo_poll(start=START, drain=False)
+    assert sum(1 for item in inbox.list_items(source="marketo") if item.payload["leadId"] == "1") == 1
+
+    marketo_optout_drain()
+    link = iterable_standin.sandbox.user("known.link@example.com")
+    assert 1 in link["unsubscribedChannelIds"]
+    assert iterable_standin.sandbox.stats()["subscription_writes"]["known.link@example.com"] == 1
+    audit = {r.lead_id: (r.source, r.outcome) for r in inbox.list_audit()}
+    assert audit["1"] == ("webhook", "opted_out")
