@@ -17,18 +17,17 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyrate_limiter as pl
+from psycopg_pool import ConnectionPool
 from pyrate_limiter.buckets.redis_bucket import LuaScript
 
 from clients.limiter import Rate
 
 if TYPE_CHECKING:
-    import psycopg
     import redis
 
 # Sliding-log waits are exact to the millisecond; a small margin keeps a retry from landing on the
@@ -259,56 +258,6 @@ def postgres_conninfo(url: str) -> str:
     return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql://", url)
 
 
-class ConnectionPool:
-    """The part of ``psycopg_pool.ConnectionPool`` that pyrate-limiter's PostgresBucket uses.
-
-    psycopg_pool is not a dependency of the project; this keeps a few idle connections and commits
-    (or rolls back) each borrowed one on return, as the real pool does.
-    """
-
-    def __init__(self, conninfo: str, *, max_idle: int = 4, connect_timeout: int = 10) -> None:
-        self._conninfo = postgres_conninfo(conninfo)
-        self._max_idle = max_idle
-        self._connect_timeout = connect_timeout
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-        self.closed = False
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """Borrow a connection for one transaction."""
-        import psycopg
-
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = psycopg.connect(self._conninfo, connect_timeout=self._connect_timeout)
-        try:
-            yield conn
-        except BaseException:
-            if not conn.broken:
-                conn.rollback()
-            self._give_back(conn)
-            raise
-        conn.commit()
-        self._give_back(conn)
-
-    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
-        with self._lock:
-            if not self.closed and not conn.broken and len(self._idle) < self._max_idle:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def close(self) -> None:
-        """Close every idle connection; borrowed ones close when returned."""
-        with self._lock:
-            self.closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
 class _PooledPostgresBucket(pl.PostgresBucket):
     """The library's PostgreSQL bucket, except that closing it leaves the shared pool to its owner."""
 
@@ -328,7 +277,11 @@ class PostgresLimiter(SharedLimiter):
     ) -> None:
         super().__init__(rates)
         self._owns_pool = isinstance(postgres, str)
-        self._pool = ConnectionPool(postgres) if isinstance(postgres, str) else postgres
+        self._pool = (
+            ConnectionPool(postgres_conninfo(postgres), min_size=1, max_size=4, open=True)
+            if isinstance(postgres, str)
+            else postgres
+        )
         self._prefix = re.sub(r"\W+", "_", table_prefix.lower())
         self._pause_table = f"{self._prefix}_limiter_pause"
         with self._pool.connection() as conn:

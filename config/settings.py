@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     iterable_credentials_block: str | None = None
     iterable_timeout_seconds: float = 30.0
     iterable_limits_enabled: bool = True
+    # Pace this fraction below Iterable's stated limits (0.05: 5 % slower).
+    iterable_rate_headroom: float = 0.05
     # Opt-outs use the additive /api/subscriptions endpoints instead of bulkUpdateSubscriptions.
     iterable_optout_additive: bool = False
 

@@ -6,7 +6,7 @@ import threading
 from typing import cast
 
 from blocks.iterable import IterableCredentials
-from clients.iterable import ITERABLE_RATE_LIMITS, IterableClient
+from clients.iterable import IterableClient, paced_rates
 from clients.limiter import InMemoryLimiter, NoLimiter, RateLimiter
 from clients.shared_limiters import PostgresLimiter, RedisLimiter, SQLiteLimiter
 from config.loaders import ConfigError
@@ -24,17 +24,20 @@ def build_limiter(settings: Settings) -> RateLimiter:
     """
     if not settings.iterable_limits_enabled:
         return NoLimiter()
+    # A little under Iterable's limits: network jitter would otherwise land a few requests inside the
+    # same one-second window and each 429 costs a second.
+    rates = paced_rates(settings.iterable_rate_headroom)
     backend = settings.limiter_backend
     prefix = settings.limiter_key_prefix
     if backend == "memory":
-        return InMemoryLimiter(ITERABLE_RATE_LIMITS)
+        return InMemoryLimiter(rates)
     if backend == "sqlite":
-        return SQLiteLimiter(settings.limiter_sqlite_path, ITERABLE_RATE_LIMITS, table_prefix=prefix)
+        return SQLiteLimiter(settings.limiter_sqlite_path, rates, table_prefix=prefix)
     if backend == "redis":
-        return RedisLimiter(settings.limiter_redis_url, ITERABLE_RATE_LIMITS, key_prefix=prefix)
+        return RedisLimiter(settings.limiter_redis_url, rates, key_prefix=prefix)
     if not settings.limiter_postgres_url:
         raise ConfigError("LIMITER_BACKEND is postgres but LIMITER_POSTGRES_URL is not set")
-    return PostgresLimiter(settings.limiter_postgres_url, ITERABLE_RATE_LIMITS, table_prefix=prefix)
+    return PostgresLimiter(settings.limiter_postgres_url, rates, table_prefix=prefix)
 
 
 def process_limiter(settings: Settings | None = None) -> RateLimiter:

@@ -79,9 +79,9 @@ def iterable_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[IterableStandI
 
 
 def _rates() -> dict[str, Any]:
-    from clients.iterable import ITERABLE_RATE_LIMITS
+    from clients.iterable import paced_rates
 
-    return ITERABLE_RATE_LIMITS
+    return paced_rates(get_settings().iterable_rate_headroom)
 
 
 @pytest.fixture
