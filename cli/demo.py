@@ -25,6 +25,11 @@ WAREHOUSE_ROWS = 500
 IN_ITERABLE = 300  # the first synthetic contacts already have an Iterable profile (the sync is update-only)
 CHANGED_FRACTION = 0.05
 RUN_TIMEOUT = 90.0
+# Flow runs' console output is kept to warnings (their logs still reach the Prefect API and UI).
+QUIET_CONSOLE = {
+    f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL": "WARNING"
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS")
+}
 
 
 @dataclass
@@ -129,16 +134,18 @@ def _latest_run(deployment: str, since: datetime) -> Any:
         DeploymentFilterName,
         FlowRunFilter,
         FlowRunFilterStartTime,
+        FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
 
+    final = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
             flow_run_filter=FlowRunFilter(
                 start_time=FlowRunFilterStartTime(after_=since),
-                state=FlowRunFilterStateType(any_=[StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=final)),
             ),
             limit=1,
         )
@@ -165,7 +172,7 @@ class Demo:
             "MARKETO_WEBHOOK_SECRET": secrets.token_urlsafe(24),
             "NUDGE_WINDOW_SECONDS": "0.5",
             "EVENT_NOT_FOUND_RETRY_SECONDS": "1",
-        }
+        } | QUIET_CONSOLE
         self.stack.apply()
         self.say(f"embedded stack up ({time.monotonic() - started:.0f} s)")
         for part, what in self.stack.described:

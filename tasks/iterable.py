@@ -150,6 +150,11 @@ def opt_out(emails: Sequence[str], additive: bool = False) -> list[OptOutDecisio
             decisions[position] = OptOutDecision("already_opted_out", "channel already unsubscribed")
         else:
             change = policy.optout_changes(found.data_fields)
+            # Never true for an opt-out (it only removes types); the guard makes that a checked fact.
+            policy.assert_may_subscribe(
+                set(change.subscribed_message_type_ids)
+                - set(found.data_fields.get("subscribedMessageTypeIds") or [])
+            )
             writes.append(
                 (
                     position,
