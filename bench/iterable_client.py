@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +23,10 @@ from typing import Any
 
 import httpx
 
+from bench.common import iterable_standin
 from clients.batching import batches
 from clients.iterable import DEFAULT_HEADROOM, IterableClient, iterable_limiter
 from clients.retry import RetryPolicy
-from sandbox.serving import free_port
 
 KEY = "sandbox-key"
 
@@ -36,30 +34,8 @@ KEY = "sandbox-key"
 @contextmanager
 def stand_in(limits: bool) -> Iterator[str]:
     """Run ``python -m sandbox.iterable`` in its own process; yield its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "sandbox.iterable", "--port", str(port)]
-    if not limits:
-        command.append("--no-limits")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/_sandbox/stats", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the stand-in did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with iterable_standin(limits) as spawned:
+        yield spawned.url
 
 
 def rows(start: int, count: int) -> list[dict[str, Any]]:

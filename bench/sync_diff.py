@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from bench.common import fakesnow_server, peak_rss_mb
 from config.sync_definitions import all_sync_definitions
 from sandbox.warehouse import mutate, seed_model
 from warehouse import accept_all, connect, ensure_state, finish_run, iter_batches, plan_changes
@@ -23,39 +19,11 @@ from warehouse import accept_all, connect, ensure_state, finish_run, iter_batche
 STATE = "BENCH_STATE"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_server(port: int) -> subprocess.Popen[bytes]:
-    """``fakesnow -s -p PORT`` in its own process, so the reader's RSS is the client's alone."""
-    exe = Path(sys.executable).with_name("fakesnow")
-    proc = subprocess.Popen(
-        [str(exe), "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("fakesnow server did not start")
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def run(rows: int, fraction: float) -> dict[str, Any]:
     """Seed, accept everything once, change ``fraction`` of rows, then time the diff and the read."""
     defn = all_sync_definitions()["gitlab_marketing_contacts"]
-    port = _free_port()
-    server = _start_server(port)
-    try:
+    with fakesnow_server() as server:
+        port = server.port
         conn = connect(
             user="fake", password="snow", account="fakesnow", host="127.0.0.1", port=port, protocol="http",
             session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}, network_timeout=600,
@@ -71,7 +39,7 @@ def run(rows: int, fraction: float) -> dict[str, Any]:
         accept_all(conn, defn, "bench-first", state_schema=STATE)
         finish_run(conn, defn, "bench-first", state_schema=STATE)
         changed = mutate(conn, fraction, seed=1)
-        rss_before = _rss_mib()
+        rss_before = peak_rss_mb()
         t0 = time.perf_counter()
         summary = plan_changes(conn, defn, "bench-diff", state_schema=STATE)
         diff_s = time.perf_counter() - t0
@@ -83,9 +51,6 @@ def run(rows: int, fraction: float) -> dict[str, Any]:
         read_s = time.perf_counter() - t0
         finish_run(conn, defn, "bench-diff", state_schema=STATE, status="bench")
         conn.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     return {
         "rows_in_model": summary.rows_in_model,
         "rows_changed": changed,
@@ -100,7 +65,7 @@ def run(rows: int, fraction: float) -> dict[str, Any]:
         "batches": batches,
         "read_s": round(read_s, 3),
         "reader_peak_rss_mib_before_diff": round(rss_before, 1),
-        "reader_peak_rss_mib": round(_rss_mib(), 1),
+        "reader_peak_rss_mib": round(peak_rss_mb(), 1),
     }
 
 

@@ -13,7 +13,11 @@ def register(app: typer.Typer) -> None:
     from cli import inbox
 
     app.add_typer(inbox.app, name="inbox")
-    from cli import demo, serve
+    from cli import demo, serve, setup, status
 
-    for module in (serve, demo):
+    for module in (serve, demo, status, setup):
         module.register(app)
+    from cli import bench, scan
+
+    bench.register(app)
+    scan.register(app)

@@ -109,7 +109,8 @@ def _run_counts(flow_run_id: Any) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     for artifact in artifacts:
         if artifact.key and artifact.key.endswith("-counts"):
-            rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+            data: Any = artifact.data
+            rows = json.loads(data) if isinstance(data, str) else data or []
             counts |= {row["count"]: row["value"] for row in rows}
     return counts
 
@@ -119,7 +120,7 @@ def _run(deployment: str, parameters: dict[str, Any] | None = None) -> Step:
     from prefect.deployments import run_deployment
 
     started = time.monotonic()
-    run = run_deployment(deployment, parameters=parameters or {}, timeout=RUN_TIMEOUT, poll_interval=1)
+    run: Any = run_deployment(deployment, parameters=parameters or {}, timeout=RUN_TIMEOUT, poll_interval=1)
     step = Step(deployment.split("/", 1)[1], run.state.name if run.state else "?")
     step.seconds = time.monotonic() - started
     step.counts = _run_counts(run.id)
@@ -200,7 +201,7 @@ class Demo:
     def _seed(self) -> None:
         iterable = self.stack.env["ITERABLE_BASE_URL"]
         marketo = self.stack.env["MARKETO_BASE_URL"]
-        people = [{"email": f"user{i}@example.com"} for i in range(IN_ITERABLE)]
+        people: list[dict[str, Any]] = [{"email": f"user{i}@example.com"} for i in range(IN_ITERABLE)]
         people += [{"email": "optout-known@example.com", "subscribedMessageTypeIds": [101]}]
         httpx.post(f"{iterable}/_sandbox/users", json=people, timeout=30).raise_for_status()
         leads = [
@@ -311,7 +312,7 @@ class Demo:
         for column in ("flow run", "state", "s", "counts"):
             table.add_column(column)
         for step in self.steps:
-            shown = ", ".join(f"{k} {v}" for k, v in step.counts.items() if v not in (0, "0", "", None))
+            shown = ", ".join(f"{k} {v}" for k, v in step.counts.items() if _shown(k, v))
             table.add_row(step.name, step.state, f"{step.seconds:.0f}", shown)
         self.console.print(table)
         ui = str(PREFECT_API_URL.value()).removesuffix("/api")
@@ -321,9 +322,15 @@ class Demo:
         )
 
 
+def _shown(name: str, value: Any) -> bool:
+    """Summary counts worth a column: non-zero, and not the poll's per-stream detail."""
+    detail = name.startswith(("activities_", "lead_changes_")) or name in ("unchanged", "rows_in_model")
+    return value not in (0, "0", "", None) and not detail
+
+
 def demo() -> None:
     """Run the three recipes end to end on the embedded default stack, then print a summary."""
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 110)
     _fresh_dir()
     runner = Demo(console)
     try:

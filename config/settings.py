@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     limiter_postgres_url: str | None = None
     limiter_key_prefix: str = "recipes"
 
+    # Operations: the Prefect notification block automations alert through ("slack-webhook/ops"), and
+    # the work pool `recipes setup` creates (prefect.yaml names the same pool).
+    recipes_alert_block: str | None = None
+    recipes_work_pool: str = "recipes-process"
+
     # Consent policy file (config/consent.py); None means the shipped config/consent.yaml.
     consent_policy_path: str | None = None
 

@@ -16,6 +16,7 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import ValidationError
 
 from clients.errors import ApiError, RetryableError
@@ -121,7 +122,8 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
 
     def settle(outcomes: list[Outcome]) -> None:
         if outcomes:
-            counts.update(record_outcomes(SOURCE, outcomes, owner))
+            # quote(): Prefect would otherwise walk every item of a large list looking for futures.
+            counts.update(record_outcomes(SOURCE, quote(outcomes), owner))
 
     while True:
         while not exhausted and len(upserting) + len(tracking) < depth:
@@ -137,8 +139,8 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
             batch = prepare(items, mapping)
             settle(batch.settled)
             if batch.users:
-                upserting.append((batch, _upsert.submit(batch.users)))
-        if upserting and (len(tracking) == 0 or upserting[0][1].state.is_final()):
+                upserting.append((batch, _upsert.submit(quote(batch.users))))
+        if upserting and (len(tracking) == 0 or _done(upserting[0][1])):
             batch, future = upserting.popleft()
             report = _result(future, len(batch.users))
             failed: list[Outcome] = []
@@ -150,7 +152,7 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
             if refused is not None:
                 failed = _put_back(failed)
             events = [batch.events[i] for i in passed]
-            tracking.append((batch, failed, passed, _track.submit(events)))
+            tracking.append((batch, failed, passed, _track.submit(quote(events))))
             fatal = fatal or refused
         elif tracking:
             batch, failed, passed, future = tracking.popleft()
@@ -183,6 +185,13 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
 def _put_back(outcomes: list[Outcome]) -> list[Outcome]:
     """The request was refused for the account, not for the items: they wait for the next run."""
     return [Outcome(o.item_id, "retry", o.reason, delay=0.0) if o.status == "dead" else o for o in outcomes]
+
+
+def _done(future: PrefectFuture[ItemsReport]) -> bool:
+    """Whether a submitted task finished; asks the API only when the future wraps nothing local."""
+    wrapped = getattr(future, "wrapped_future", None)
+    # future.state reads the task run from the API each time it is not final yet: too slow to poll.
+    return bool(wrapped.done()) if wrapped is not None else future.state.is_final()
 
 
 def _fatal(future: PrefectFuture[ItemsReport]) -> ApiError | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from uuid import UUID
 
@@ -38,17 +40,21 @@ def emit_alert(recipe: str, event: str, payload: Mapping[str, object]) -> None:
 class Progress:
     """A progress artifact shown while a long run works; percentages only, nothing personal."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, min_interval_seconds: float = 1.0) -> None:
         self._id: UUID | None = None
         self._description = description
         self._last = -1.0
+        self._min_interval = min_interval_seconds
+        self._last_at = -math.inf
 
     def update(self, done: int, total: int) -> None:
-        """Show ``done`` of ``total`` (updates at whole-percent steps to spare the API)."""
+        """Show ``done`` of ``total`` (at whole-percent steps, at most once per ``min_interval_seconds``
+        but always at 100 %, to spare the API: each update is a request that holds up the run)."""
         percent = 100.0 if total <= 0 else min(100.0, round(100.0 * done / total, 0))
-        if percent == self._last:
+        now = time.monotonic()
+        if percent == self._last or (percent < 100.0 and now - self._last_at < self._min_interval):
             return
-        self._last = percent
+        self._last, self._last_at = percent, now
         if self._id is None:
             self._id = create_progress_artifact(progress=percent, description=self._description)  # type: ignore[assignment]
         else:

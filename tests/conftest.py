@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# End-to-end fixtures (stand-ins over real sockets, a fresh app database) for every test folder.
+pytest_plugins = ["tests.integration"]
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

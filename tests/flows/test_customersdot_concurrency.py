@@ -210,7 +210,6 @@ def test_two_drains_at_once_on_postgres_send_each_item_once(
         for drain in drains:
             drain.kill()
 
-    print("drains received", [r["received"] for r in results])
     assert all(r["received"] > 0 for r in results), results
     assert sum(r["received"] for r in results) == len(bodies)
     assert sum(r["delivered"] for r in results) == len(bodies)

@@ -3,11 +3,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from inbox.store import Inbox
-from tests.integration import (
-    app_database,  # noqa: F401
-    iterable_standin,  # noqa: F401
-    marketo_standin,  # noqa: F401
-)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 START = datetime.now(UTC) - timedelta(hours=1)

@@ -9,8 +9,6 @@ import yaml
 from config.sync_definitions import SYNCS_DIR
 from sandbox.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
 from tests.integration import (
-    app_database,  # noqa: F401
-    iterable_standin,  # noqa: F401
     reset_process_caches,
 )
 from warehouse import connect
@@ -96,23 +94,21 @@ def test_rejected_rows_are_retried_until_accepted(iterable_standin, app_database
 
     seed_model(warehouse, 50)
     cur = warehouse.cursor()
-    cur.execute(
-        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' WHERE GITLAB_DOTCOM_USER_ID < 3"
-    )
+    first_three = f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = {{}} WHERE GITLAB_DOTCOM_USER_ID < 3"
+    cur.execute(first_three.format("'broken-' || GITLAB_DOTCOM_USER_ID || '@'"))
     first = snowflake_sync("contacts_upsert")
     assert first["rejected"] == 3
     second = snowflake_sync("contacts_upsert")
     assert second["retried"] == 3 and second["rejected"] == 3
-    cur.execute(
-        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'fixed-' || GITLAB_DOTCOM_USER_ID || '@example.com' WHERE GITLAB_DOTCOM_USER_ID < 3"
-    )
+    cur.execute(first_three.format("'fixed-' || GITLAB_DOTCOM_USER_ID || '@example.com'"))
     third = snowflake_sync("contacts_upsert")
     assert third["rejected"] == 0 and third["new"] == 3
 
 
 def test_failed_batch_is_sent_again_and_only_it(iterable_standin, app_database, warehouse):
-    from flows.snowflake_sync import snowflake_sync
     from prefect.states import State
+
+    from flows.snowflake_sync import snowflake_sync
 
     seed_model(warehouse, 2_500)
     # The third bulkUpdate is refused as a whole (a permanent 400): that batch is not accepted.

@@ -65,7 +65,8 @@ def test_a_burst_makes_a_handful_of_flow_runs_of_the_real_deployment(
     assert nudger.stats.requested == count
     assert nudger.stats.failed == 0
     assert 1 <= len(runs) <= windows, (len(runs), elapsed)
-    assert len(runs) == nudger.stats.sent == len(nudger.stats.runs["nudge-test-drain/burst"])
+    # Two calls in one window (the flush at stop) carry the same idempotency key: Prefect keeps one run.
+    assert len(runs) == len(nudger.stats.runs["nudge-test-drain/burst"]) <= nudger.stats.sent
     inbox.dispose()
 
 

@@ -1,0 +1,212 @@
+"""The production topology on this machine: Prefect server on PostgreSQL, `prefect deploy --all`, a
+process worker, the receiver, the app database on PostgreSQL and the limiter in Redis."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from clients.iterable_models import event_id_from
+from sandbox.serving import free_port
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.e2e.processes import BIN, PROJECT, Processes, answers, wait_for
+from tests.integration import WEBHOOK_SECRET, customersdot_event, signed
+
+DRAIN = "customersdot-events/customersdot-drain"
+
+
+@pytest.fixture
+def prefect_database() -> Iterator[str]:
+    """An own PostgreSQL database for the Prefect server (asyncpg URL), dropped afterwards."""
+    name = f"recipes_e2e_prefect_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def topology(
+    tmp_path: Path, prefect_database: str, postgres_url: str, redis_prefix: str, redis_url: str
+) -> Iterator[dict[str, Any]]:
+    """Every production process, started like deploy/Procfile starts them; stopped afterwards."""
+    prefect_port, receiver_port, iterable_port = free_port(), free_port(), free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        "RECIPES_PROJECT_DIR": str(PROJECT),
+        "RECIPES_DATABASE_URL": postgres_url,
+        "LIMITER_BACKEND": "redis",
+        "LIMITER_REDIS_URL": redis_url,
+        "LIMITER_KEY_PREFIX": redis_prefix,
+        "ITERABLE_API_KEY": "sandbox-key",
+        "ITERABLE_BASE_URL": f"http://127.0.0.1:{iterable_port}",
+        "CUSTOMERSDOT_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "NUDGE_WINDOW_SECONDS": "0.5",
+    }
+    (tmp_path / "logs").mkdir()
+    procs = Processes(tmp_path / "logs", env)
+    try:
+        procs.start("iterable", [str(BIN / "python"), "-m", "sandbox.iterable", "--port", str(iterable_port)])
+        procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--port", str(prefect_port)])
+        wait_for("the Prefect server", lambda: answers(api + "/health"), 150, procs.log("prefect-server"))
+        setup_output = procs.run([str(BIN / "recipes"), "setup"])
+        deploy_output = procs.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"])
+        declared = _switch_off_schedules(api)
+        procs.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "recipes-process"])
+        procs.start("receiver", [str(BIN / "python"), "-m", "webhooks", "--port", str(receiver_port)])
+        receiver = f"http://127.0.0.1:{receiver_port}"
+        wait_for("the receiver", lambda: answers(receiver + "/healthz"), 60, procs.log("receiver"))
+        yield {
+            "api": api,
+            "receiver": receiver,
+            "iterable": env["ITERABLE_BASE_URL"],
+            "procs": procs,
+            "setup": setup_output,
+            "deploy": deploy_output,
+            "schedules": declared,
+        }
+    finally:
+        procs.stop_all()
+
+
+def _switch_off_schedules(api: str) -> dict[str, Any]:
+    """Record what deploy declared, then switch the schedules off and drop the runs they made.
+
+    The every-minute backstop runs would only compete with the tested runs for this machine's two
+    cores; the nudge path is what is tested here.
+    """
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    declared: dict[str, Any] = {}
+    with SyncPrefectClient(api) as client:
+        for deployment in client.read_deployments():
+            schedules = client.read_deployment_schedules(deployment.id)
+            limit = deployment.global_concurrency_limit
+            declared[deployment.name] = {
+                "schedules": [(s.schedule.cron, s.schedule.timezone) for s in schedules],  # type: ignore[union-attr]
+                "limit": limit.limit if limit else None,
+                "pool": deployment.work_pool_name,
+                "parameters": deployment.parameters,
+            }
+            for schedule in schedules:
+                client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+        scheduled = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+        )
+        for run in client.read_flow_runs(flow_run_filter=scheduled):
+            client.delete_flow_run(run.id)
+    return declared
+
+
+def _runs(api: str, deployment: str) -> list[Any]:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with SyncPrefectClient(api) as client:
+        deployment_id = client.read_deployment_by_name(deployment).id
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+
+
+def _run(api: str, run_id: Any) -> Any:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(api) as client:
+        return client.read_flow_run(run_id)
+
+
+def _writes(iterable: str, event_id: str) -> int:
+    return int(httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()["event_writes"].get(event_id, 0))
+
+
+def _send(receiver: str, event: dict[str, Any]) -> None:
+    body, headers = signed(event)
+    assert httpx.post(f"{receiver}/webhooks/customersdot", content=body, headers=headers).status_code == 202
+
+
+def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology: dict[str, Any]) -> None:
+    api, receiver, iterable = topology["api"], topology["receiver"], topology["iterable"]
+    procs: Processes = topology["procs"]
+    assert "work pool recipes-process (process): created" in topology["setup"]
+    # prefect.yaml as deployed: schedules in UTC, the process pool, one poll and one sync at a time.
+    declared = topology["schedules"]
+    assert declared["customersdot-drain"] == {
+        "schedules": [("* * * * *", "UTC")],
+        "limit": None,
+        "pool": "recipes-process",
+        "parameters": {},
+    }
+    assert declared["marketo-opt-out-drain"]["limit"] is None
+    assert declared["marketo-unsubscribe-poll"]["schedules"] == [("*/5 * * * *", "UTC")]
+    assert declared["marketo-unsubscribe-poll"]["limit"] == 1
+    sync = declared["snowflake-sync-gitlab-marketing-contacts"]
+    assert (sync["limit"], sync["parameters"]) == (1, {"sync": "gitlab_marketing_contacts"})
+
+    # A signed webhook becomes a completed flow run (on the worker) and an event in Iterable.
+    first = customersdot_event()
+    first_id = event_id_from("cdot", first["id"])
+    _send(receiver, first)
+    wait_for(
+        "the first event in Iterable", lambda: _writes(iterable, first_id) == 1, 120, procs.log("worker")
+    )
+    wait_for(
+        "a completed drain run",
+        lambda: any(r.state and r.state.is_completed() for r in _runs(api, DRAIN)),
+        60,
+        procs.log("worker"),
+    )
+
+    # Iterable refuses the key: the drain run fails and puts the event back.
+    faults = {"endpoint": "users/bulkUpdate", "fail_next": [401] * 50}
+    httpx.post(f"{iterable}/_sandbox/faults", json=faults, timeout=5).raise_for_status()
+    second = customersdot_event("free_registration")
+    second_id = event_id_from("cdot", second["id"])
+    _send(receiver, second)
+    failed = wait_for(
+        "a failed drain run",
+        lambda: next((r for r in _runs(api, DRAIN) if r.state and r.state.is_failed()), None),
+        120,
+        procs.log("worker"),
+    )
+    assert _writes(iterable, second_id) == 0
+
+    # The key is fixed; the operator retries that run: same run id, it completes, nothing is re-sent.
+    httpx.delete(f"{iterable}/_sandbox/faults", timeout=5).raise_for_status()
+    procs.run([str(BIN / "prefect"), "flow-run", "retry", str(failed.id)])  # type: ignore[attr-defined]
+    retried = wait_for(
+        "the retried run to complete",
+        lambda: (run := _run(api, failed.id)).state.is_completed() and run,  # type: ignore[attr-defined]
+        120,
+        procs.log("worker"),
+    )
+    assert retried.run_count >= 2  # type: ignore[attr-defined]
+    wait_for("the second event in Iterable", lambda: _writes(iterable, second_id) >= 1, 60)
+    assert _writes(iterable, second_id) == 1
+    assert _writes(iterable, first_id) == 1
+    stats = httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()
+    assert stats["profile_writes"][first["person"]["email"]] == 1
+    # Nothing the receiver or the worker logged holds a raw email address.
+    for name in ("receiver", "worker"):
+        assert "@example.com" not in procs.log(name), name
+    assert json.dumps(stats)  # the stand-in answered throughout
