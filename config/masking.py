@@ -20,8 +20,14 @@ def mask_emails(text: str) -> str:
 
 
 def mask_email(email: str) -> str:
-    """The masked form of one address, for tables and artifacts."""
-    return mask_emails(email) if email else email
+    """The masked form of one address, for tables and artifacts; anything not shaped like one is ``***``."""
+    masked = mask_emails(email.strip())
+    return masked if masked != email.strip() else "***"
+
+
+def mask_identity(identity: str, kind: str) -> str:
+    """An identity for display: emails as ``a***@e***.com``, user ids keep their first two characters."""
+    return mask_email(identity) if kind == "email" else identity[:2] + "***"
 
 
 _installed = False

@@ -8,7 +8,6 @@ batch -> ``finish_run``.
 from warehouse.accept import accept_all, accept_batch, finish_run
 from warehouse.batches import Batch, iter_batches
 from warehouse.connection import connect
-from warehouse.masking import mask_email, mask_identity, mask_text
 from warehouse.plan import ChangeSetSummary, plan_changes, sample_changes
 from warehouse.results import RunCounts
 from warehouse.state import ensure_state
@@ -24,9 +23,6 @@ __all__ = [
     "ensure_state",
     "finish_run",
     "iter_batches",
-    "mask_email",
-    "mask_identity",
-    "mask_text",
     "plan_changes",
     "sample_changes",
     "validate_against_warehouse",

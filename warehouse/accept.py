@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from config.masking import mask_emails as mask_text
 from config.sync_definitions import SyncDefinition
 from warehouse import state
-from warehouse.masking import mask_text
 from warehouse.results import RunCounts
 from warehouse.sql import utc_now, utc_text
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from config.masking import mask_identity
 from config.sync_definitions import MAX_BATCH_SIZE, SyncDefinition
 from warehouse import state
-from warehouse.masking import mask_identity
 from warehouse.results import ChangeSetSummary
 from warehouse.sql import identity_expr, literal, row_hash_expr, source_subquery, utc_now, utc_text
 

