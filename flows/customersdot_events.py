@@ -187,7 +187,7 @@ def _put_back(outcomes: list[Outcome]) -> list[Outcome]:
     return [Outcome(o.item_id, "retry", o.reason, delay=0.0) if o.status == "dead" else o for o in outcomes]
 
 
-def _done(future: PrefectFuture[ItemsReport]) -> bool:
+def _done(future: PrefectFuture[Any]) -> bool:
     """Whether a submitted task finished; asks the API only when the future wraps nothing local."""
     wrapped = getattr(future, "wrapped_future", None)
     # future.state reads the task run from the API each time it is not final yet: too slow to poll.

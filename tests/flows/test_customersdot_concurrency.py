@@ -21,14 +21,10 @@ from typing import Any
 import pytest
 
 from inbox.store import Inbox, NewItem
-from tests import integration
 from tests.conftest import POSTGRES_ADMIN_URL, ROOT
 from tests.integration import IterableStandIn, customersdot_event, reset_process_caches
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-# The shared fixtures, bound here so pytest finds them (an unused import would be redefined by them).
-app_database = integration.app_database
-iterable_standin = integration.iterable_standin
 SOURCE = "customersdot"
 
 # A drain as a deployment's flow run would be: its own process, settings from the environment.

@@ -16,13 +16,9 @@ from typer.testing import CliRunner
 from cli.main import app as recipes
 from inbox.store import Inbox, NewItem
 from sandbox.serving import serving
-from tests import integration
 from tests.integration import IterableStandIn, customersdot_event, signed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-# The shared fixtures, bound here so pytest finds them (an unused import would be redefined by them).
-app_database = integration.app_database
-iterable_standin = integration.iterable_standin
 SOURCE = "customersdot"
 
 

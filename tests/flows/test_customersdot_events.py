@@ -3,13 +3,9 @@ import pytest
 
 from inbox.store import Inbox
 from sandbox.serving import serving
-from tests import integration
 from tests.integration import customersdot_event, signed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-# The shared fixtures, bound here so pytest finds them (an unused import would be redefined by them).
-app_database = integration.app_database
-iterable_standin = integration.iterable_standin
 
 
 def _post_all(url: str, bodies: list[dict]) -> list[int]:
