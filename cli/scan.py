@@ -24,13 +24,18 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from config.masking import mask_emails
-
 # Broader than the masking pattern on purpose (Unicode letters, any TLD of letters): a scan must catch
 # what masking might miss. A masked form ("a***@e***.com") never matches: "*" is not in either part.
 EMAIL = re.compile(r"(?<![\w.%+\-])[\w.%+\-]+(?:@|%40)[\w\-]+(?:\.[\w\-]+)*\.[^\W\d_]{2,}(?![\w\-])")
 PAGE = 200
 MIN_SECRET_LENGTH = 6
+
+
+def masked(email: str) -> str:
+    """``a***@e***.com`` for any address the scan matched (Unicode too, which mask_emails leaves as is)."""
+    at = "%40" if "@" not in email else "@"
+    local, domain = email.split(at, 1)
+    return f"{local[:1]}***{at}{domain[:1]}***.{domain.rsplit('.', 1)[-1]}"
 
 
 @dataclass
@@ -52,7 +57,7 @@ class Findings:
         self.scanned[place] += 1
         for match in EMAIL.finditer(text):
             self.emails[place] += 1
-            self.examples.setdefault(place, set()).add(mask_emails(match.group(0)))
+            self.examples.setdefault(place, set()).add(masked(match.group(0)))
         for name, values in secrets.items():
             hits = sum(text.count(value) for value in values)
             if hits:

@@ -96,7 +96,7 @@ signature_values = st.one_of(
     b64.map(lambda s: f"v1,{s}"),
     st.tuples(st.sampled_from(["v1", "v2", "v1a", "", "V1"]), b64).map(",".join),
     st.lists(b64.map(lambda s: f"v1,{s}"), min_size=2, max_size=5).map(" ".join),
-    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.strip),
 )
 timestamp_values = st.one_of(
     st.integers(-(2**40), 2**40).map(str),
@@ -104,8 +104,12 @@ timestamp_values = st.one_of(
     st.sampled_from(["", "now", "1e400", "-1", "0x10", "1718000000.5", "nan", "inf"]),
     st.just("\u00b9\u00b2\u00b3".encode("latin-1")),  # digits to str.isdigit, not to int()
 )
-ascii_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
-latin1_values = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=30)
+# Legal header values: no control characters, no surrounding whitespace (clients refuse to send those).
+ascii_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.strip)
+latin1_values = st.text(
+    st.characters(min_codepoint=32, max_codepoint=255, exclude_characters=[chr(c) for c in range(127, 160)]),
+    max_size=30,
+).map(str.strip)
 
 
 @st.composite

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.scan import Findings, scan
+from cli.scan import prefect_client, scan
 from sandbox.serving import serving
 from sandbox.warehouse import seed_model
 from tests import integration
@@ -25,10 +25,6 @@ marketo_standin = integration.marketo_standin
 __all__ = ["warehouse"]
 MARKETO_SECRET = "marketo-secret-for-the-pii-scan"
 SECRETS = ["ITERABLE_API_KEY", "CUSTOMERSDOT_WEBHOOK_SECRETS", "MARKETO_WEBHOOK_SECRET", "SNOWFLAKE_PASSWORD"]
-
-
-def _where(findings: Findings) -> list[str]:
-    return findings.lines()
 
 
 def _run_all_three(iterable: Any, marketo: Any, conn: Any, tmp_path: Path) -> list[str]:
@@ -45,7 +41,9 @@ def _run_all_three(iterable: Any, marketo: Any, conn: Any, tmp_path: Path) -> li
             raw, headers = signed(body)
             assert http.post("/webhooks/customersdot", content=raw, headers=headers).status_code == 202
         body = {"email": "webhook.lead@example.com", "leadId": "91", "unsubscribedAt": "2026-11-27T10:00:00Z"}
-        answer = http.post("/webhooks/marketo/unsubscribe", json=body, headers={"X-Recipes-Secret": MARKETO_SECRET})
+        answer = http.post(
+            "/webhooks/marketo/unsubscribe", json=body, headers={"X-Recipes-Secret": MARKETO_SECRET}
+        )
         assert answer.status_code == 202
     # Profile writes and event tracking fail permanently for a while: errors become outcomes and states.
     iterable.sandbox.set_faults(endpoint="users/bulkUpdate", fail_next=[400])
@@ -53,7 +51,11 @@ def _run_all_three(iterable: Any, marketo: Any, conn: Any, tmp_path: Path) -> li
     iterable.sandbox.clear_faults()
 
     iterable.sandbox.seed_users([{"email": "known.one@example.com", "subscribedMessageTypeIds": [101]}])
-    for lead, email in [(1, "known.one@example.com"), (2, "unknown.two@example.com"), (3, "faulty.three@example.com")]:
+    for lead, email in [
+        (1, "known.one@example.com"),
+        (2, "unknown.two@example.com"),
+        (3, "faulty.three@example.com"),
+    ]:
         marketo.sandbox.add_lead(lead, email)
         marketo.sandbox.unsubscribe(lead, how="link")
     # Look-ups fail (500s past the retries, then a permanent 400): failures name the person by URL.
@@ -80,28 +82,32 @@ def test_the_three_flows_leave_no_email_or_secret_in_prefect(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("MARKETO_WEBHOOK_SECRET", MARKETO_SECRET)
-    monkeypatch.setenv("ITERABLE_API_KEY", "sandbox-key-not-a-real-one")
+    monkeypatch.setenv("SNOWFLAKE_PASSWORD", "fakesnow-password-for-the-scan")
     integration.reset_process_caches()
+    caplog.set_level(logging.INFO)
     since = datetime.now(UTC) - timedelta(seconds=1)
     emails = _run_all_three(iterable_standin, marketo_standin, warehouse, tmp_path)
     printed = tmp_path / "printed.txt"
-    printed.write_text("".join(capsys.readouterr()))
+    # What the process printed and logged (in-process loggers too, not only those shipped to Prefect).
+    printed.write_text("".join(capsys.readouterr()) + caplog.text)
 
     findings, notes = scan(since, [printed], SECRETS)
 
+    assert notes == []  # every secret was set and searched for
     assert len(emails) > 40
     assert findings.scanned["flow run parameters"] >= 5, findings.scanned
     for place in ("logs", "task run state messages", "events", f"file {printed}"):
         assert findings.scanned[place] > 0, (place, findings.scanned)
-    assert findings.total == 0, _where(findings)
+    assert findings.total == 0, findings.lines()
 
 
 def test_the_scan_catches_an_email_in_a_log_and_in_an_artifact(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from prefect import flow, get_run_logger
+    from prefect import flow
     from prefect.artifacts import create_markdown_artifact
 
     marker = uuid.uuid4().hex[:8]
@@ -110,12 +116,16 @@ def test_the_scan_catches_an_email_in_a_log_and_in_an_artifact(
 
     @flow(name=f"plant-{marker}")
     def plant() -> None:
-        logger = get_run_logger()
-        # Past the masking record factory: a record made by hand, as a careless handler might.
-        record = logging.LogRecord(logger.name, logging.INFO, __file__, 1, "x", None, None)
-        record.msg = f"looked up planted.{marker}@example.com"
-        logger.logger.handle(record)  # type: ignore[attr-defined]
-        create_markdown_artifact(f"| email |\n|---|\n| artifact.{marker}%40example.org |", key=f"plant-{marker}")
+        from prefect.runtime import flow_run
+
+        # Straight to the API, past the masking record factory, as a careless process might.
+        log = {"name": "plant", "level": 20, "message": f"looked up planted.{marker}@example.com"}
+        log |= {"timestamp": datetime.now(UTC).isoformat(), "flow_run_id": flow_run.id}
+        with prefect_client() as client:
+            client.post("logs/", json=[log]).raise_for_status()
+        create_markdown_artifact(
+            f"| email |\n|---|\n| artifact.{marker}%40example.org |", key=f"plant-{marker}"
+        )
         create_markdown_artifact(f"key {secret}", key=f"secret-{marker}")
 
     since = datetime.now(UTC) - timedelta(seconds=1)
