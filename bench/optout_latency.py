@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,26 @@ def measure_latency(receiver: str, iterable: str, secret: str, people: int, over
     return [seen[a] - posted[a] for a in posted if a in seen]
 
 
+def drain_runs(api_url: str) -> dict[str, float]:
+    """The drain's flow runs: how many, median seconds from creation to start and from start to end."""
+    runs = httpx.post(f"{api_url}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
+    waits, spans = [], []
+    states = Counter(str(run.get("state_type")) for run in runs)
+    for run in runs:
+        if run.get("start_time") and run.get("end_time"):
+            created, started, ended = (
+                datetime.fromisoformat(run[k]) for k in ("created", "start_time", "end_time")
+            )
+            waits.append((started - created).total_seconds())
+            spans.append((ended - started).total_seconds())
+    return {
+        "optout_flow_runs": float(len(runs)),
+        "optout_flow_run_states": dict(states),
+        "optout_run_created_to_started_p50_seconds": round(statistics.median(waits), 2) if waits else -1,
+        "optout_run_started_to_ended_p50_seconds": round(statistics.median(spans), 2) if spans else -1,
+    }
+
+
 def seed_marketo(url: str, unsubscribes: int, noise: int) -> None:
     """Leads 1..N, each unsubscribing by its email's link (type 9 and a change of the flag), and noise."""
     with httpx.Client(base_url=url, timeout=60) as client:
@@ -218,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
                 wait_for_deployment(api_url, drain)
                 receiver.wait_until(lambda: http_ok(f"{receiver.url}/healthz"), 60)
                 latencies = measure_latency(receiver.url, iterable.url, secret, args.people, args.over)
+                runs = drain_runs(api_url)
             finally:
                 receiver.stop()
                 drain.stop()
@@ -242,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         "optout_p50_seconds": round(statistics.median(latencies), 2) if latencies else None,
         "optout_p99_seconds": round(percentile(latencies, 99), 2) if latencies else None,
         "optout_max_seconds": round(max(latencies), 2) if latencies else None,
+        **runs,
         "poll_unsubscribes_seeded": args.poll_unsubscribes,
         "poll_noise_activities": args.poll_noise,
         "poll_queued": queued,
@@ -256,6 +279,12 @@ def main(argv: list[str] | None = None) -> None:
             ("webhook -> Iterable opt-out p50, s", figures["optout_p50_seconds"]),
             ("webhook -> Iterable opt-out p99, s", figures["optout_p99_seconds"]),
             ("webhook -> Iterable opt-out max, s", figures["optout_max_seconds"]),
+            ("drain flow runs (any state, scheduled ones too)", int(runs["optout_flow_runs"])),
+            (
+                "  median s from a run's creation to its start",
+                runs["optout_run_created_to_started_p50_seconds"],
+            ),
+            ("  median s from a run's start to its end", runs["optout_run_started_to_ended_p50_seconds"]),
             (f"poll: queued of {args.poll_unsubscribes} unsubscribes", queued),
             ("poll: seconds", figures["poll_seconds"]),
             ("poll: unsubscribes/s", figures["poll_unsubscribes_per_s"]),

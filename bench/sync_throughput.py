@@ -170,13 +170,13 @@ def run_sync(env: dict[str, str]) -> dict[str, Any]:
     return run_json([sys.executable, "-m", "bench.sync_throughput", "--child", SYNC], env=env)
 
 
-def seed_changed(port: int, rows: int, state_schema: str) -> int:
+def seed_changed(port: int, rows: int, state_schema: str, definitions: Path) -> int:
     """Seed ``rows`` rows, accept them all as already synced, then change every row: ``rows`` changed."""
     from config.sync_definitions import all_sync_definitions
     from sandbox.warehouse import mutate, seed_model
     from warehouse import accept_all, ensure_state, finish_run, plan_changes
 
-    defn = all_sync_definitions(SHIPPED.parent)["gitlab_marketing_contacts"]
+    defn = all_sync_definitions(definitions)[SYNC]
     conn = connect(port)
     try:
         seed_model(conn, rows)
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                 env["SYNC_BATCHES_IN_FLIGHT"] = str(args.in_flight)
             in_flight = int(env.get("SYNC_BATCHES_IN_FLIGHT") or os.environ.get("SYNC_BATCHES_IN_FLIGHT", 4))
 
-            changed = seed_changed(snow.port, args.rows_limited, "BENCH_LIMITED")
+            changed = seed_changed(snow.port, args.rows_limited, "BENCH_LIMITED", folder / "syncs")
             limited = run_sync(
                 env | {"SNOWFLAKE_STATE_SCHEMA": "BENCH_LIMITED", "ITERABLE_LIMITS_ENABLED": "true"}
             )

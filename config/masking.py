@@ -6,10 +6,8 @@ import logging
 import re
 from typing import Any
 
-# Raw (a@b.c) and URL-encoded (a%40b.c) forms; the local part keeps its first character.
-_EMAIL = re.compile(
-    r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*(@|%40)([A-Za-z0-9\-])[A-Za-z0-9.\-]*\.([A-Za-z]{2,})"
-)
+# Raw (a@b.c) and URL-encoded (a%40b.c) forms, Unicode addresses included; one first character is kept.
+_EMAIL = re.compile(r"([\w.%+\-])[\w.%+\-]*(@|%40)([\w\-])[\w.\-]*\.([^\W\d_]{2,})")
 
 
 def mask_emails(text: str) -> str:

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     marketo_calls_per_20s: int = 50
     marketo_max_concurrent: int = 5
     marketo_poll_start: datetime | None = None
-    marketo_webhook_secret: SecretStr | None = None
+    # Comma-separated like the CustomersDot secrets, so a rotation accepts the new and the old one.
+    marketo_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     marketo_webhook_header: str = "X-Recipes-Secret"
 
     # Snowflake
@@ -102,7 +103,7 @@ class Settings(BaseSettings):
     # Consent policy file (config/consent.py); None means the shipped config/consent.yaml.
     consent_policy_path: str | None = None
 
-    @field_validator("customersdot_webhook_secrets", mode="before")
+    @field_validator("customersdot_webhook_secrets", "marketo_webhook_secret", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
         """Accept a comma-separated list, so rotation is "new,old" in one variable."""

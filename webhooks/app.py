@@ -172,12 +172,13 @@ class Receiver:
 
     async def marketo_unsubscribe(self, request: Request) -> Response:
         """Marketo's "Call Webhook" step: shared secret, validate, commit keyed per lead, nudge the drain."""
-        secret = self.settings.marketo_webhook_secret
+        secrets = [s.get_secret_value().encode() for s in self.settings.marketo_webhook_secret]
         try:
-            if secret is None or not secret.get_secret_value():
+            if not any(secrets):
                 return error(503, "no Marketo webhook secret is configured")
-            sent = request.headers.get(self.settings.marketo_webhook_header, "")
-            if not hmac.compare_digest(sent.encode(), secret.get_secret_value().encode()):
+            sent = request.headers.get(self.settings.marketo_webhook_header, "").encode()
+            # Every secret is compared (no early exit), each in constant time.
+            if not sum(hmac.compare_digest(sent, secret) for secret in secrets if secret):
                 raise Rejected(401, f"missing or wrong {self.settings.marketo_webhook_header} header")
             body = await read_body(request, self.settings.webhook_max_body_bytes)
             try:
