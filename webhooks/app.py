@@ -7,9 +7,9 @@ import gc
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,7 @@ from webhooks.nudge import Nudger
 from webhooks.signature import Verifier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SOURCE = "customersdot"
 CUSTOMERSDOT_PATH = "/webhooks/customersdot"
 MARKETO_PATH = "/webhooks/marketo/unsubscribe"
@@ -122,6 +123,15 @@ def describe(err: ValidationError) -> str:
     return "; ".join(problems[:10])
 
 
+def validated(parse: Callable[[bytes], T], body: bytes) -> T:
+    """``parse(body)``, or Rejected: 400 for malformed JSON, 422 for a body that breaks the contract."""
+    try:
+        return parse(body)
+    except ValidationError as exc:
+        json_error = any(p["type"] == "json_invalid" for p in exc.errors(include_input=False))
+        raise Rejected(400 if json_error else 422, describe(exc)) from exc
+
+
 class Receiver:
     """The CustomersDot endpoint's state: the verifier, the group committer, the mapping and the nudger."""
 
@@ -141,11 +151,7 @@ class Receiver:
                 return error(503, "no CustomersDot signing secret is configured")
             body = await read_body(request, self.settings.webhook_max_body_bytes)
             webhook_id = self.verifier.verify(body, request.headers)
-            try:
-                event = parse_customersdot_event(body)
-            except ValidationError as exc:
-                json_error = any(p["type"] == "json_invalid" for p in exc.errors(include_input=False))
-                raise Rejected(400 if json_error else 422, describe(exc)) from exc
+            event = validated(parse_customersdot_event, body)
         except Rejected as rejected:
             log.info("refused a CustomersDot request: %s", rejected.reason)
             return error(rejected.status, rejected.reason)
@@ -159,16 +165,7 @@ class Receiver:
             status="pending" if forwarded else "skipped",
             reason=None if forwarded else "not forwarded by the event mapping (forward_when)",
         )
-        try:
-            result = await self.committer.add(item)
-        except Exception as exc:
-            log.error("could not store a CustomersDot event (%s)", type(exc).__name__)
-            return error(503, "could not store the event; try again later")
-        if not result.created:
-            return json_response(200, {"id": result.id, "duplicate": True})
-        if forwarded:
-            self.nudger.nudge(self.settings.customersdot_drain_deployment)
-        return json_response(202, {"id": result.id})
+        return await self._store(item, self.settings.customersdot_drain_deployment if forwarded else None)
 
     async def marketo_unsubscribe(self, request: Request) -> Response:
         """Marketo's "Call Webhook" step: shared secret, validate, commit keyed per lead, nudge the drain."""
@@ -181,24 +178,25 @@ class Receiver:
             if not sum(hmac.compare_digest(sent, secret) for secret in secrets if secret):
                 raise Rejected(401, f"missing or wrong {self.settings.marketo_webhook_header} header")
             body = await read_body(request, self.settings.webhook_max_body_bytes)
-            try:
-                unsubscribe = MarketoUnsubscribe.model_validate_json(body)
-            except ValidationError as exc:
-                json_error = any(p["type"] == "json_invalid" for p in exc.errors(include_input=False))
-                raise Rejected(400 if json_error else 422, describe(exc)) from exc
+            unsubscribe = validated(MarketoUnsubscribe.model_validate_json, body)
         except Rejected as rejected:
             log.info("refused a Marketo request: %s", rejected.reason)
             return error(rejected.status, rejected.reason)
         item = optouts.webhook_item(unsubscribe.leadId, unsubscribe.email, unsubscribe.unsubscribedAt)
+        # A repeat answers 200: the same request again, or the lead already waits (queued by the poll).
+        return await self._store(item, self.settings.optout_drain_deployment)
+
+    async def _store(self, item: NewItem, drain: str | None) -> Response:
+        """Commit ``item``; 202 and a nudge of ``drain`` when new, 200 with the stored id for a repeat."""
         try:
             result = await self.committer.add(item)
         except Exception as exc:
-            log.error("could not store a Marketo unsubscribe (%s)", type(exc).__name__)
-            return error(503, "could not store the unsubscribe; try again later")
+            log.error("could not store a %s item (%s)", item.source, type(exc).__name__)
+            return error(503, "could not store the request; try again later")
         if not result.created:
-            # The same request again, or the lead is already waiting (queued by the poll, say).
             return json_response(200, {"id": result.id, "duplicate": True})
-        self.nudger.nudge(self.settings.optout_drain_deployment)
+        if drain is not None:
+            self.nudger.nudge(drain)
         return json_response(202, {"id": result.id})
 
     async def healthz(self) -> Response:
