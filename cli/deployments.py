@@ -87,8 +87,11 @@ def available(spec: DeploymentSpec) -> bool:
     return spec.path.exists() and importlib.util.find_spec(spec.module) is not None
 
 
-def to_runner_deployment(spec: DeploymentSpec) -> Any:
-    """``flow.to_deployment(...)`` with the spec's schedules, parameters and concurrency limit."""
+def to_runner_deployment(spec: DeploymentSpec, schedules_active: bool = True) -> Any:
+    """``flow.to_deployment(...)`` with the spec's schedules, parameters and concurrency limit.
+
+    ``schedules_active=False`` registers the schedules switched off (the demo starts every run itself).
+    """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron, Interval, Schedule
 
@@ -96,9 +99,17 @@ def to_runner_deployment(spec: DeploymentSpec) -> Any:
     for entry in spec.schedules:
         timezone = entry.get("timezone", "UTC")
         if "cron" in entry:
-            schedules.append(Cron(entry["cron"], timezone=timezone, active=entry.get("active", True)))
+            schedules.append(
+                Cron(entry["cron"], timezone=timezone, active=schedules_active and entry.get("active", True))
+            )
         elif "interval" in entry:
-            schedules.append(Interval(entry["interval"], timezone=timezone, active=entry.get("active", True)))
+            schedules.append(
+                Interval(
+                    entry["interval"],
+                    timezone=timezone,
+                    active=schedules_active and entry.get("active", True),
+                )
+            )
         else:
             raise ValueError(f"deployment {spec.name}: only cron and interval schedules are served")
     limit: Any = spec.concurrency_limit

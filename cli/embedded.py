@@ -79,6 +79,9 @@ class EmbeddedStack:
     # Shared by serve and demo, so the demo's runs stay visible in the UI `recipes serve` shows.
     prefect_home: Path = STATE_DIR / "prefect"
     prefect_port: int | None = None
+    # The demo starts from an empty Prefect database each time (a copy of a migrated template), so
+    # runs a killed demo left behind hold no concurrency slot.
+    fresh_prefect: bool = False
     env: dict[str, str] = field(default_factory=dict)
     described: list[tuple[str, str]] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
@@ -199,10 +202,35 @@ class EmbeddedStack:
     def _migrated_marker(self) -> Path:
         return Path(self.env_prefect_home) / "migrated-by-version"
 
+    def _migrated_template(self) -> Path:
+        """An empty Prefect database, migrated once per Prefect version (copying it takes no time)."""
+        template = (STATE_DIR / "prefect-template" / f"prefect-{_prefect_version()}.db").resolve()
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            partial = template.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
+            env = os.environ | {
+                "PREFECT_HOME": str(template.parent),
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{partial}",
+            }
+            prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+            with (self.logs_dir / "prefect-migrate.log").open("ab") as log:
+                subprocess.run(
+                    [prefect, "server", "database", "upgrade", "-y"],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=600,
+                )  # fmt: skip
+            partial.rename(template)
+        return template
+
     def _spawn_prefect(self) -> None:
         port = self.prefect_port or free_port()
         home = Path(self.env_prefect_home)
         home.mkdir(parents=True, exist_ok=True)
+        if self.fresh_prefect:
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            shutil.copyfile(self._migrated_template(), home / "prefect.db")
+            self._migrated_marker().write_text(_prefect_version())
         marker = self._migrated_marker()
         # Checking migrations costs the server ~10 s at every start; do it only for a new database or a
         # new Prefect version.

@@ -19,9 +19,18 @@ from cli.embedded import EmbeddedStack, Needs, new_webhook_secret
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "customersdot-webhook-secret"
+PREFECT_PORT = 4200
 
 
-def build_deployments(console: Console | None = None) -> list[Any]:
+def _free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port``."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def build_deployments(console: Console | None = None, schedules_active: bool = True) -> list[Any]:
     """A served deployment per prefect.yaml entry whose flow exists here; the others are named and skipped."""
     deployments = []
     for spec in read_deployments():
@@ -29,7 +38,7 @@ def build_deployments(console: Console | None = None) -> list[Any]:
             if console:
                 console.print(f"[yellow]skipped[/] {spec.name}: {spec.entrypoint} is not in this checkout")
             continue
-        deployments.append(to_runner_deployment(spec))
+        deployments.append(to_runner_deployment(spec, schedules_active))
     return deployments
 
 
@@ -161,7 +170,8 @@ def serve(
     needs = Needs.from_environment()
     stack = None
     if any(vars(needs).values()):
-        stack = EmbeddedStack(needs)
+        # Prefect's usual port when free, so the UI is where its docs say.
+        stack = EmbeddedStack(needs, prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
         with console.status("starting the embedded parts..."):
             stack.start()
         stack.apply()

@@ -25,7 +25,7 @@ class ServerThread:
     def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        options = {"log_level": "warning", "access_log": False, "lifespan": "on"} | config
+        options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on"} | config
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **options))
         self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
 
