@@ -22,11 +22,18 @@ def _values(rows: Sequence[tuple[str, ...]]) -> tuple[str, list[str]]:
     return ", ".join([tuple_sql] * len(rows)), [v for row in rows for v in row]
 
 
+def _batch_filter(batch_nos: Sequence[int] | None, alias: str = "") -> str:
+    """``BATCH_NO IN (...)`` for the given batches (integers only), or TRUE for the whole change set."""
+    if batch_nos is None:
+        return "TRUE"
+    return f"{alias}BATCH_NO IN ({', '.join(str(int(n)) for n in batch_nos)})"
+
+
 def _record(
     conn: Any,
     defn: SyncDefinition,
     run_id: str,
-    batch_no: int | None,
+    batch_nos: Sequence[int] | None,
     rejected: Mapping[str, str],
     not_found: Iterable[str],
     state_schema: str | None,
@@ -36,8 +43,9 @@ def _record(
     stage = state.stage_table(schema, run_id)
     snap, rej, nf = (state.table(schema, t) for t in (state.SNAPSHOT, state.REJECTED, state.NOT_FOUND))
     at = utc_text(now or utc_now())
-    in_batch = "TRUE" if batch_no is None else f"BATCH_NO = {int(batch_no)}"
-    s_in_batch = "TRUE" if batch_no is None else f"S.BATCH_NO = {int(batch_no)}"
+    if batch_nos is not None and not batch_nos:
+        return
+    in_batch, s_in_batch = _batch_filter(batch_nos), _batch_filter(batch_nos, "S.")
     # A key both rejected and not found counts as rejected: the reason says more.
     bad_rows = [(k, mask_text(str(r))[:MAX_REASON_CHARS]) for k, r in rejected.items()]
     missing = sorted(set(not_found) - set(rejected))
@@ -122,22 +130,26 @@ def accept_batch(
     conn: Any,
     defn: SyncDefinition,
     run_id: str,
-    batch_no: int,
+    batch_no: int | Iterable[int],
     *,
     rejected: Mapping[str, str] | None = None,
     not_found: Iterable[str] = (),
     state_schema: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Record Iterable's answer to batch ``batch_no`` in one transaction.
+    """Record Iterable's answer to batch ``batch_no`` (or to several batches) in one transaction.
 
-    Every staged identity of the batch that is not in ``rejected`` (identity -> reason) or
+    ``batch_no`` is one batch number or several; for several, ``rejected`` and ``not_found`` are the
+    merged outcomes of all of them, and they are accepted together (one transaction costs about the
+    same for one batch as for many, so a caller with several finished batches should pass them all).
+    Every staged identity of the batches that is not in ``rejected`` (identity -> reason) or
     ``not_found`` has its hash merged into the snapshot and leaves the rejected/not-found lists;
     rejected keys are recorded with their (masked) reason and attempt count; not-found keys with when
-    and the hash they had. Keys not in the batch are ignored. A crash before this commits re-sends
-    only the batches in flight; calling it twice for a batch is harmless.
+    and the hash they had. Keys not in those batches are ignored. A crash before this commits re-sends
+    only the batches in flight; calling it twice for a batch is harmless; no batches is a no-op.
     """
-    _record(conn, defn, run_id, batch_no, rejected or {}, not_found, state_schema, now)
+    numbers = [int(batch_no)] if isinstance(batch_no, int) else sorted({int(n) for n in batch_no})
+    _record(conn, defn, run_id, numbers, rejected or {}, not_found, state_schema, now)
 
 
 def accept_all(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.sync_definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
 from warehouse import state
-from warehouse.convert import convert
-from warehouse.sql import identity_expr, source_subquery
+from warehouse.convert import converter
+from warehouse.sql import value_columns
 
 
 @dataclass
@@ -39,37 +39,64 @@ def event_id(defn: SyncDefinition, identity: str, row_hash: str) -> str:
     return hashlib.sha256(f"{defn.name}|{identity}|{row_hash}".encode()).hexdigest()
 
 
-def build_item(defn: SyncDefinition, identity: str, row_hash: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The Iterable request item for one row: identity key, ``dataFields`` converted per mapping."""
-    data: dict[str, Any] = {}
-    for column, mapping in defn.fields.items():
-        value = convert(values.get(column), mapping.type)
-        if value is not None or mapping.send_nulls:
-            data[mapping.field] = value
+ItemBuilder = Callable[[str, str, Sequence[Any]], dict[str, Any]]
+
+
+def item_builder(defn: SyncDefinition) -> ItemBuilder:
+    """A function ``(identity, row_hash, values) -> item`` for this definition, ``values`` in
+    ``defn.columns`` order: the per-column converters and the item's fixed keys are worked out once."""
+    fields = [
+        (defn.fields[column].field, converter(defn.fields[column].type), defn.fields[column].send_nulls)
+        for column in defn.columns
+    ]
     key = defn.identity.kind.value  # "email" or "userId", as Iterable names them
-    item: dict[str, Any] = {key: identity}
-    if defn.kind is SyncKind.CUSTOM_EVENTS:
-        item |= {"eventName": defn.event_name, "id": event_id(defn, identity, row_hash), "dataFields": data}
-        return item
-    item["dataFields"] = data
+    events = defn.kind is SyncKind.CUSTOM_EVENTS
+    tail: dict[str, Any] = {}
     if defn.identity.kind is IdentityKind.USER_ID:
         # false never creates a user for an unknown userId: update mode must not create anyone.
-        item["preferUserId"] = defn.mode is SyncMode.UPSERT
+        tail["preferUserId"] = defn.mode is SyncMode.UPSERT
     if defn.merge_nested_objects:
-        item["mergeNestedObjects"] = True
-    return item
+        tail["mergeNestedObjects"] = True
+
+    def build(identity: str, row_hash: str, values: Sequence[Any]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for (name, convert_value, send_nulls), value in zip(fields, values, strict=True):
+            if value is not None:
+                value = convert_value(value)
+                if value is None and not send_nulls:
+                    continue
+            elif not send_nulls:
+                continue
+            data[name] = value
+        if events:
+            return {
+                key: identity,
+                "eventName": defn.event_name,
+                "id": event_id(defn, identity, row_hash),
+                "dataFields": data,
+            }
+        return {key: identity, "dataFields": data, **tail}
+
+    return build
+
+
+def build_item(defn: SyncDefinition, identity: str, row_hash: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The Iterable request item for one row: identity key, ``dataFields`` converted per mapping."""
+    return item_builder(defn)(identity, row_hash, [values.get(column) for column in defn.columns])
 
 
 def batch_query(defn: SyncDefinition, run_id: str, state_schema: str | None = None) -> str:
-    """The one query that streams a run's change set with the mapped columns, in batch order."""
+    """The query that reads a range of a run's staged batches (``%s`` <= BATCH_NO < ``%s``), in order.
+
+    The staging table holds the mapped values (see ``plan_changes``), so the model is not evaluated
+    again; the range keeps each result small (a server that returns a result in one piece, as
+    fakesnow's does, would otherwise hold the whole change set in memory at once).
+    """
     stage = state.stage_table(state_schema, run_id)
-    picked = ", ".join(f"M.{column} AS F{i}" for i, column in enumerate(defn.columns))
-    aliases = ", ".join(f"X.F{i}" for i in range(len(defn.columns)))
-    return f"""SELECT S.BATCH_NO, S.IDENTITY, S.ROW_HASH, S.REASON, {aliases}
-        FROM {stage} S
-        JOIN (SELECT {identity_expr(defn)} AS XID, {picked} FROM {source_subquery(defn)}) X
-          ON X.XID = S.IDENTITY
-        ORDER BY S.BATCH_NO, S.IDENTITY"""
+    values = ", ".join(name for _, name in value_columns(defn))
+    return f"""SELECT BATCH_NO, IDENTITY, ROW_HASH, REASON, {values}
+        FROM {stage} WHERE BATCH_NO >= %s AND BATCH_NO < %s
+        ORDER BY BATCH_NO, IDENTITY"""
 
 
 def iter_batches(
@@ -79,35 +106,47 @@ def iter_batches(
     *,
     state_schema: str | None = None,
     fetch_size: int = 10_000,
+    page_rows: int = 20_000,
 ) -> Iterator[Batch]:
     """Yield the planned run's batches in order, reading rows with ``fetchmany`` (never the whole model).
 
-    If the model gained a duplicate of a staged identity since planning, only the first row is sent.
-    A row that changed since planning is sent as it is now; its staged hash is what gets accepted,
-    so the next plan sees the difference and sends it again (at least once, never lost).
+    Batches are read by batch number in pages of about ``page_rows`` rows (whole batches, at least
+    one per page), so memory stays flat however large the change set. The values are those staged
+    by the plan, so the hash that gets accepted is the hash of what was sent; a row that changed
+    since planning is sent again by the next run. An identity is sent at most once.
     """
-    columns = defn.columns
+    build = item_builder(defn)
+    stage = state.stage_table(state_schema, run_id)
+    query = batch_query(defn, run_id, state_schema)
     cur = conn.cursor()
     try:
-        cur.execute(batch_query(defn, run_id, state_schema))
+        cur.execute(
+            f"SELECT MAX(BATCH_NO), MAX(C) FROM (SELECT BATCH_NO, COUNT(*) AS C FROM {stage} GROUP BY 1)"
+        )
+        last, widest = cur.fetchone() or (None, None)
+        if last is None:
+            return
+        per_page = max(1, page_rows // max(1, int(widest or 1)))
         current: Batch | None = None
         last_identity: str | None = None
-        while rows := cur.fetchmany(fetch_size):
-            for row in rows:
-                batch_no, identity, row_hash, reason = int(row[0]), row[1], row[2], row[3]
-                if identity == last_identity:
-                    continue
-                last_identity = identity
-                if current is None or current.batch_no != batch_no:
-                    if current is not None:
-                        yield current
-                    current = Batch(batch_no)
-                values = dict(zip(columns, row[4:], strict=True))
-                current.items.append(build_item(defn, identity, row_hash, values))
-                current.identities.append(identity)
-                current.hashes.append(row_hash)
-                current.reasons.append(reason)
-        if current is not None:
-            yield current
+        for low in range(0, int(last) + 1, per_page):
+            cur.execute(query, (low, low + per_page))
+            while rows := cur.fetchmany(fetch_size):
+                for row in rows:
+                    batch_no, identity, row_hash = row[0], row[1], row[2]
+                    if identity == last_identity:
+                        continue
+                    last_identity = identity
+                    if current is None or current.batch_no != batch_no:
+                        if current is not None:
+                            yield current
+                        current = Batch(int(batch_no))
+                    current.items.append(build(identity, row_hash, row[4:]))
+                    current.identities.append(identity)
+                    current.hashes.append(row_hash)
+                    current.reasons.append(row[3])
+            if current is not None:  # a page holds whole batches: its last one is complete
+                yield current
+                current = None
     finally:
         cur.close()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from config.sync_definitions import FieldType
 
-ITERABLE_DATE_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"
+ITERABLE_DATE_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"  # what to_iterable_date writes, as a strftime format
 
 
 def to_iterable_date(value: Any) -> str:
@@ -17,12 +18,12 @@ def to_iterable_date(value: Any) -> str:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if isinstance(value, datetime):
-        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day, tzinfo=UTC)
-    else:
-        raise TypeError(f"cannot send a {type(value).__name__} as a date")
-    return moment.strftime(ITERABLE_DATE_FORMAT)
+        moment = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+        # isoformat is several times faster than strftime and pads the year to four digits
+        return moment.isoformat(" ", "seconds") + " +00:00"
+    if isinstance(value, date):
+        return value.isoformat() + " 00:00:00 +00:00"
+    raise TypeError(f"cannot send a {type(value).__name__} as a date")
 
 
 def _number(value: Any) -> int | float:
@@ -77,3 +78,40 @@ def convert(value: Any, field_type: FieldType) -> Any:
     if value is None:
         return None
     return _CONVERTERS[field_type](value)
+
+
+def _fast_string(value: Any) -> Any:
+    return value if type(value) is str else _string(value)
+
+
+def _fast_number(value: Any) -> Any:
+    kind = type(value)
+    return value if kind is int or kind is float else _number(value)
+
+
+def _fast_boolean(value: Any) -> Any:
+    return value if type(value) is bool else _boolean(value)
+
+
+def _fast_date(value: Any) -> str:
+    if type(value) is datetime and value.tzinfo is None:  # what the connector returns for TIMESTAMP_NTZ
+        return value.isoformat(" ", "seconds") + " +00:00"
+    return to_iterable_date(value)
+
+
+_FAST = {
+    FieldType.STRING: _fast_string,
+    FieldType.NUMBER: _fast_number,
+    FieldType.BOOLEAN: _fast_boolean,
+    FieldType.DATE: _fast_date,
+    FieldType.OBJECT: _object,
+}
+
+
+def converter(field_type: FieldType) -> Callable[[Any], Any]:
+    """The converter ``convert`` applies for ``field_type``, for values known not to be None.
+
+    Looked up once per column rather than once per value; the common Python type of each Iterable
+    type is passed through without the general checks (same results as ``convert``).
+    """
+    return _FAST[field_type]

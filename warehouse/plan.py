@@ -9,7 +9,15 @@ from config.masking import mask_identity
 from config.sync_definitions import MAX_BATCH_SIZE, SyncDefinition
 from warehouse import state
 from warehouse.results import ChangeSetSummary
-from warehouse.sql import identity_expr, literal, row_hash_expr, source_subquery, utc_now, utc_text
+from warehouse.sql import (
+    identity_expr,
+    literal,
+    row_hash_expr,
+    source_subquery,
+    utc_now,
+    utc_text,
+    value_columns,
+)
 
 REASONS = ("new", "changed", "rejected_retry", "not_found_retry")
 
@@ -37,6 +45,10 @@ def plan_changes(
 ) -> ChangeSetSummary:
     """Diff the model against the sync's state inside the warehouse and stage the change set once.
 
+    The staging table holds each staged row's identity, hash, reason, batch number and mapped values,
+    all from one evaluation of the model, so what is sent is exactly what the accepted hash covers and
+    batches are read back by batch number without evaluating the model again.
+
     The change set is: new identities, changed rows (hash differs from the accepted one), every
     previously rejected identity, and not-in-Iterable identities whose row changed or whose retry
     interval (``not_in_iterable_retry_hours``) is over. NULL/blank and duplicate identities are counted
@@ -55,17 +67,21 @@ def plan_changes(
 
     cur = conn.cursor()
     try:
-        # The model is evaluated once: one row per identity with its row count and hash.
+        # The model is evaluated once: one row per identity with its row count, hash and mapped values
+        # (the values of an identity with N = 1 are its only row's; duplicates are never sent).
+        picked = ", ".join(f"M.{column} AS {name}" for column, name in value_columns(defn))
+        kept = ", ".join(f"ANY_VALUE({name}) AS {name}" for _, name in value_columns(defn))
         cur.execute(
             f"""CREATE OR REPLACE TABLE {work} AS
-            SELECT ID, COUNT(*) AS N, MIN(H) AS H
-            FROM (SELECT {identity_expr(defn)} AS ID, {row_hash_expr(defn)} AS H FROM {source_subquery(defn)})
+            SELECT ID, COUNT(*) AS N, MIN(H) AS H, {kept}
+            FROM (SELECT {identity_expr(defn)} AS ID, {row_hash_expr(defn)} AS H, {picked}
+              FROM {source_subquery(defn)})
             GROUP BY ID"""
         )
         cur.execute(
             f"""CREATE OR REPLACE TABLE {stage} AS
             WITH C AS (
-              SELECT W.ID, W.H,
+              SELECT W.ID, W.H, {", ".join(f"W.{name}" for _, name in value_columns(defn))},
                 CASE
                   WHEN R.IDENTITY IS NOT NULL THEN 'rejected_retry'
                   WHEN F.IDENTITY IS NOT NULL AND F.ROW_HASH <> W.H THEN 'changed'
@@ -83,8 +99,10 @@ def plan_changes(
               WHERE W.ID IS NOT NULL AND W.N = 1
             )
             SELECT ID AS IDENTITY, H AS ROW_HASH, REASON,
-              FLOOR((ROW_NUMBER() OVER (ORDER BY ID) - 1) / {int(size)})::INTEGER AS BATCH_NO
-            FROM C WHERE REASON IS NOT NULL"""
+              FLOOR((ROW_NUMBER() OVER (ORDER BY ID) - 1) / {int(size)})::INTEGER AS BATCH_NO,
+              {", ".join(name for _, name in value_columns(defn))}
+            FROM C WHERE REASON IS NOT NULL
+            ORDER BY BATCH_NO, IDENTITY"""
         )
         total, nulls, dup_rows, dup_ids, valid = (
             _int(v)

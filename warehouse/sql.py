@@ -40,6 +40,14 @@ def row_hash_expr(defn: SyncDefinition) -> str:
     return f"SHA2(CONCAT_WS('|', {', '.join(parts)}), 256)"
 
 
+def value_columns(defn: SyncDefinition) -> list[tuple[str, str]]:
+    """Each mapped column with the name its value has in the work and staging tables (F0, F1, ...).
+
+    Positional names, in the row hash's (sorted) column order, so any source column name fits.
+    """
+    return [(column, f"F{i}") for i, column in enumerate(defn.columns)]
+
+
 def literal(value: str) -> str:
     """A single-quoted SQL string literal for values of restricted shape (names, run ids, timestamps).
 

@@ -128,3 +128,84 @@ def test_dry_run_sends_nothing(iterable_standin, app_database, warehouse):
     assert summary["to_send"] == 300 and summary["status"] == "dry_run"
     assert iterable_standin.sandbox.stats()["requests"] == {}
     assert snowflake_sync("contacts_upsert")["to_send"] == 300
+
+
+def _small_batches(tmp_path_dir: str | None, monkeypatch: pytest.MonkeyPatch, in_flight: int) -> str:
+    """An upsert twin with batches of 100 rows, and ``in_flight`` batches at once."""
+    assert tmp_path_dir, "the warehouse fixture sets SYNC_DEFINITIONS_DIR"
+    folder = Path(tmp_path_dir)
+    shipped = yaml.safe_load((SYNCS_DIR / f"{GITLAB}.yaml").read_text())
+    (folder / "contacts_small.yaml").write_text(
+        yaml.safe_dump(shipped | {"name": "contacts_small", "mode": "upsert", "batch_size": 100})
+    )
+    monkeypatch.setenv("SYNC_BATCHES_IN_FLIGHT", str(in_flight))
+    reset_process_caches()
+    return "contacts_small"
+
+
+class _CountingTask:
+    """Stands in for ``deliver_batch``: counts submits, so a test can see what is in flight."""
+
+    def __init__(self, task: Any, ledger: dict[str, int]) -> None:
+        self.task, self.ledger = task, ledger
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.ledger["submitted"] += 1
+        self.ledger["most_unaccepted"] = max(
+            self.ledger["most_unaccepted"], self.ledger["submitted"] - self.ledger["accepted"]
+        )
+        return self.task.submit(*args, **kwargs)
+
+
+def test_finished_batches_are_accepted_together_within_the_window(
+    iterable_standin, app_database, warehouse, monkeypatch
+):
+    import time
+
+    import flows.snowflake_sync as module
+
+    sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=3)
+    seed_model(warehouse, 1_500)
+    ledger = {"submitted": 0, "accepted": 0, "most_unaccepted": 0}
+    groups: list[list[int]] = []
+    accept = module.accept_batch
+
+    def slow_accept(conn: Any, defn: Any, run_id: str, batch_no: Any, **kwargs: Any) -> None:
+        time.sleep(0.2)  # a slow warehouse: batches finish while the previous accept runs
+        accept(conn, defn, run_id, batch_no, **kwargs)
+        groups.append(sorted(batch_no))
+        ledger["accepted"] += len(batch_no)
+
+    monkeypatch.setattr(module, "accept_batch", slow_accept)
+    monkeypatch.setattr(module, "deliver_batch", _CountingTask(module.deliver_batch, ledger))
+    summary = module.snowflake_sync(sync)
+    assert summary["rows_sent"] == summary["accepted"] == 1_500 and summary["failed_batches"] == 0
+    assert sorted(n for g in groups for n in g) == list(range(15))  # each batch accepted exactly once
+    assert any(len(g) > 1 for g in groups) and len(groups) < 15
+    assert ledger["most_unaccepted"] <= 3  # never more than the window sent but not accepted
+    assert module.snowflake_sync(sync)["to_send"] == 0
+
+
+def test_a_failed_accept_fails_the_run_and_loses_nothing(
+    iterable_standin, app_database, warehouse, monkeypatch
+):
+    from prefect.states import State
+
+    import flows.snowflake_sync as module
+
+    sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=2)
+    seed_model(warehouse, 1_000)
+    accept, calls = module.accept_batch, []
+
+    def failing_accept(*args: Any, **kwargs: Any) -> None:
+        calls.append(args[3])
+        if len(calls) == 2:
+            raise RuntimeError("warehouse went away")
+        accept(*args, **kwargs)
+
+    monkeypatch.setattr(module, "accept_batch", failing_accept)
+    state: State = module.snowflake_sync(sync, return_state=True)
+    assert state.is_failed() and len(calls) == 2  # nothing is accepted after the failure
+    monkeypatch.setattr(module, "accept_batch", accept)
+    again = module.snowflake_sync(sync)
+    assert again["to_send"] == 1_000 - 100 * len(calls[0]) and again["rows_sent"] == again["to_send"]

@@ -208,3 +208,53 @@ def test_mapping_change_resends_every_row(seeded: Any, gitlab: SyncDefinition) -
 def test_bad_run_ids_are_refused(seeded: Any, gitlab: SyncDefinition) -> None:
     with pytest.raises(ValueError, match="run_id"):
         plan(seeded, gitlab, "x; DROP TABLE y")
+
+
+def test_several_batches_are_accepted_in_one_call(seeded: Any, gitlab: SyncDefinition) -> None:
+    plan(seeded, gitlab, "r1")
+    batches = {b.batch_no: b for b in iter_batches(seeded, gitlab, "r1", state_schema=STATE)}
+    bad, missing = batches[2].identities[5], batches[0].identities[7]
+    accept_batch(seeded, gitlab, "r1", [], state_schema=STATE)  # nothing finished: nothing recorded
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 0
+    accept_batch(
+        seeded, gitlab, "r1", [2, 0], rejected={bad: "type mismatch"}, not_found={missing}, state_schema=STATE
+    )
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 2 * BATCH - 2
+    assert scalar(seeded, f"SELECT IDENTITY FROM {STATE}.SYNC_REJECTED") == bad
+    assert scalar(seeded, f"SELECT IDENTITY FROM {STATE}.SYNC_NOT_IN_ITERABLE") == missing
+    accept_batch(seeded, gitlab, "r1", (1, 3, 2), state_schema=STATE)  # 2 again: now accepted in full
+    counts = finish_run(seeded, gitlab, "r1", state_schema=STATE)
+    assert (counts.accepted, counts.rejected, counts.not_in_iterable) == (1_999, 0, 1)
+    assert plan(seeded, gitlab, "r2").to_send == 0
+
+
+def test_pages_of_whole_batches_read_the_same_as_one_page(seeded: Any, gitlab: SyncDefinition) -> None:
+    plan(seeded, gitlab, "r1", batch_size=300)
+    one = list(iter_batches(seeded, gitlab, "r1", state_schema=STATE, page_rows=10_000))
+    paged = list(iter_batches(seeded, gitlab, "r1", state_schema=STATE, page_rows=700, fetch_size=128))
+    tiny = list(iter_batches(seeded, gitlab, "r1", state_schema=STATE, page_rows=1))
+    assert (
+        [b.batch_no for b in one]
+        == [b.batch_no for b in paged]
+        == [b.batch_no for b in tiny]
+        == list(range(7))
+    )
+    assert [len(b) for b in paged] == [300] * 6 + [200]
+    assert [b.items for b in one] == [b.items for b in paged] == [b.items for b in tiny]
+    assert [b.hashes for b in one] == [b.hashes for b in paged]
+
+
+def test_rows_are_sent_as_planned_and_a_later_change_is_sent_next_run(
+    seeded: Any, gitlab: SyncDefinition
+) -> None:
+    plan(seeded, gitlab, "r1")
+    cur = seeded.cursor()
+    cur.execute(f"UPDATE {MODEL_TABLE} SET GLM_CONTENT = 'after-plan' WHERE USER_ID = 4")
+    sent = [i for b in iter_batches(seeded, gitlab, "r1", state_schema=STATE) for i in b.items]
+    item = next(i for i in sent if i["email"] == "user4@example.com")
+    assert item["dataFields"].get("glm_content") != "after-plan"  # the planned value, which the hash covers
+    send_all(seeded, gitlab, "r1")
+    again = plan(seeded, gitlab, "r2")
+    assert (again.changed, again.to_send) == (1, 1)
+    (batch,) = iter_batches(seeded, gitlab, "r2", state_schema=STATE)
+    assert batch.items[0]["dataFields"]["glm_content"] == "after-plan"
