@@ -1,6 +1,6 @@
 """Recipe 2 bench: seconds from a Marketo webhook to the Iterable opt-out, and the poll's unsubscribes/s.
 
-    uv run python -m bench.optout_latency [--people 60] [--over 60] [--query-seconds 10]
+    uv run python -m bench.optout_latency [--people 60] [--over 60] [--query-seconds 2]
                                           [--poll-unsubscribes 1000] [--poll-noise 2000]
 
 A temporary Prefect server, the receiver (``python -m webhooks``), the Iterable and Marketo stand-ins and
@@ -174,7 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--people", type=int, default=60)
     parser.add_argument("--over", type=float, default=60.0, help="seconds the webhooks are spread over")
     parser.add_argument(
-        "--query-seconds", type=float, default=10.0, help="the runner's poll (recipes serve's)"
+        "--query-seconds",
+        type=float,
+        default=2.0,
+        help="the runner's poll (recipes serve --query-seconds; Prefect's default is 10)",
     )
     parser.add_argument("--poll-unsubscribes", type=int, default=1000)
     parser.add_argument("--poll-noise", type=int, default=2000)

@@ -4,6 +4,14 @@ Request handlers call ``Nudger.nudge(name)``, which only sets a flag. A backgrou
 flow run per due deployment and window, with an idempotency key naming the window, so a burst of
 thousands of requests makes a handful of flow runs, and replicas nudging in the same window share one.
 If Prefect is unreachable the failure is logged and dropped: the drain's schedule catches up.
+
+A run the nudger created that has not started yet (Scheduled or Pending) will claim every event
+committed before it starts, so while there is one, a window only reads its state instead of creating
+another: each run costs a Python process, and a queue of them only delays the one that matters. Once
+it runs, the next window creates one follow-up run, for the events committed after its last claim.
+A run still waiting after ``waiting_cap_seconds`` no longer holds anything back. Each window still
+makes at most one call per deployment: when the read shows the run has started, the following window
+creates the follow-up.
 """
 
 from __future__ import annotations
@@ -29,6 +37,15 @@ class FlowRunTrigger(Protocol):
     def healthy(self) -> bool:
         """True when the orchestrator's API answers."""
         ...
+
+
+class RunStateReader(Protocol):
+    """Optional for a trigger: the state type of a run it created ("SCHEDULED", "RUNNING", ...)."""
+
+    def run_state(self, run_id: str) -> str | None: ...
+
+
+WAITING_STATES = frozenset({"SCHEDULED", "PENDING"})
 
 
 class PrefectTrigger:
@@ -68,6 +85,12 @@ class PrefectTrigger:
                 raise
         return str(run.id)
 
+    def run_state(self, run_id: str) -> str | None:
+        """The run's state type (SCHEDULED covers Late and AwaitingConcurrencySlot); None if it has none."""
+        with self._client() as client:
+            state = client.read_flow_run(UUID(run_id)).state
+        return None if state is None else str(state.type.value)
+
     def healthy(self) -> bool:
         """True when Prefect's API answers its health check."""
         try:
@@ -79,21 +102,33 @@ class PrefectTrigger:
 
 @dataclass
 class NudgeStats:
-    """Counters for operators and tests: nudges asked for, Prefect calls made, and failed calls."""
+    """Counters for operators and tests: nudges asked for, runs created (``sent``), failed calls, state
+    reads, and windows that created nothing because the last run had not started (``waited``)."""
 
     requested: int = 0
     sent: int = 0
     failed: int = 0
+    checked: int = 0
+    waited: int = 0
     runs: dict[str, set[str]] = field(default_factory=dict)
 
 
 class Nudger:
     """Collapses nudges per deployment and sends them off the request path, one call per window."""
 
-    def __init__(self, trigger: FlowRunTrigger | None = None, window_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        trigger: FlowRunTrigger | None = None,
+        window_seconds: float = 1.0,
+        waiting_cap_seconds: float = 20.0,
+    ) -> None:
         self.trigger: FlowRunTrigger = trigger or PrefectTrigger()
         self.window_seconds = window_seconds
+        self.waiting_cap_seconds = waiting_cap_seconds
         self.stats = NudgeStats()
+        # Per deployment: the last run created and when (monotonic); whether it is known to have started.
+        self._last_run: dict[str, tuple[str, float]] = {}
+        self._started: set[str] = set()
         self._due: set[str] = set()
         self._next_allowed: dict[str, float] = {}
         self._wake = threading.Condition()
@@ -156,6 +191,38 @@ class Nudger:
             self._wake.wait(timeout=min(waits) if waits else None)
 
     def _send(self, deployment: str) -> None:
+        """This window's one call for ``deployment``: read the waiting run's state, or create a run."""
+        if self._still_waiting(deployment) is False:
+            self._create(deployment)
+
+    def _still_waiting(self, deployment: str) -> bool | None:
+        """True when the last run created has not started (nothing to create); False when a run should
+        be created now; None when this window's call was the read and the run has started."""
+        last = self._last_run.get(deployment)
+        read = getattr(self.trigger, "run_state", None)
+        if last is None or read is None or deployment in self._started:
+            return False
+        run_id, created = last
+        if time.monotonic() - created >= self.waiting_cap_seconds:
+            return False  # stuck (no runner?): it must not hold the events back any longer
+        self.stats.checked += 1
+        try:
+            state = read(run_id)
+        except Exception as exc:
+            log.warning("reading the state of a %s run failed (%s)", deployment, type(exc).__name__)
+            state = None
+        if state in WAITING_STATES:
+            self.stats.waited += 1
+            return True
+        # Running (or over): the events committed since its last claim need a follow-up run, which the
+        # next window creates (one call per window).
+        self._started.add(deployment)
+        with self._wake:
+            self._due.add(deployment)
+            self._wake.notify()
+        return None
+
+    def _create(self, deployment: str) -> None:
         window_start = int(time.time() // self.window_seconds)
         key = f"{deployment}:{window_start}"
         try:
@@ -171,3 +238,5 @@ class Nudger:
             return
         self.stats.sent += 1
         self.stats.runs.setdefault(deployment, set()).add(run_id)
+        self._last_run[deployment] = (run_id, time.monotonic())
+        self._started.discard(deployment)

@@ -192,8 +192,9 @@ def test_two_drains_at_once_on_postgres_send_each_item_once(
     sandbox = iterable_standin.sandbox
     inbox = Inbox(own_postgres)
     bodies = add_events(inbox, 160)
-    # Answers slow enough that neither drain can empty the inbox before the other starts.
-    sandbox.set_faults(latency_seconds=0.1)
+    # Answers slow enough that neither drain can empty the inbox before the other starts (the drain
+    # keeps bulkUpdate busy now: at 0.1 s a drain slow to start on a loaded machine found it empty).
+    sandbox.set_faults(latency_seconds=0.25)
 
     env = drain_env(tmp_path, RECIPES_DATABASE_URL=own_postgres)
     drains = [DrainProcess(tmp_path, name, 10, env) for name in ("first", "second")]

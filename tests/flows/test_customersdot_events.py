@@ -39,3 +39,106 @@ def test_signed_webhook_to_iterable_profile_and_event(iterable_standin, app_data
     assert sandbox.user(personal["person"]["email"]) is None
     inbox = Inbox(app_database)
     assert inbox.counts()["customersdot"] == {"delivered": 2, "skipped": 1}
+
+
+def test_a_refused_key_stops_claiming_puts_the_batches_back_and_fails_the_run(
+    iterable_standin, app_database, monkeypatch
+):
+    from clients.errors import ApiError
+    from flows.customersdot_events import customersdot_drain
+    from inbox.store import NewItem
+    from tests.integration import reset_process_caches
+
+    monkeypatch.setenv("DRAIN_BATCHES_IN_FLIGHT", "2")
+    reset_process_caches()
+    inbox = Inbox(app_database)
+    bodies = [customersdot_event() for _ in range(40)]
+    inbox.add_many([NewItem("customersdot", b["id"], b["type"], b) for b in bodies])
+    sandbox = iterable_standin.sandbox
+    sandbox.set_faults(endpoint="users/bulkUpdate", fail_next=[401] * 100)
+
+    state = customersdot_drain(batch_size=5, return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(ApiError):
+        state.result()
+    # Claiming stopped at the refusal: only the batches in flight then (at most 2 x 5) were taken,
+    # and they are due again at once for the next run; the rest was never claimed.
+    waiting = inbox.list_items(status="retry", source="customersdot", limit=100)
+    assert 0 < len(waiting) <= 2 * 5
+    assert inbox.counts()["customersdot"] == {"pending": 40 - len(waiting), "retry": len(waiting)}
+    assert sandbox.events() == {}
+    inbox.dispose()
+
+
+def test_evenly_spaced_limiter_spreads_what_the_shared_limiter_lets_through_at_once():
+    import itertools
+    import threading
+    import time
+
+    from clients.limiter import NoLimiter, Rate
+    from flows.customersdot_events import EvenlySpaced
+
+    class Recording(NoLimiter):
+        def __init__(self) -> None:
+            self.paused: list[tuple[str, float]] = []
+
+        def slow_down(self, name: str, seconds: float) -> None:
+            self.paused.append((name, seconds))
+
+    inner = Recording()
+    limiter = EvenlySpaced(inner, {"users/bulkUpdate": Rate(5, 0.5)})  # one per 0.1 s
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        limiter.acquire("users/bulkUpdate")
+        with lock:
+            times.append(time.monotonic())
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times.sort()
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(times)), times
+    started = time.monotonic()
+    limiter.acquire("events/trackBulk")  # no rate of its own here: not held back
+    assert time.monotonic() - started < 0.05
+    limiter.slow_down("users/bulkUpdate", 1.0)
+    assert inner.paused == [("users/bulkUpdate", 1.0)]
+
+
+def test_fewer_collections_restores_the_collector():
+    import gc
+
+    from flows.customersdot_events import fewer_collections
+
+    before = gc.get_threshold()
+    with fewer_collections(threshold=12_345):
+        assert gc.get_threshold()[0] == 12_345
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_inbox_calls_are_tried_again_like_the_tasks(monkeypatch):
+    import tasks.inbox
+
+    monkeypatch.setitem(tasks.inbox.INBOX_TASK_OPTIONS, "retry_delay_seconds", 0)
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("database went away")
+        return "ok"
+
+    assert tasks.inbox._retried(flaky) == "ok" and len(attempts) == 3
+
+    def broken() -> str:
+        raise RuntimeError("still down")
+
+    with pytest.raises(RuntimeError):
+        tasks.inbox._retried(broken)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,3 +89,94 @@ def test_with_prefect_unreachable_the_receiver_still_accepts(tmp_path: Path, cap
     assert health.status_code == 200 and health.json()["prefect"] == "unreachable"
     assert "nudge of deployment" in caplog.text and "hidden@example.com" not in caplog.text
     inbox.dispose()
+
+
+class StatefulTrigger:
+    """A Prefect stand-in whose runs stay in the state the test sets; records every call with its time."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str, str]] = []
+        self.states: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def create_run(self, deployment: str, idempotency_key: str) -> str:
+        with self.lock:
+            run_id = f"run-{len(self.states) + 1}"
+            self.states[run_id] = "SCHEDULED"
+            self.calls.append((time.monotonic(), "create", run_id))
+            return run_id
+
+    def run_state(self, run_id: str) -> str | None:
+        with self.lock:
+            self.calls.append((time.monotonic(), "read", run_id))
+            return self.states[run_id]
+
+    def healthy(self) -> bool:
+        return True
+
+    def created(self) -> list[str]:
+        with self.lock:
+            return [run for _, kind, run in self.calls if kind == "create"]
+
+
+def nudge_for(nudger: Nudger, seconds: float, every: float = 0.05) -> None:
+    """Nudge the drain continuously, as a steady stream of webhooks does."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        nudger.nudge("drain")
+        time.sleep(every)
+
+
+def test_no_second_run_while_the_first_has_not_started_then_one_follow_up() -> None:
+    trigger = StatefulTrigger()
+    nudger = Nudger(trigger, window_seconds=0.1, waiting_cap_seconds=60).start()
+    try:
+        nudge_for(nudger, 1.0)
+        # Ten windows of nudges, one run: the others only read that it still waits (Pending, too).
+        assert trigger.created() == ["run-1"]
+        trigger.states["run-1"] = "PENDING"
+        nudge_for(nudger, 0.5)
+        assert trigger.created() == ["run-1"]
+        assert nudger.stats.waited >= 5
+
+        # It runs: events committed after its last claim get one follow-up run, which is then waited on.
+        trigger.states["run-1"] = "RUNNING"
+        nudge_for(nudger, 1.0)
+        assert trigger.created() == ["run-1", "run-2"]
+        trigger.states["run-2"] = "COMPLETED"
+        nudge_for(nudger, 0.5)
+        assert trigger.created() == ["run-1", "run-2", "run-3"]
+        stopping = time.monotonic()
+    finally:
+        nudger.stop()
+    # Never more than one call per window, reads included (stop() flushes at once: left out).
+    times = [at for at, _, _ in trigger.calls if at < stopping]
+    assert all(b - a >= 0.1 * 0.9 for a, b in itertools.pairwise(times)), times
+    assert nudger.stats.sent == 3 and nudger.stats.failed == 0
+
+
+def test_a_run_that_never_starts_does_not_hold_events_back() -> None:
+    trigger = StatefulTrigger()
+    nudger = Nudger(trigger, window_seconds=0.1, waiting_cap_seconds=0.5).start()
+    try:
+        nudge_for(nudger, 1.3)
+    finally:
+        nudger.stop()
+    # Scheduled forever (no runner): a new run once the last one has waited past the cap.
+    assert 2 <= len(trigger.created()) <= 3, trigger.calls
+
+
+def test_a_failed_state_read_leads_to_a_new_run() -> None:
+    class Unreadable(StatefulTrigger):
+        def run_state(self, run_id: str) -> str | None:
+            super().run_state(run_id)
+            raise httpx.ConnectError("Prefect went away")
+
+    trigger = Unreadable()
+    nudger = Nudger(trigger, window_seconds=0.1, waiting_cap_seconds=60).start()
+    try:
+        nudge_for(nudger, 0.6)
+    finally:
+        nudger.stop()
+    assert len(trigger.created()) >= 2
+    assert nudger.stats.checked >= 1
