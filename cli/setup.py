@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,14 @@ from rich.console import Console
 from cli.deployments import PROJECT_DIR
 
 AUTOMATIONS_DIR = PROJECT_DIR / "automations"
+# ${NAME:-default} in an automation file: the environment variable NAME when set, else the default.
+_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
+
+
+def expand_placeholders(text: str, environ: dict[str, str] | None = None) -> str:
+    """``text`` with each ``${NAME:-default}`` replaced (e.g. RECIPES_LOST_RUN_SECONDS in lost-runs)."""
+    env = os.environ if environ is None else environ
+    return _PLACEHOLDER.sub(lambda m: env.get(m.group(1)) or m.group(2), text)
 
 
 def register_blocks() -> list[str]:
@@ -44,7 +54,7 @@ def load_automations(directory: Path, alert_block_id: Any | None) -> tuple[list[
 
     loaded, skipped = [], []
     for path in sorted(directory.glob("*.yaml")):
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(expand_placeholders(path.read_text()))
         notifies = [a for a in document["actions"] if a["type"] == "send-notification"]
         if notifies and alert_block_id is None:
             skipped.append(document["name"])

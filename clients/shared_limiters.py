@@ -38,11 +38,19 @@ _MAX_PAUSE_SLEEP = 1.0
 
 
 def pyrate_rates(rate: Rate) -> list[pl.Rate]:
-    """The library's rate list for one of ours (plus a tenth-interval rate when the limit allows)."""
+    """The library's rate list for one of ours, with a finer rate that spreads the requests out.
+
+    A window's whole allowance must not leave at one instant: requests sent together reach the
+    vendor a few milliseconds apart, the next window's first one lands inside the same vendor window,
+    and every 429 pauses all senders. So 100/s is also held as 10 per 100 ms, and a small limit
+    (5/s) as one request per fifth of the interval.
+    """
     interval_ms = max(1, round(rate.seconds * 1000))
     rates = [pl.Rate(rate.limit, interval_ms)]
     if rate.limit % 10 == 0 and rate.limit >= 10 and interval_ms % 10 == 0:
         rates.append(pl.Rate(rate.limit // 10, interval_ms // 10))
+    elif 1 < rate.limit < 10:
+        rates.append(pl.Rate(1, max(1, interval_ms // rate.limit)))
     return rates
 
 

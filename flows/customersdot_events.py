@@ -18,37 +18,34 @@ from __future__ import annotations
 import contextvars
 import gc
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import Task, flow, task
+from prefect import Task, flow
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import ValidationError
 
 from clients.errors import ApiError, RetryableError
-from clients.iterable import IterableClient, paced_rates
 from clients.iterable_models import event_id_from
-from clients.limiter import Rate, RateLimiter
 from config.settings import get_settings
 from inbox.contracts import customersdot_event_adapter
 from inbox.mapping import load_mapping, to_iterable
 from inbox.store import Item
 from tasks.inbox import Outcome, claim, record
-from tasks.iterable import ITERABLE_TASK_OPTIONS, send_bulk
+from tasks.iterable import track_events, upsert_users
 from tasks.outcomes import ItemsReport
 from tasks.reporting import Progress, emit_alert, publish_counts
-from tasks.resources import iterable_client
 
 SOURCE = "customersdot"
 EVENT_ID_SOURCE = "cdot"
 # The inbox retries whole batches; task-level retries would only hold the leases longer.
-STEP_OPTIONS: dict[str, Any] = ITERABLE_TASK_OPTIONS | {"retries": 0}
+_upsert = upsert_users.with_options(retries=0)
+_track = track_events.with_options(retries=0)
 
 
 @dataclass
@@ -105,74 +102,12 @@ def _outcome(item_id: int, report: ItemsReport, index: int, not_found_delay: flo
     return Outcome(item_id, "dead", f"{failure.category}: {failure.reason}")
 
 
-class _Pacer:
-    """Lets one call through every ``interval_seconds``, evenly (thread-safe)."""
-
-    def __init__(self, interval_seconds: float) -> None:
-        self.interval = interval_seconds
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            at = max(now, self._next)
-            self._next = at + self.interval
-        if at > now:
-            time.sleep(at - now)
-
-
-class EvenlySpaced:
-    """The process's shared limiter, then this drain's requests to each endpoint spread evenly.
-
-    The shared limiter lets a whole second's requests go at one instant (five bulkUpdates at once;
-    and every caller that took a slot during a 429 pause leaves the moment it ends). With several
-    batches waiting, they then reach Iterable tens of milliseconds apart, and the next second's first
-    request lands inside the same one-second window: a 429, which pauses every sender for a second
-    and releases the next burst. Spread evenly after their slot, requests keep a fifth of the
-    interval as slack. The shared limiter still holds every process to Iterable's limits.
-    """
-
-    def __init__(self, inner: RateLimiter, rates: dict[str, Rate]) -> None:
-        self.inner = inner
-        self._pacers = {name: _Pacer(rate.seconds / rate.limit) for name, rate in rates.items()}
-
-    def acquire(self, name: str) -> None:
-        self.inner.acquire(name)
-        pacer = self._pacers.get(name)
-        if pacer is not None:
-            pacer.wait()
-
-    def slow_down(self, name: str, seconds: float) -> None:
-        self.inner.slow_down(name, seconds)
-
-
-def drain_client() -> IterableClient:
-    """A client of this run's own: the configured one, its requests evenly spaced (see EvenlySpaced)."""
-    client = iterable_client()
-    client.limiter = EvenlySpaced(client.limiter, paced_rates(get_settings().iterable_rate_headroom))
-    return client
-
-
-@task(name="upsert-users", **STEP_OPTIONS)
-def upsert_users(users: Sequence[dict[str, Any]], client: IterableClient) -> ItemsReport:
-    """Create or update the batch's profiles through users/bulkUpdate."""
-    return send_bulk(users, client.bulk_update_users)
-
-
-@task(name="track-events", **STEP_OPTIONS)
-def track_events(events: Sequence[dict[str, Any]], client: IterableClient) -> ItemsReport:
-    """Track the batch's events (stable ids) through events/trackBulk."""
-    return send_bulk(events, client.track_events)
-
-
 class _Deliveries:
-    """What the worker threads share: the client, the counts, and why the drain stopped claiming."""
+    """What the worker threads share: the counts, and why the drain stopped claiming."""
 
-    def __init__(self, owner: str, not_found_delay: float, client: IterableClient) -> None:
+    def __init__(self, owner: str, not_found_delay: float) -> None:
         self.owner = owner
         self.not_found_delay = not_found_delay
-        self.client = client
         self.counts: Counter[str] = Counter()
         self.fatal: ApiError | None = None
         self.broken = False
@@ -204,7 +139,7 @@ class _Deliveries:
         whether the request was refused for the account (bad API key, forbidden): the run fails."""
         try:
             # quote(): Prefect would otherwise walk every item of a large list looking for futures.
-            return step(quote(bodies), quote(self.client)), False
+            return step(quote(bodies)), False
         except RetryableError as error:
             return ItemsReport.whole_request_failed(len(bodies), error), False
         except ApiError as error:
@@ -221,7 +156,7 @@ class _Deliveries:
             self.settle(batch.settled)
             if not batch.users:
                 return
-            report, refused = self.send(upsert_users, batch.users)
+            report, refused = self.send(_upsert, batch.users)
             failed: list[Outcome] = []
             passed: list[int] = []
             for index, item_id in enumerate(batch.item_ids):
@@ -229,7 +164,7 @@ class _Deliveries:
                 (failed.append(outcome) if outcome else passed.append(index))
             outcomes = _put_back(failed) if refused else failed
             if passed:
-                report, refused = self.send(track_events, [batch.events[i] for i in passed])
+                report, refused = self.send(_track, [batch.events[i] for i in passed])
                 for index, position in enumerate(passed):
                     item_id = batch.item_ids[position]
                     outcome = _outcome(item_id, report, index, self.not_found_delay)
@@ -284,10 +219,9 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
     claimed_batches = 0
     with (
         fewer_collections(),
-        drain_client() as client,
         ThreadPoolExecutor(max_workers=depth, thread_name_prefix="customersdot-batch") as pool,
     ):
-        drain = _Deliveries(owner, settings.event_not_found_retry_seconds, client)
+        drain = _Deliveries(owner, settings.event_not_found_retry_seconds)
         while max_batches is None or claimed_batches < max_batches:
             slots.acquire()
             if drain.stopped:

@@ -10,7 +10,7 @@ runner = CliRunner()
 
 def test_without_an_alert_block_only_the_lost_runs_automation_is_kept():
     loaded, skipped = load_automations(AUTOMATIONS_DIR, None)
-    assert [a.name for a in loaded] == ["recipes-lost-runs-crashed"]
+    assert [a.name for a in loaded] == ["recipes-lost-runs-crashed", "recipes-stuck-pending-crashed"]
     assert loaded[0].trigger.posture == "Proactive"
     assert "recipes-inbox-item-dead" in skipped and "recipes-flow-run-failed" in skipped
 

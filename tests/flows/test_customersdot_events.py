@@ -71,45 +71,6 @@ def test_a_refused_key_stops_claiming_puts_the_batches_back_and_fails_the_run(
     inbox.dispose()
 
 
-def test_evenly_spaced_limiter_spreads_what_the_shared_limiter_lets_through_at_once():
-    import itertools
-    import threading
-    import time
-
-    from clients.limiter import NoLimiter, Rate
-    from flows.customersdot_events import EvenlySpaced
-
-    class Recording(NoLimiter):
-        def __init__(self) -> None:
-            self.paused: list[tuple[str, float]] = []
-
-        def slow_down(self, name: str, seconds: float) -> None:
-            self.paused.append((name, seconds))
-
-    inner = Recording()
-    limiter = EvenlySpaced(inner, {"users/bulkUpdate": Rate(5, 0.5)})  # one per 0.1 s
-    times: list[float] = []
-    lock = threading.Lock()
-
-    def send() -> None:
-        limiter.acquire("users/bulkUpdate")
-        with lock:
-            times.append(time.monotonic())
-
-    threads = [threading.Thread(target=send) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    times.sort()
-    assert all(b - a >= 0.09 for a, b in itertools.pairwise(times)), times
-    started = time.monotonic()
-    limiter.acquire("events/trackBulk")  # no rate of its own here: not held back
-    assert time.monotonic() - started < 0.05
-    limiter.slow_down("users/bulkUpdate", 1.0)
-    assert inner.paused == [("users/bulkUpdate", 1.0)]
-
-
 def test_fewer_collections_restores_the_collector():
     import gc
 
