@@ -15,15 +15,12 @@ from datetime import datetime
 from prefect import flow
 from prefect.runtime import flow_run
 
-from clients.errors import ApiError
 from tasks.inbox import Outcome, claim_items, record_outcomes
-from tasks.iterable import OptOutDecision, opt_out
-from tasks.marketo import SOURCE, poll_unsubscribes, record_audit
+from tasks.iterable import OptOutDecision
+from tasks.marketo import SOURCE, decide_opt_outs, poll_unsubscribes, record_audit
 from tasks.reporting import emit_alert, publish_counts
 
 OPT_OUT_BATCH = 500
-# The inbox retries what failed; task-level retries would only hold the leases longer.
-_opt_out = opt_out.with_options(retries=0)
 
 
 def _outcome(item_id: int, decision: OptOutDecision) -> Outcome:
@@ -45,11 +42,7 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
     while items := claim_items(SOURCE, batch_size, owner):
         counts["received"] += len(items)
         emails = [str((item.payload or {}).get("email", "")) for item in items]
-        try:
-            decisions = _opt_out(emails, additive=use_additive)
-        except ApiError as error:
-            # Whole batch refused (consent check, Iterable down): put every item back for later.
-            decisions = [OptOutDecision("failed", str(error), True)] * len(items)
+        decisions = decide_opt_outs(emails, use_additive)
         record_audit(items, decisions)
         counts.update(d.outcome for d in decisions)
         counts.update(

@@ -8,34 +8,19 @@ Rejected rows and people Iterable did not know are kept and tried again on later
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 import uuid
-from collections import Counter
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.utilities.annotations import quote
 
 from config.settings import get_settings
 from config.sync_definitions import SYNCS_DIR, all_sync_definitions
-from tasks.reporting import Progress, emit_alert, publish_counts
-from tasks.snowflake import BatchReport, deliver_batch, warehouse_connection
-from warehouse import (
-    accept_batch,
-    ensure_state,
-    finish_run,
-    iter_batches,
-    plan_changes,
-    sample_changes,
-    validate_against_warehouse,
-)
+from tasks.reporting import emit_alert, publish_counts
+from tasks.snowflake import warehouse_connection
+from tasks.sync_delivery import finish_run, plan_run, sample_changes, send_batches
 
 SAMPLE_ROWS = 20
 
@@ -57,9 +42,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
     schema = settings.snowflake_state_schema
     run_id = _run_id()
     with warehouse_connection() as conn:
-        ensure_state(conn, schema)
-        validate_against_warehouse(defn, conn)
-        plan = plan_changes(conn, defn, run_id, state_schema=schema, dry_run=dry_run)
+        plan = plan_run(conn, defn, run_id, schema, dry_run)
         if dry_run:
             sample = sample_changes(conn, run_id, SAMPLE_ROWS, state_schema=schema)
             counts = finish_run(conn, defn, run_id, status="dry_run", state_schema=schema).as_dict()
@@ -71,7 +54,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             summary = plan.as_dict()
             publish_counts(f"sync-{defn.name}", _counts(summary), f"Dry run of {defn.name} (nothing sent)")
             return summary | {"status": counts["status"]}
-        outcome = _send(conn, defn, run_id, schema, plan.to_send)
+        outcome = send_batches(conn, defn, run_id, schema, plan.to_send)
         status = "succeeded" if not outcome["failed_batches"] else "failed"
         counts = finish_run(conn, defn, run_id, status=status, state_schema=schema).as_dict()
     summary = plan.as_dict() | counts | outcome
@@ -84,135 +67,6 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             "their rows are sent again by the next run (or a retry of this one)"
         )
     return summary
-
-
-class _Accepter:
-    """Accepts finished batches on a connection and a thread of its own, several per transaction.
-
-    A batch holds a slot of the window from before it is submitted until its accept commits (or its
-    delivery fails), so at most ``depth`` batches are ever sent but not accepted: a crash re-sends
-    at most those. Reading and sending never wait for the warehouse's writes, and every batch that
-    finished while the previous transaction ran is accepted by the next one.
-    """
-
-    def __init__(self, conn: Any, defn: Any, run_id: str, schema: str, depth: int) -> None:
-        self._conn, self._defn, self._run_id, self._schema = conn, defn, run_id, schema
-        self._depth = depth
-        self._window = threading.Semaphore(depth)
-        self._done: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self.tally: Counter[str] = Counter()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="snowflake-sync-accept", daemon=True)
-        self._thread.start()
-
-    def reserve(self) -> None:
-        """Wait for a slot of the window; raise if accepting failed (the run must not go on)."""
-        while not self._window.acquire(timeout=0.5):
-            self._raise_if_failed()
-        self._raise_if_failed()
-
-    def finished(self, batch_no: int, identities: list[str], future: PrefectFuture[BatchReport]) -> None:
-        """A delivery ended (a done callback: runs on the task's thread); queue it for accepting."""
-        self._done.put(_Finished(batch_no, identities, future))
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.tally)
-
-    def close(self) -> None:
-        """Wait until every submitted batch is accepted or failed, stop the thread; raise on failure."""
-        for _ in range(self._depth):
-            self.reserve()
-        self.stop()
-        self._raise_if_failed()
-
-    def stop(self) -> None:
-        """Let the thread accept what already finished, then end it (safe to call again)."""
-        if self._thread.is_alive():
-            self._done.put(None)
-            self._thread.join()
-
-    def _raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise RuntimeError("accepting delivered batches in the warehouse failed") from self.error
-
-    def _run(self) -> None:
-        while (first := self._done.get()) is not None:
-            group, stopping = [first], False
-            while not self._done.empty():
-                more = self._done.get()
-                if more is None:
-                    stopping = True
-                    break
-                group.append(more)
-            self._accept(group)
-            if stopping:
-                return
-
-    def _accept(self, group: list[_Finished]) -> None:
-        accepted: list[int] = []
-        rejected: dict[str, str] = {}
-        not_found: set[str] = set()
-        sent = rows = failed = 0
-        for done in group:
-            try:
-                report = done.future.result()
-            except Exception:
-                # Not accepted: its rows stay in the change set for the next run.
-                failed += 1
-                continue
-            rejected |= {done.identities[p]: reason for p, reason in report.rejected.items()}
-            not_found |= {done.identities[p] for p in report.not_found}
-            accepted.append(done.batch_no)
-            sent += report.sent
-            rows += len(done.identities)
-        try:
-            if self.error is None and accepted:
-                accept_batch(
-                    self._conn, self._defn, self._run_id, accepted,
-                    rejected=rejected, not_found=not_found, state_schema=self._schema,
-                )  # fmt: skip
-        except BaseException as exc:  # the flow thread raises it; nothing more is accepted
-            self.error = exc
-        else:
-            with self._lock:
-                self.tally.update(rows_sent=sent, rows_done=rows, failed_batches=failed)
-        finally:
-            for _ in group:
-                self._window.release()
-
-
-@dataclass(frozen=True)
-class _Finished:
-    batch_no: int
-    identities: list[str]
-    future: PrefectFuture[BatchReport]
-
-
-def _send(conn: Any, defn: Any, run_id: str, schema: str, total: int) -> dict[str, int]:
-    """Deliver the planned batches a few at a time; accept finished ones in the background.
-
-    ``conn`` reads the batches; a second connection records what Iterable accepted.
-    """
-    depth = max(1, get_settings().sync_batches_in_flight)
-    progress = Progress(f"Rows of {defn.name} sent to Iterable")
-    quoted = quote(defn)
-    with warehouse_connection() as accept_conn:
-        accepter = _Accepter(accept_conn, defn, run_id, schema, depth)
-        try:
-            for batch in iter_batches(conn, defn, run_id, state_schema=schema):
-                accepter.reserve()
-                # quote: Prefect neither walks the items nor keeps them after the task ends.
-                future = deliver_batch.submit(quoted, batch.batch_no, quote(batch.items))  # type: ignore[call-overload]
-                future.add_done_callback(partial(accepter.finished, batch.batch_no, batch.identities))
-                progress.update(accepter.counts().get("rows_done", 0), total)
-            accepter.close()
-        finally:
-            accepter.stop()
-    counts = accepter.counts()
-    progress.update(counts.get("rows_done", 0), total)
-    return {"rows_sent": counts.get("rows_sent", 0), "failed_batches": counts.get("failed_batches", 0)}
 
 
 def _counts(summary: dict[str, Any]) -> dict[str, int]:

@@ -16,12 +16,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.marketo import MarketoCredentials
+from clients.errors import ApiError
 from clients.marketo import MarketoClient
 from config.settings import Settings, get_settings
 from inbox.optouts import SOURCE, poll_item
 from inbox.store import Item
 from tasks.inbox import app_inbox
-from tasks.iterable import OptOutDecision
+from tasks.iterable import OptOutDecision, opt_out
 
 Stream = Literal["activities", "lead_changes"]
 CURSOR_NAMES: dict[Stream, str] = {"activities": "marketo.activities", "lead_changes": "marketo.lead_changes"}
@@ -83,6 +84,18 @@ def poll_unsubscribes(
     return counts
 
 
+# The inbox retries what failed; task-level retries would only hold the leases longer.
+_opt_out = opt_out.with_options(retries=0)
+
+
+def decide_opt_outs(emails: Sequence[str], additive: bool) -> list[OptOutDecision]:
+    """One decision per person; a whole batch refused (consent check, Iterable down) waits for later."""
+    try:
+        return _opt_out(emails, additive=additive)
+    except ApiError as error:
+        return [OptOutDecision("failed", str(error), True)] * len(emails)
+
+
 @task(name="record-opt-out-audit", cache_policy=NO_CACHE, persist_result=False, retries=2)
 def record_audit(items: Sequence[Item], decisions: Sequence[OptOutDecision]) -> int:
     """One audit record per decision: trigger, Marketo lead and activity ids, when, Iterable's answer."""
@@ -99,4 +112,4 @@ def record_audit(items: Sequence[Item], decisions: Sequence[OptOutDecision]) -> 
     return len(items)
 
 
-__all__ = ["SOURCE", "poll_unsubscribes", "record_audit"]
+__all__ = ["SOURCE", "decide_opt_outs", "poll_unsubscribes", "record_audit"]

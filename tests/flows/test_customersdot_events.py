@@ -74,7 +74,7 @@ def test_a_refused_key_stops_claiming_puts_the_batches_back_and_fails_the_run(
 def test_fewer_collections_restores_the_collector():
     import gc
 
-    from flows.customersdot_events import fewer_collections
+    from tasks.customersdot import fewer_collections
 
     before = gc.get_threshold()
     with fewer_collections(threshold=12_345):

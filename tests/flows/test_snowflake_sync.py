@@ -162,7 +162,8 @@ def test_finished_batches_are_accepted_together_within_the_window(
 ):
     import time
 
-    import flows.snowflake_sync as module
+    import tasks.sync_delivery as module
+    from flows.snowflake_sync import snowflake_sync
 
     sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=3)
     seed_model(warehouse, 1_500)
@@ -178,12 +179,12 @@ def test_finished_batches_are_accepted_together_within_the_window(
 
     monkeypatch.setattr(module, "accept_batch", slow_accept)
     monkeypatch.setattr(module, "deliver_batch", _CountingTask(module.deliver_batch, ledger))
-    summary = module.snowflake_sync(sync)
+    summary = snowflake_sync(sync)
     assert summary["rows_sent"] == summary["accepted"] == 1_500 and summary["failed_batches"] == 0
     assert sorted(n for g in groups for n in g) == list(range(15))  # each batch accepted exactly once
     assert any(len(g) > 1 for g in groups) and len(groups) < 15
     assert ledger["most_unaccepted"] <= 3  # never more than the window sent but not accepted
-    assert module.snowflake_sync(sync)["to_send"] == 0
+    assert snowflake_sync(sync)["to_send"] == 0
 
 
 def test_a_failed_accept_fails_the_run_and_loses_nothing(
@@ -191,7 +192,8 @@ def test_a_failed_accept_fails_the_run_and_loses_nothing(
 ):
     from prefect.states import State
 
-    import flows.snowflake_sync as module
+    import tasks.sync_delivery as module
+    from flows.snowflake_sync import snowflake_sync
 
     sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=2)
     seed_model(warehouse, 1_000)
@@ -204,8 +206,8 @@ def test_a_failed_accept_fails_the_run_and_loses_nothing(
         accept(*args, **kwargs)
 
     monkeypatch.setattr(module, "accept_batch", failing_accept)
-    state: State = module.snowflake_sync(sync, return_state=True)
+    state: State = snowflake_sync(sync, return_state=True)
     assert state.is_failed() and len(calls) == 2  # nothing is accepted after the failure
     monkeypatch.setattr(module, "accept_batch", accept)
-    again = module.snowflake_sync(sync)
+    again = snowflake_sync(sync)
     assert again["to_send"] == 1_000 - 100 * len(calls[0]) and again["rows_sent"] == again["to_send"]
