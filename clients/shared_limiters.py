@@ -55,8 +55,12 @@ def pyrate_rates(rate: Rate) -> list[pl.Rate]:
 
 
 def burst_of(rate: Rate) -> int:
-    """The most requests that may pass at one instant under ``pyrate_rates(rate)``."""
-    return min(r.limit for r in pyrate_rates(rate))
+    """The burst the bound ``limit × T + burst`` allows under ``pyrate_rates(rate)``.
+
+    The one-per-step spacing of small limits is smoothing on top, not part of the guarantee: it holds
+    between processes only as well as their clocks agree to the millisecond.
+    """
+    return min(r.limit for r in pyrate_rates(rate) if r.limit > 1 or rate.limit == 1)
 
 
 def _slug(name: str) -> str:
