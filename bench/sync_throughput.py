@@ -99,6 +99,7 @@ class _TimedTask:
 def child(sync: str) -> None:
     """Run ``snowflake_sync(sync)`` once in this process; print its counts, timings and peak RSS."""
     import flows.snowflake_sync as flow_module
+    import tasks.sync_delivery as delivery
     import tasks.snowflake as task_module
 
     timers: Counter[str] = Counter()
@@ -131,14 +132,14 @@ def child(sync: str) -> None:
         timers["last_accept_at"] = time.perf_counter()
         return result
 
-    original_batches = flow_module.iter_batches
-    accept = _timed(timers, "accept_batch_s", flow_module.accept_batch)
+    original_batches = delivery.iter_batches
+    accept = _timed(timers, "accept_batch_s", delivery.accept_batch)
     task_module.send_bulk = timed_send_bulk
-    flow_module.iter_batches = timed_batches
-    flow_module.accept_batch = timed_accept
-    flow_module.plan_changes = _timed(timers, "plan_s", flow_module.plan_changes)
+    delivery.iter_batches = timed_batches
+    delivery.accept_batch = timed_accept
+    delivery.plan_changes = _timed(timers, "plan_s", delivery.plan_changes)
     flow_module.finish_run = _timed(timers, "finish_run_s", flow_module.finish_run)
-    flow_module.deliver_batch = _TimedTask(flow_module.deliver_batch, timers)  # type: ignore[assignment]
+    delivery.deliver_batch = _TimedTask(delivery.deliver_batch, timers)  # type: ignore[assignment]
 
     began = time.perf_counter()
     summary = flow_module.snowflake_sync(sync)

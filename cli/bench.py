@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import last_json_line
 from config.masking import mask_emails
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -189,15 +190,10 @@ def run_process(argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
 
 def last_json_object(text: str) -> dict[str, Any] | None:
     """The last line of ``text`` that is a JSON object, or None."""
-    for line in reversed(text.strip().splitlines()):
-        if line.lstrip().startswith("{"):
-            try:
-                parsed = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(parsed, dict):
-                return parsed
-    return None
+    try:
+        return last_json_line(text)
+    except ValueError:
+        return None
 
 
 def run_bench(bench: Bench, quick: bool, runner: Runner | None = None) -> BenchResult:

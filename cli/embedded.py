@@ -35,6 +35,20 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def stop_process(process: subprocess.Popen[Any], grace_seconds: float = 10) -> None:
+    """Stop a process started in a session of its own: SIGTERM to the session, SIGKILL after a grace."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
 @dataclass
 class Needs:
     """Which parts must be embedded because nothing real is configured for them."""
@@ -297,15 +311,7 @@ class EmbeddedStack:
         """Stop every subprocess started here, newest first (SIGTERM to its session, then SIGKILL)."""
         while self._processes:
             _, process, log = self._processes.pop()
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=5)
-                except ProcessLookupError:
-                    pass
+            stop_process(process)
             log.close()
 
     def __enter__(self) -> EmbeddedStack:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from cli.embedded import stop_process
 
 BIN = Path(sys.executable).parent
 PROJECT = Path(__file__).resolve().parents[2]
@@ -55,16 +55,7 @@ class Processes:
     def stop_all(self) -> None:
         while self._started:
             _, process = self._started.pop()
-            if process.poll() is not None:
-                continue
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+            stop_process(process, grace_seconds=15)
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 90, logs: str = "") -> object:
