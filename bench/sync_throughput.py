@@ -99,8 +99,8 @@ class _TimedTask:
 def child(sync: str) -> None:
     """Run ``snowflake_sync(sync)`` once in this process; print its counts, timings and peak RSS."""
     import flows.snowflake_sync as flow_module
-    import tasks.sync_delivery as delivery
     import tasks.snowflake as task_module
+    import tasks.sync_delivery as delivery
 
     timers: Counter[str] = Counter()
     lock = threading.Lock()
