@@ -26,7 +26,7 @@ CANNED: dict[str, dict[str, object]] = {
             {"backend": "postgres", "events_per_s": 900.0, "p99_ms": 80.0},
         ],
     },
-    "drain": {"drain_events_per_s": 4700.0, "drain_ceiling_events_per_s": 5000, "insert": {"events": 10}},
+    "drain": {"drain_events_per_s": 4400.0, "drain_ceiling_events_per_s": 5000, "insert": {"events": 10}},
     "sync_diff": {"rows_in_model": 1000000, "rows_changed": 10000, "diff_s": 1.5, "rows_fetched": 10000},
     "sync_throughput": {
         "sync_rows_per_s_limited": 1200.0,
@@ -76,7 +76,7 @@ def test_goals_pass_and_miss() -> None:
     verdicts = {label: verdict for label, _, _, verdict in bench_cli.verdicts(bench_cli.aggregate(results()))}
     assert verdicts["sync rows/s, Iterable limits on"] == "miss"  # 1,200 < 95% of 5,000
     assert verdicts["sync process peak RSS, MB"] == "pass"
-    assert verdicts["drain events/s"] == "miss"  # 4,700 < 4,750
+    assert verdicts["drain events/s"] == "miss"  # 4,400 < 4,500 (90% of 5,000)
     assert verdicts["webhook -> Iterable opt-out p99, s"] == "pass"
     assert verdicts["rows fetched after the diff"] == "pass"
     assert verdicts["bulk sync / per-row baseline"] == "miss"
