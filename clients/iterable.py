@@ -314,15 +314,13 @@ class IterableClient:
         result = _bulk_result(name, events, answer.fail_count, answer.failed_updates, answer)
         if answer.disallowed_event_names:
             blocked = set(answer.disallowed_event_names)
-            for index, item in enumerate(wire):
-                if index not in result.failures and item.get("eventName") in blocked:
-                    result.failures[index] = ItemFailure(
-                        index,
-                        FailureCategory.DISALLOWED,
-                        "event name disallowed by the project",
-                        result.identities[index],
-                    )
-            result.unattributed_failures = max(0, answer.fail_count - len(result.failures))
+            _mark_failures(
+                result,
+                [i for i, item in enumerate(wire) if item.get("eventName") in blocked],
+                FailureCategory.DISALLOWED,
+                "event name disallowed by the project",
+                answer.fail_count,
+            )
         return result
 
     # ---- users ------------------------------------------------------------------------------------
@@ -390,18 +388,14 @@ class IterableClient:
         retry = {e.lower() for e in answer.valid_email_failures}
         retry_ids = set(answer.valid_user_id_failures)
         if retry or retry_ids:
+            matching = []
             for index, item in enumerate(requests):
-                if index in result.failures:
-                    continue
                 mail, uid = _ids(item)
                 if (mail and mail.lower() in retry) or (uid and uid in retry_ids):
-                    result.failures[index] = ItemFailure(
-                        index,
-                        FailureCategory.RETRY,
-                        "failed inside Iterable; retry",
-                        result.identities[index],
-                    )
-            result.unattributed_failures = max(0, answer.fail_count - len(result.failures))
+                    matching.append(index)
+            _mark_failures(
+                result, matching, FailureCategory.RETRY, "failed inside Iterable; retry", answer.fail_count
+            )
         return result
 
     def subscribe(
@@ -466,6 +460,16 @@ class IterableClient:
         name = "messageTypes"
         response = self._request(name, "GET", "/api/messageTypes")
         return self._parse(name, MessageTypesResponse, self._json(name, response)).message_types
+
+
+def _mark_failures(
+    result: BulkResult, indexes: list[int], category: FailureCategory, reason: str, fail_count: int
+) -> None:
+    """Mark items Iterable named outside ``failedUpdates`` as failed (first reason wins); recount."""
+    for index in indexes:
+        if index not in result.failures:
+            result.failures[index] = ItemFailure(index, category, reason, result.identities[index])
+    result.unattributed_failures = max(0, fail_count - len(result.failures))
 
 
 def _ids(item: BaseModel | Mapping[str, Any]) -> tuple[str | None, str | None]:
