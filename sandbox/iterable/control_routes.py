@@ -106,6 +106,20 @@ def clear_faults(request: Request) -> dict[str, bool]:
     return {"cleared": True}
 
 
+@router.post("/hold")
+def hold(request: Request) -> dict[str, bool]:
+    """Hold every API request until /release."""
+    _sandbox(request).hold()
+    return {"held": True}
+
+
+@router.post("/release")
+def release(request: Request) -> dict[str, bool]:
+    """Answer held and later API requests."""
+    _sandbox(request).release()
+    return {"held": False}
+
+
 @router.post("/reset")
 def reset(request: Request) -> dict[str, bool]:
     """A fresh sandbox with its creation options."""

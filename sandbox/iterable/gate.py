@@ -93,6 +93,8 @@ class Gate:
             await respond_status(send, 401, msg="Invalid API key")
             return
         body, size = await _read_body(receive, sb.options.max_body_bytes)
+        while not sb.answering.is_set():
+            await asyncio.sleep(0.01)
         with sb.lock:
             decision = sb.faults.decide(endpoint)
         if decision.drop:

@@ -86,6 +86,9 @@ class IterableSandbox:
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.initial_options = (options or SandboxOptions()).copy()
         self.lock = threading.RLock()
+        # Set while API requests may be answered; cleared by hold() (tests line up concurrent clients).
+        self.answering = threading.Event()
+        self.answering.set()
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -249,6 +252,14 @@ class IterableSandbox:
         with self.lock:
             self.faults.clear()
 
+    def hold(self) -> None:
+        """Hold every API request, once read, until release(): its client waits, as on a stalled server."""
+        self.answering.clear()
+
+    def release(self) -> None:
+        """Let held and later API requests through."""
+        self.answering.set()
+
     def flush(self) -> int:
         """Apply every pending profile write now; returns how many."""
         with self.lock:
@@ -256,6 +267,7 @@ class IterableSandbox:
 
     def reset(self) -> None:
         """Back to a fresh sandbox with the options it was created with."""
+        self.answering.set()
         with self.lock:
             self._reset_state()
 

@@ -109,6 +109,12 @@ def add_events(inbox: Inbox, count: int) -> list[dict[str, Any]]:
     return bodies
 
 
+def lease_owners(inbox: Inbox) -> set[str]:
+    """The owners of the leases on the inbox's CustomersDot items now."""
+    items = inbox.list_items(status="in_flight", source=SOURCE, limit=1000)
+    return {item.lease_owner for item in items if item.lease_owner is not None}
+
+
 def total(stats: dict[str, Any], endpoint: str) -> int:
     """Requests the stand-in answered for ``endpoint``, any status."""
     return sum(stats["requests"].get(endpoint, {}).values())
@@ -192,9 +198,9 @@ def test_two_drains_at_once_on_postgres_send_each_item_once(
     sandbox = iterable_standin.sandbox
     inbox = Inbox(own_postgres)
     bodies = add_events(inbox, 160)
-    # Answers slow enough that neither drain can empty the inbox before the other starts (the drain
-    # keeps bulkUpdate busy now: at 0.1 s a drain slow to start on a loaded machine found it empty).
-    sandbox.set_faults(latency_seconds=0.25)
+    # Iterable holds every request until both drains hold leases: however unevenly their flow runs
+    # start, neither can empty the inbox before the other has claimed.
+    sandbox.hold()
 
     env = drain_env(tmp_path, RECIPES_DATABASE_URL=own_postgres)
     drains = [DrainProcess(tmp_path, name, 10, env) for name in ("first", "second")]
@@ -202,8 +208,16 @@ def test_two_drains_at_once_on_postgres_send_each_item_once(
         for drain in drains:
             drain.wait_ready()
         drains[0].go.touch()
+        deadline = time.monotonic() + 90
+        while len(lease_owners(inbox)) < len(drains):
+            for drain in drains:
+                assert drain.process.poll() is None, "drain ended before claiming:\n" + drain.output()
+            assert time.monotonic() < deadline, "the drains did not both claim"
+            time.sleep(0.05)
+        sandbox.release()
         results = [drain.result() for drain in drains]
     finally:
+        sandbox.release()
         for drain in drains:
             drain.kill()
 
