@@ -12,9 +12,8 @@ a dropped connection. Once the sync is under way Iterable goes down for ``outage
 outage the worker and its flow-run processes are killed with SIGKILL and a new worker is started (as a
 supervisor would). Flow runs heartbeat every 30 s (Prefect's minimum) and the lost-runs automation is
 installed with a 60 s window (the stuck-pending one, for runs the worker took but never started,
-with 60 s at the small size and 90 s at full), so the killed runs must turn Crashed, release their
-slots, and are then retried as an operator
-would (`prefect flow-run retry ID`). The sync is run again after a change of the
+with 90 s), so the killed runs must turn Crashed, release their slots, and are then retried as an
+operator would (`prefect flow-run retry ID`). The sync is run again after a change of the
 model and after its rejected rows are fixed. Afterwards every promise of the reliability issue is
 checked and printed with its numbers; the exit code is 1 when any check failed.
 
@@ -55,6 +54,7 @@ POLL_DEPLOYMENT = "marketo-unsubscribe-poll/marketo-unsubscribe-poll"
 DRAINS = ("customersdot-events/customersdot-drain", "marketo-opt-outs/marketo-opt-out-drain")
 HEARTBEAT_SECONDS = 30  # Prefect's minimum (flow_engine.MINIMUM_HEARTBEAT_INTERVAL)
 LOST_RUN_SECONDS = 60  # the lost-runs automation's window: twice the heartbeat
+STUCK_PENDING_SECONDS = 90  # the stuck-pending automation's window: above a loaded worker's start time
 ITERABLE_TIMEOUT_SECONDS = 5.0
 SUBSCRIPTION_ENDPOINTS = (
     "users/updateSubscriptions",
@@ -87,13 +87,11 @@ class Size:
     outage_at_progress: float  # the sync's progress (%) at which Iterable goes down
     kill_after_seconds: float  # into the outage
     posters: int
-    # The stuck-pending automation's window: above a loaded worker's start time (about 20 s here).
-    stuck_pending_seconds: int
 
 
 SIZES = {
-    "small": Size("small", 500, 5_000, 50, 10, 5, 0.05, 250, 100, 60, 1, 3, 8, 60),
-    "full": Size("full", 10_000, 100_000, 1_000, 60, 50, 0.05, 1000, 1000, 150, 20, 5, 16, 90),
+    "small": Size("small", 500, 5_000, 50, 10, 5, 0.05, 250, 100, 60, 1, 3, 8),
+    "full": Size("full", 10_000, 100_000, 1_000, 60, 50, 0.05, 1000, 1000, 150, 20, 5, 16),
 }
 
 # About 10 % of Iterable requests fail: drop (2 %), 5xx (3 %), 429 (3 %), held past the timeout (2 %).
@@ -358,7 +356,7 @@ class Soak:
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "RECIPES_LOST_RUN_SECONDS": str(LOST_RUN_SECONDS),
-            "RECIPES_STUCK_PENDING_SECONDS": str(size.stuck_pending_seconds),
+            "RECIPES_STUCK_PENDING_SECONDS": str(STUCK_PENDING_SECONDS),
             "RECIPES_PROJECT_DIR": str(PROJECT),
             "RECIPES_DATABASE_URL": f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{app_db}",
             "LIMITER_BACKEND": "redis",
@@ -701,7 +699,7 @@ class Soak:
             until(
                 "the killed runs to turn Crashed",
                 all_crashed,
-                max(LOST_RUN_SECONDS, self.size.stuck_pending_seconds) + 150,
+                max(LOST_RUN_SECONDS, STUCK_PENDING_SECONDS) + 150,
                 1,
             )
         except TimeoutError as exc:
