@@ -29,6 +29,20 @@ for var in ("ITERABLE_API_KEY", "MARKETO_CLIENT_SECRET", "SNOWFLAKE_PASSWORD"):
     os.environ.pop(var, None)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests after the rest, the soak's test last: the soak, started in its own process once
+    collection is done (tests/soak/conftest.py), then overlaps the light tests rather than the
+    end-to-end ones, which start servers of their own."""
+
+    def rank(item: pytest.Item) -> int:
+        if "tests/soak/" in str(item.fspath).replace(os.sep, "/"):
+            return 2
+        return 1 if item.get_closest_marker("e2e") else 0
+
+    items.sort(key=rank)
+
+
 def unavailable(what: str, why: str) -> None:
     """Skip outside CI, fail under CI=true: a service CI should have is never silently absent."""
     message = f"{what} unreachable ({why})"
