@@ -7,9 +7,9 @@ holds the spec's per-project limits), then is sent and classified into the proje
     413, BatchTooLarge, bulk RequestFieldsTypes...   SplitBatchError (see clients.batching)
     every other 4xx                                  PermanentError with Iterable's code and message
 
-A 200 bulk answer with ``failCount > 0`` is read item by item into a ``BulkResult``. Error messages
-carry the endpoint name, status, Iterable's code and its message with email addresses masked; never
-a URL, an email or the key.
+A 200 bulk answer with ``failCount > 0`` is read item by item into a ``BulkResult``
+(clients.iterable_bulk). Error messages carry the endpoint name, status, Iterable's code and its
+message with email addresses masked; never a URL, an email or the key.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from clients.errors import ApiError, PermanentError, RetryableError, SplitBatchError
+from clients.iterable_bulk import item_ids, mark_failures, read_bulk_result
 from clients.iterable_models import (
     BulkResult,
     BulkSubscriptionActionRequest,
@@ -38,7 +39,6 @@ from clients.iterable_models import (
     ChannelsResponse,
     FailedUpdates,
     FailureCategory,
-    ItemFailure,
     IterableApiResponse,
     IterableUser,
     MessageType,
@@ -49,7 +49,6 @@ from clients.iterable_models import (
     UpdateSubscriptionsRequest,
     UserResponse,
     UserUpdateRequest,
-    item_identity,
 )
 from clients.limiter import InMemoryLimiter, NoLimiter, Rate, RateLimiter
 from clients.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries
@@ -311,10 +310,10 @@ class IterableClient:
             name, self._request(name, "POST", "/api/events/trackBulk", body={"events": wire}, bulk=True)
         )
         answer = self._parse(name, BulkTrackResponse, data)
-        result = _bulk_result(name, events, answer.fail_count, answer.failed_updates, answer)
+        result = read_bulk_result(name, events, answer.fail_count, answer.failed_updates, answer)
         if answer.disallowed_event_names:
             blocked = set(answer.disallowed_event_names)
-            _mark_failures(
+            mark_failures(
                 result,
                 [i for i, item in enumerate(wire) if item.get("eventName") in blocked],
                 FailureCategory.DISALLOWED,
@@ -341,7 +340,7 @@ class IterableClient:
             body["createNewFields"] = create_new_fields
         data = self._json(name, self._request(name, "POST", "/api/users/bulkUpdate", body=body, bulk=True))
         answer = self._parse(name, BulkUpdateUsersResponse, data)
-        return _bulk_result(name, users, answer.fail_count, answer.failed_updates, answer)
+        return read_bulk_result(name, users, answer.fail_count, answer.failed_updates, answer)
 
     def get_user_by_email(self, email: str) -> IterableUser | None:
         """``GET /api/users/getByEmail``: the profile, or None when Iterable knows no such email."""
@@ -384,16 +383,16 @@ class IterableClient:
         response = self._request(name, "POST", "/api/users/bulkUpdateSubscriptions", body=body, bulk=True)
         answer = self._parse(name, BulkUpdateSubscriptionsResponse, self._json(name, response))
         failed = FailedUpdates(invalid_emails=answer.invalid_emails, invalid_user_ids=answer.invalid_user_ids)
-        result = _bulk_result(name, requests, answer.fail_count, failed, None)
+        result = read_bulk_result(name, requests, answer.fail_count, failed, None)
         retry = {e.lower() for e in answer.valid_email_failures}
         retry_ids = set(answer.valid_user_id_failures)
         if retry or retry_ids:
             matching = []
             for index, item in enumerate(requests):
-                mail, uid = _ids(item)
+                mail, uid = item_ids(item)
                 if (mail and mail.lower() in retry) or (uid and uid in retry_ids):
                     matching.append(index)
-            _mark_failures(
+            mark_failures(
                 result, matching, FailureCategory.RETRY, "failed inside Iterable; retry", answer.fail_count
             )
         return result
@@ -460,65 +459,3 @@ class IterableClient:
         name = "messageTypes"
         response = self._request(name, "GET", "/api/messageTypes")
         return self._parse(name, MessageTypesResponse, self._json(name, response)).message_types
-
-
-def _mark_failures(
-    result: BulkResult, indexes: list[int], category: FailureCategory, reason: str, fail_count: int
-) -> None:
-    """Mark items Iterable named outside ``failedUpdates`` as failed (first reason wins); recount."""
-    for index in indexes:
-        if index not in result.failures:
-            result.failures[index] = ItemFailure(index, category, reason, result.identities[index])
-    result.unattributed_failures = max(0, fail_count - len(result.failures))
-
-
-def _ids(item: BaseModel | Mapping[str, Any]) -> tuple[str | None, str | None]:
-    if isinstance(item, BaseModel):
-        return getattr(item, "email", None), getattr(item, "user_id", None)
-    return item.get("email"), item.get("userId")
-
-
-# Iterable's failedUpdates lists, each with the category its items fall in.
-_FAILURE_LISTS: tuple[tuple[str, str, FailureCategory, str], ...] = (
-    ("invalid_emails", "invalid_user_ids", FailureCategory.INVALID, "identifier is not valid"),
-    ("not_found_emails", "not_found_user_ids", FailureCategory.NOT_FOUND, "user not found"),
-    ("forgotten_emails", "forgotten_user_ids", FailureCategory.FORGOTTEN, "user is GDPR-forgotten"),
-    ("conflict_emails", "conflict_user_ids", FailureCategory.CONFLICT, "email/userId conflict"),
-    ("invalid_data_emails", "invalid_data_user_ids", FailureCategory.INVALID_DATA, "dataFields refused"),
-)
-
-
-def _bulk_result(
-    name: str,
-    items: Sequence[BaseModel | Mapping[str, Any]],
-    fail_count: int,
-    failed: FailedUpdates,
-    answer: BulkTrackResponse | BulkUpdateUsersResponse | None,
-) -> BulkResult:
-    result = BulkResult(name, identities=[item_identity(i) for i in items])
-    if answer is not None:
-        result.filtered_out_fields = list(answer.filtered_out_fields)
-        result.created_fields = list(answer.created_fields)
-    if fail_count <= 0:
-        return result
-    by_email: dict[str, tuple[FailureCategory, str]] = {}
-    by_user_id: dict[str, tuple[FailureCategory, str]] = {}
-    lists = list(_FAILURE_LISTS)
-    for email_list, id_list, category, reason in lists:
-        for value in getattr(failed, email_list):
-            by_email.setdefault(value.lower(), (category, reason))
-        for value in getattr(failed, id_list):
-            by_user_id.setdefault(value, (category, reason))
-    if answer is not None:
-        # The deprecated top-level lists still arrive from some endpoints.
-        for value in answer.invalid_emails:
-            by_email.setdefault(value.lower(), (FailureCategory.INVALID, "identifier is not valid"))
-        for value in answer.invalid_user_ids:
-            by_user_id.setdefault(value, (FailureCategory.INVALID, "identifier is not valid"))
-    for index, item in enumerate(items):
-        mail, uid = _ids(item)
-        hit = (by_email.get(mail.lower()) if mail else None) or (by_user_id.get(uid) if uid else None)
-        if hit is not None:
-            result.failures[index] = ItemFailure(index, hit[0], hit[1], result.identities[index])
-    result.unattributed_failures = max(0, fail_count - len(result.failures))
-    return result

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -58,8 +59,11 @@ class Processes:
             stop_process(process, grace_seconds=15)
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 90, logs: str = "") -> object:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` (and logs) otherwise."""
+def wait_for(
+    what: str, check: Callable[[], object], timeout: float = 90, logs: str = "", every: float = 0.5
+) -> Any:
+    """Poll ``check`` every ``every`` seconds until it returns something truthy, and return that;
+    TimeoutError naming ``what`` (with the end of ``logs``) otherwise."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -69,8 +73,8 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = 90, logs: 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{logs[-3000:]}")
-        time.sleep(0.5)
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs[-3000:]}".rstrip())
+        time.sleep(every)
 
 
 def answers(url: str) -> bool:

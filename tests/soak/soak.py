@@ -35,7 +35,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.e2e.processes import BIN, PROJECT, Processes, answers
+from tests.e2e.processes import BIN, PROJECT, Processes, answers, wait_for
 
 SYNC = "gitlab_marketing_contacts"
 SYNC_DEPLOYMENT = "snowflake-sync/snowflake-sync-gitlab-marketing-contacts"
@@ -186,21 +186,6 @@ def accepts(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def until(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
-    """Poll ``check`` until truthy; TimeoutError naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except (httpx.HTTPError, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
 # --- the soak ---------------------------------------------------------------------------------------
 
 
@@ -279,7 +264,7 @@ class Soak:
             return client.read_flow_run(uuid.UUID(run_id))
 
     def wait_final(self, run_id: str, timeout: float) -> Any:
-        return until(
+        return wait_for(
             f"flow run {run_id} to finish",
             lambda: (run := self.run_state(run_id)).state and run.state.is_final() and run,
             timeout,
@@ -395,11 +380,13 @@ class Soak:
         procs.start("marketo", [py, "-m", "sandbox.marketo", "--port", str(marketo_port)])
         procs.start("fakesnow", [py, "-m", "fakesnow", "-s", "--port", str(self.fakesnow_port)])
         procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--port", str(prefect_port)])
-        until("the Iterable stand-in", lambda: answers(self.iterable_url + "/_sandbox/stats"), 60, 0.3)
-        until("the Marketo stand-in", lambda: answers(self.marketo_url + "/_sandbox/stats"), 60, 0.3)
-        until("fakesnow", lambda: accepts(self.fakesnow_port), 60, 0.3)
+        wait_for(
+            "the Iterable stand-in", lambda: answers(self.iterable_url + "/_sandbox/stats"), 60, every=0.3
+        )
+        wait_for("the Marketo stand-in", lambda: answers(self.marketo_url + "/_sandbox/stats"), 60, every=0.3)
+        wait_for("fakesnow", lambda: accepts(self.fakesnow_port), 60, every=0.3)
         self.seed_warehouse()
-        until("the Prefect server", lambda: answers(self.api + "/health"), 180, 0.5)
+        wait_for("the Prefect server", lambda: answers(self.api + "/health"), 180, every=0.5)
         self.t.mark("stand-ins, fakesnow and the Prefect server (PostgreSQL) up")
         setup = procs.run([str(BIN / "recipes"), "setup"])
         assert "automation recipes-lost-runs-crashed" in setup, setup
@@ -409,7 +396,7 @@ class Soak:
         procs.start(
             "receiver", [py, "-m", "webhooks", "--port", str(receiver_port), "--log-level", "warning"]
         )
-        until("the receiver", lambda: answers(self.receiver + "/healthz"), 60, 0.3)
+        wait_for("the receiver", lambda: answers(self.receiver + "/healthz"), 60, every=0.3)
         self.t.mark(
             "recipes setup, prefect deploy --all, worker and receiver up "
             f"(heartbeat {HEARTBEAT_SECONDS} s, lost-run window {LOST_RUN_SECONDS} s)"
@@ -644,7 +631,9 @@ class Soak:
         poll_run = self.start_run(POLL_DEPLOYMENT, {"start": since})
         self.t.mark(f"sync of {size.rows:,} rows and the Marketo poll started")
         # The webhooks start once the sync runs, so the worker starts the sync's process first.
-        until("the sync run to be Running", lambda: self.run_state(sync_run).state.is_running(), 600, 0.3)
+        wait_for(
+            "the sync run to be Running", lambda: self.run_state(sync_run).state.is_running(), 600, every=0.3
+        )
         pumps = [
             threading.Thread(target=self.pump_events, name="events", daemon=True),
             threading.Thread(target=self.pump_marketo_webhooks, name="marketo", daemon=True),
@@ -662,7 +651,7 @@ class Soak:
                 raise RuntimeError(f"the sync ended {run.state.name} before the outage and the kill")
             return self.sync_progress(sync_run) >= size.outage_at_progress
 
-        until(f"the sync to reach {size.outage_at_progress:.0f} %", under_way, 600, 0.3)
+        wait_for(f"the sync to reach {size.outage_at_progress:.0f} %", under_way, 600, every=0.3)
         self.iterable("POST", "faults", json=FAULTS | {"outage_seconds": size.outage_seconds})
         outage_began = time.monotonic()
         self.t.mark(
@@ -696,11 +685,11 @@ class Soak:
             return len(crashed) == len(lost)
 
         try:
-            until(
+            wait_for(
                 "the killed runs to turn Crashed",
                 all_crashed,
                 max(LOST_RUN_SECONDS, STUCK_PENDING_SECONDS) + 150,
-                1,
+                every=1,
             )
         except TimeoutError as exc:
             self.notes.append(str(exc))
@@ -770,17 +759,17 @@ class Soak:
             self.wait_final(poll_run, 900)
         # The poll's 5-minute schedule is off during the soak; run it once more, as the schedule would.
         self.wait_final(self.start_run(POLL_DEPLOYMENT), 900)
-        until(
+        wait_for(
             "the inboxes to empty (drains nudged, every-minute backstop, leases of killed drains)",
             lambda: not any(self.inbox_left().values()),
             size.lease_seconds + 600,
-            2,
+            every=2,
         )
         self.t.mark("inboxes empty")
         self.sync_phases()
         self.iterable("DELETE", "faults")
         self.schedules(keep_drains=False)
-        until("no flow run left Running or Pending", self.nothing_running, 300, 2)
+        wait_for("no flow run left Running or Pending", self.nothing_running, 300, every=2)
         self.t.mark("faults off, schedules off, nothing running")
         self.verify()
 
