@@ -428,6 +428,7 @@ class Soak:
             FlowRunFilterStateType,
         )
         from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import FlowRunSort
         from prefect.states import Scheduled
 
         def scheduled_runs(deployments: list[uuid.UUID]) -> list[Any]:
@@ -436,6 +437,7 @@ class Soak:
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
                 ),
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployments)),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,  # a page holds the earliest
             )
 
         with self.client() as client:
