@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,24 +60,34 @@ def reference_file(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database of the tests' own, dropped afterwards (SQLAlchemy URL, psycopg 3)."""
+@contextmanager
+def scratch_database(prefix: str, driver: str = "psycopg") -> Iterator[str]:
+    """A new PostgreSQL database (``prefix`` and a random suffix) as a SQLAlchemy URL for ``driver``;
+    dropped on exit, with any connection still open to it."""
     import psycopg
 
-    name = f"recipes_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        unavailable("PostgreSQL at 127.0.0.1:5432", str(exc).splitlines()[0])
-    with admin:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", f"postgresql+{driver}://", 1)
     try:
         yield f"{base}/{name}"
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of the tests' own, dropped afterwards (SQLAlchemy URL, psycopg 3)."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        unavailable("PostgreSQL at 127.0.0.1:5432", str(exc).splitlines()[0])
+    with scratch_database("recipes_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

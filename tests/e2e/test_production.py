@@ -4,18 +4,16 @@ process worker, the receiver, the app database on PostgreSQL and the limiter in 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from clients.iterable_models import event_id_from
 from sandbox.serving import free_port
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import scratch_database
 from tests.e2e.processes import BIN, PROJECT, Processes, answers, wait_for
 from tests.integration import WEBHOOK_SECRET, customersdot_event, signed
 
@@ -25,15 +23,8 @@ DRAIN = "customersdot-events/customersdot-drain"
 @pytest.fixture
 def prefect_database() -> Iterator[str]:
     """An own PostgreSQL database for the Prefect server (asyncpg URL), dropped afterwards."""
-    name = f"recipes_e2e_prefect_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("recipes_e2e_prefect", driver="asyncpg") as url:
+        yield url
 
 
 @pytest.fixture

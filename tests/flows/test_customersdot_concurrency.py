@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from inbox.store import Inbox, NewItem
-from tests.conftest import POSTGRES_ADMIN_URL, ROOT
+from tests.conftest import ROOT, scratch_database
 from tests.integration import IterableStandIn, customersdot_event, reset_process_caches
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -174,22 +173,13 @@ def test_killed_drain_resends_only_its_batches_in_flight(
 @pytest.fixture
 def own_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A migrated PostgreSQL app database of this test's own (the session's is shared with others)."""
-    import psycopg
-
     from inbox.migrations_runner import migrate
 
-    name = f"recipes_cdot_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with scratch_database("recipes_cdot") as url:
         migrate(url)
         monkeypatch.setenv("RECIPES_DATABASE_URL", url)
         reset_process_caches()
         yield url
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_two_drains_at_once_on_postgres_send_each_item_once(
