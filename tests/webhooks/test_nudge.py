@@ -127,6 +127,16 @@ def nudge_for(nudger: Nudger, seconds: float, every: float = 0.05) -> None:
         time.sleep(every)
 
 
+def nudged_for(trigger: StatefulTrigger, seconds: float, waiting_cap_seconds: float) -> Nudger:
+    """A nudger in 0.1 s windows, nudged for ``seconds`` and stopped; returned for its stats."""
+    nudger = Nudger(trigger, window_seconds=0.1, waiting_cap_seconds=waiting_cap_seconds).start()
+    try:
+        nudge_for(nudger, seconds)
+    finally:
+        nudger.stop()
+    return nudger
+
+
 def test_no_second_run_while_the_first_has_not_started_then_one_follow_up() -> None:
     trigger = StatefulTrigger()
     nudger = Nudger(trigger, window_seconds=0.1, waiting_cap_seconds=60).start()
@@ -157,11 +167,7 @@ def test_no_second_run_while_the_first_has_not_started_then_one_follow_up() -> N
 
 def test_a_run_that_never_starts_does_not_hold_events_back() -> None:
     trigger = StatefulTrigger()
-    nudger = Nudger(trigger, window_seconds=0.1, waiting_cap_seconds=0.5).start()
-    try:
-        nudge_for(nudger, 1.3)
-    finally:
-        nudger.stop()
+    nudged_for(trigger, 1.3, waiting_cap_seconds=0.5)
     # Scheduled forever (no runner): a new run once the last one has waited past the cap.
     assert 2 <= len(trigger.created()) <= 3, trigger.calls
 
@@ -173,10 +179,6 @@ def test_a_failed_state_read_leads_to_a_new_run() -> None:
             raise httpx.ConnectError("Prefect went away")
 
     trigger = Unreadable()
-    nudger = Nudger(trigger, window_seconds=0.1, waiting_cap_seconds=60).start()
-    try:
-        nudge_for(nudger, 0.6)
-    finally:
-        nudger.stop()
+    nudger = nudged_for(trigger, 0.6, waiting_cap_seconds=60)
     assert len(trigger.created()) >= 2
     assert nudger.stats.checked >= 1
