@@ -8,7 +8,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 if TYPE_CHECKING:
-    from clients.iterable import IterableClient
+    from iterable_recipes.clients.iterable import IterableClient
 
 
 class IterableCredentials(Block):
@@ -32,7 +32,7 @@ class IterableCredentials(Block):
     def get_client(self, **overrides: Any) -> IterableClient:
         """An IterableClient for this project; ``overrides`` go to its constructor (limiter, timeout, ...)."""
         # Imported here so registering the block type needs no client code.
-        from clients.iterable import IterableClient
+        from iterable_recipes.clients.iterable import IterableClient
 
         kwargs: dict[str, Any] = {"base_url": self.base_url, "region": self.region}
         kwargs.update(overrides)

@@ -7,8 +7,8 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from clients.marketo import MarketoClient
-from config.settings import Settings
+from iterable_recipes.clients.marketo import MarketoClient
+from iterable_recipes.settings import Settings
 
 
 class MarketoCredentials(Block):

@@ -17,10 +17,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from prefect import flow
 from prefect.runtime import flow_run
 
-from config.settings import get_settings
-from tasks.customersdot import SOURCE, Deliveries, fewer_collections
-from tasks.inbox import claim
+from iterable_recipes.customersdot.drain import SOURCE, Deliveries, fewer_collections
+from iterable_recipes.settings import get_settings
 from tasks.reporting import Progress, emit_alert, publish_counts
+from tasks.store import claim
 
 
 @flow(

@@ -15,10 +15,10 @@ from datetime import datetime
 from prefect import flow
 from prefect.runtime import flow_run
 
-from tasks.inbox import Outcome, claim_items, record_outcomes
 from tasks.iterable import OptOutDecision
 from tasks.marketo import SOURCE, decide_opt_outs, poll_unsubscribes, record_audit
 from tasks.reporting import emit_alert, publish_counts
+from tasks.store import Outcome, claim_items, record_outcomes
 
 OPT_OUT_BATCH = 500
 
@@ -34,7 +34,7 @@ def _outcome(item_id: int, decision: OptOutDecision) -> Outcome:
 @flow(name="marketo-opt-outs", description="Opt Marketo unsubscribes out of Iterable marketing email.")
 def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None = None) -> dict[str, int]:
     """Drain every due opt-out; returns counts (received, opted_out, not_in_iterable, ... , dead)."""
-    from config.settings import get_settings
+    from iterable_recipes.settings import get_settings
 
     use_additive = get_settings().iterable_optout_additive if additive is None else additive
     owner = f"marketo-opt-out-{flow_run.id or 'local'}"

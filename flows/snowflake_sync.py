@@ -16,11 +16,11 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
-from config.settings import get_settings
-from config.sync_definitions import SYNCS_DIR, all_sync_definitions
+from iterable_recipes.settings import get_settings
+from iterable_recipes.sync.definitions import SYNCS_DIR, all_sync_definitions
+from iterable_recipes.sync.delivery import finish_run, plan_run, sample_changes, send_batches
 from tasks.reporting import emit_alert, publish_counts
-from tasks.snowflake import warehouse_connection
-from tasks.sync_delivery import finish_run, plan_run, sample_changes, send_batches
+from tasks.warehouse import warehouse_connection
 
 SAMPLE_ROWS = 20
 

@@ -16,15 +16,15 @@ from typing import Any, Literal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from clients.batching import batches, send_splitting
-from clients.errors import ApiError, PermanentError, RetryableError, is_retryable
-from clients.iterable import IterableClient
-from clients.iterable_models import BulkResult, IterableUser
-from clients.retry import TASK_RETRIES, TASK_RETRY_DELAYS, TASK_RETRY_JITTER_FACTOR
-from config.consent import ConsentPolicy, load_consent_policy
-from config.masking import mask_emails
-from tasks.outcomes import ItemFailure, ItemsReport
-from tasks.resources import iterable_client
+from iterable_recipes.clients.batching import batches, send_splitting
+from iterable_recipes.clients.errors import ApiError, PermanentError, RetryableError, is_retryable
+from iterable_recipes.clients.iterable import IterableClient
+from iterable_recipes.clients.iterable_models import BulkResult, IterableUser
+from iterable_recipes.clients.retry import TASK_RETRIES, TASK_RETRY_DELAYS, TASK_RETRY_JITTER_FACTOR
+from iterable_recipes.masking import mask_emails
+from iterable_recipes.optouts.consent import ConsentPolicy, load_consent_policy
+from iterable_recipes.outcomes import ItemFailure, ItemsReport
+from iterable_recipes.resources import iterable_client
 
 LOOKUP_THREADS = 8  # getByEmail allows 100/s; at ~50 ms a call, 8 threads reach the limit
 

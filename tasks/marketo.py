@@ -16,13 +16,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.marketo import MarketoCredentials
-from clients.errors import ApiError
-from clients.marketo import MarketoClient
-from config.settings import Settings, get_settings
-from inbox.optouts import SOURCE, poll_item
-from inbox.store import Item
-from tasks.inbox import app_inbox
+from iterable_recipes.clients.errors import ApiError
+from iterable_recipes.clients.marketo import MarketoClient
+from iterable_recipes.optouts.keys import SOURCE, poll_item
+from iterable_recipes.settings import Settings, get_settings
+from iterable_recipes.store.inbox import Item
 from tasks.iterable import OptOutDecision, opt_out
+from tasks.store import app_inbox
 
 Stream = Literal["activities", "lead_changes"]
 CURSOR_NAMES: dict[Stream, str] = {"activities": "marketo.activities", "lead_changes": "marketo.lead_changes"}

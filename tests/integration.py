@@ -15,13 +15,13 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from clients.iterable import IterableClient
-from clients.limiter import InMemoryLimiter
-from clients.retry import RetryPolicy
-from config.settings import get_settings
-from sandbox.iterable.app import create_app as create_iterable
-from sandbox.iterable.options import SandboxOptions
-from sandbox.serving import ServerThread
+from dev.standins.iterable.app import create_app as create_iterable
+from dev.standins.iterable.options import SandboxOptions
+from dev.standins.serving import ServerThread
+from iterable_recipes.clients.iterable import IterableClient
+from iterable_recipes.clients.limiter import InMemoryLimiter
+from iterable_recipes.clients.retry import RetryPolicy
+from iterable_recipes.settings import get_settings
 from tests.contract.iterable_spec import SpecCheckingTransport
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"integration-tests-secret-0123456").decode()
@@ -39,15 +39,15 @@ class IterableStandIn:
 
 def reset_process_caches() -> None:
     """Forget every per-process cache built from settings (tests change settings between runs)."""
-    import tasks.inbox
+    import iterable_recipes.resources
     import tasks.iterable
-    import tasks.resources
+    import tasks.store
 
     get_settings.cache_clear()
-    for cached in (tasks.iterable.shared_client, tasks.iterable.consent_policy, tasks.inbox.app_inbox):
+    for cached in (tasks.iterable.shared_client, tasks.iterable.consent_policy, tasks.store.app_inbox):
         # A test may have replaced one of them by a plain function.
         getattr(cached, "cache_clear", lambda: None)()
-    tasks.resources._process_limiters.clear()
+    iterable_recipes.resources._process_limiters.clear()
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def iterable_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[IterableStandI
 
 
 def _rates() -> dict[str, Any]:
-    from clients.iterable import paced_rates
+    from iterable_recipes.clients.iterable import paced_rates
 
     return paced_rates(get_settings().iterable_rate_headroom)
 
@@ -87,7 +87,7 @@ def _rates() -> dict[str, Any]:
 @pytest.fixture
 def app_database(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh, migrated SQLite app database for this test."""
-    from inbox.migrations_runner import migrate
+    from iterable_recipes.store.migrate import migrate
 
     url = f"sqlite:///{tmp_path / 'recipes.db'}"
     monkeypatch.setenv("RECIPES_DATABASE_URL", url)
@@ -143,8 +143,8 @@ class MarketoStandIn:
 def marketo_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[MarketoStandIn]:
     """A stand-in Marketo; every request our tasks send is checked against Marketo's own spec."""
     import tasks.marketo
-    from clients.marketo import MarketoClient
-    from sandbox.marketo.app import create_app as create_marketo
+    from dev.standins.marketo.app import create_app as create_marketo
+    from iterable_recipes.clients.marketo import MarketoClient
     from tests.contract.marketo_spec import MarketoSpecCheckingTransport
 
     server = ServerThread(create_marketo()).start()

@@ -6,8 +6,8 @@ import pytest
 from pydantic import SecretStr
 
 from blocks.iterable import IterableCredentials
-from clients.iterable import IterableClient
-from clients.limiter import InMemoryLimiter
+from iterable_recipes.clients.iterable import IterableClient
+from iterable_recipes.clients.limiter import InMemoryLimiter
 
 
 @pytest.fixture

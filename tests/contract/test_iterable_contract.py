@@ -5,15 +5,15 @@ from typing import Any
 import httpx
 import pytest
 
-from clients.iterable import IterableClient
-from clients.iterable_models import (
+from iterable_recipes.clients.iterable import IterableClient
+from iterable_recipes.clients.iterable_models import (
     BulkUser,
     TrackEventRequest,
     UpdateSubscriptionsRequest,
     UserUpdateRequest,
     event_id_from,
 )
-from clients.retry import NO_RETRY
+from iterable_recipes.clients.retry import NO_RETRY
 from tests.contract.iterable_spec import (
     SpecCheckingTransport,
     SpecViolation,

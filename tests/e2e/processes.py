@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from cli.embedded import stop_process
+from iterable_recipes.cli.local_stack import stop_process
 
 BIN = Path(sys.executable).parent
 PROJECT = Path(__file__).resolve().parents[2]

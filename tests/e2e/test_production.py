@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from clients.iterable_models import event_id_from
-from sandbox.serving import free_port
+from dev.standins.serving import free_port
+from iterable_recipes.clients.iterable_models import event_id_from
 from tests.conftest import scratch_database
 from tests.e2e.processes import BIN, PROJECT, Processes, answers, wait_for
 from tests.integration import WEBHOOK_SECRET, customersdot_event, signed
@@ -55,14 +55,18 @@ def topology(
     (tmp_path / "logs").mkdir()
     procs = Processes(tmp_path / "logs", env)
     try:
-        procs.start("iterable", [str(BIN / "python"), "-m", "sandbox.iterable", "--port", str(iterable_port)])
+        procs.start(
+            "iterable", [str(BIN / "python"), "-m", "dev.standins.iterable", "--port", str(iterable_port)]
+        )
         procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--port", str(prefect_port)])
         wait_for("the Prefect server", lambda: answers(api + "/health"), 150, procs.log("prefect-server"))
         setup_output = procs.run([str(BIN / "recipes"), "setup"])
         deploy_output = procs.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"])
         declared = _switch_off_schedules(api)
         procs.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "recipes-process"])
-        procs.start("receiver", [str(BIN / "python"), "-m", "webhooks", "--port", str(receiver_port)])
+        procs.start(
+            "receiver", [str(BIN / "python"), "-m", "iterable_recipes.receiver", "--port", str(receiver_port)]
+        )
         receiver = f"http://127.0.0.1:{receiver_port}"
         wait_for("the receiver", lambda: answers(receiver + "/healthz"), 60, procs.log("receiver"))
         yield {

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from inbox.store import Inbox, NewItem
+from iterable_recipes.store.inbox import Inbox, NewItem
 from tests.conftest import ROOT, scratch_database
 from tests.integration import IterableStandIn, customersdot_event, reset_process_caches
 
@@ -173,7 +173,7 @@ def test_killed_drain_resends_only_its_batches_in_flight(
 @pytest.fixture
 def own_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A migrated PostgreSQL app database of this test's own (the session's is shared with others)."""
-    from inbox.migrations_runner import migrate
+    from iterable_recipes.store.migrate import migrate
 
     with scratch_database("recipes_cdot") as url:
         migrate(url)

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app as recipes
-from inbox.store import Inbox, NewItem
-from sandbox.serving import serving
+from dev.standins.serving import serving
+from iterable_recipes.cli.main import app as recipes
+from iterable_recipes.store.inbox import Inbox, NewItem
 from tests.integration import IterableStandIn, customersdot_event, signed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -24,7 +24,7 @@ SOURCE = "customersdot"
 
 def post_signed(bodies: list[dict[str, Any]]) -> list[int]:
     """POST each body, signed, to the webhook receiver served on a real socket; the statuses."""
-    from webhooks.app import create_app
+    from iterable_recipes.receiver.app import create_app
 
     with serving(create_app()) as base, httpx.Client(base_url=base) as http:
         statuses = []

@@ -1,15 +1,15 @@
 import httpx
 import pytest
 
-from inbox.store import Inbox
-from sandbox.serving import serving
+from dev.standins.serving import serving
+from iterable_recipes.store.inbox import Inbox
 from tests.integration import customersdot_event, signed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def _post_all(url: str, bodies: list[dict]) -> list[int]:
-    from webhooks.app import create_app
+    from iterable_recipes.receiver.app import create_app
 
     statuses = []
     with serving(create_app()) as base, httpx.Client(base_url=base) as http:
@@ -44,9 +44,9 @@ def test_signed_webhook_to_iterable_profile_and_event(iterable_standin, app_data
 def test_a_refused_key_stops_claiming_puts_the_batches_back_and_fails_the_run(
     iterable_standin, app_database, monkeypatch
 ):
-    from clients.errors import ApiError
     from flows.customersdot_events import customersdot_drain
-    from inbox.store import NewItem
+    from iterable_recipes.clients.errors import ApiError
+    from iterable_recipes.store.inbox import NewItem
     from tests.integration import reset_process_caches
 
     monkeypatch.setenv("DRAIN_BATCHES_IN_FLIGHT", "2")
@@ -74,7 +74,7 @@ def test_a_refused_key_stops_claiming_puts_the_batches_back_and_fails_the_run(
 def test_fewer_collections_restores_the_collector():
     import gc
 
-    from tasks.customersdot import fewer_collections
+    from iterable_recipes.customersdot.drain import fewer_collections
 
     before = gc.get_threshold()
     with fewer_collections(threshold=12_345):
@@ -85,9 +85,9 @@ def test_fewer_collections_restores_the_collector():
 
 
 def test_inbox_calls_are_tried_again_like_the_tasks(monkeypatch):
-    import tasks.inbox
+    import tasks.store
 
-    monkeypatch.setitem(tasks.inbox.INBOX_TASK_OPTIONS, "retry_delay_seconds", 0)
+    monkeypatch.setitem(tasks.store.INBOX_TASK_OPTIONS, "retry_delay_seconds", 0)
     attempts: list[int] = []
 
     def flaky() -> str:
@@ -96,10 +96,10 @@ def test_inbox_calls_are_tried_again_like_the_tasks(monkeypatch):
             raise RuntimeError("database went away")
         return "ok"
 
-    assert tasks.inbox._retried(flaky) == "ok" and len(attempts) == 3
+    assert tasks.store._retried(flaky) == "ok" and len(attempts) == 3
 
     def broken() -> str:
         raise RuntimeError("still down")
 
     with pytest.raises(RuntimeError):
-        tasks.inbox._retried(broken)
+        tasks.store._retried(broken)

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from inbox.store import Inbox
+from iterable_recipes.store.inbox import Inbox
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 START = datetime.now(UTC) - timedelta(hours=1)
@@ -77,9 +77,9 @@ MARKETO_SECRET = "marketo-shared-secret-for-tests"
 def receiver(app_database, monkeypatch):
     import httpx
 
-    from sandbox.serving import serving
+    from dev.standins.serving import serving
+    from iterable_recipes.receiver.app import create_app
     from tests.integration import reset_process_caches
-    from webhooks.app import create_app
 
     monkeypatch.setenv("MARKETO_WEBHOOK_SECRET", MARKETO_SECRET)
     reset_process_caches()

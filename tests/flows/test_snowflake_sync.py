@@ -6,12 +6,12 @@ import fakesnow
 import pytest
 import yaml
 
-from config.sync_definitions import SYNCS_DIR
-from sandbox.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
+from dev.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
+from iterable_recipes.sync import connect
+from iterable_recipes.sync.definitions import SYNCS_DIR
 from tests.integration import (
     reset_process_caches,
 )
-from warehouse import connect
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 GITLAB = "gitlab_marketing_contacts"
@@ -162,7 +162,7 @@ def test_finished_batches_are_accepted_together_within_the_window(
 ):
     import time
 
-    import tasks.sync_delivery as module
+    import iterable_recipes.sync.delivery as module
     from flows.snowflake_sync import snowflake_sync
 
     sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=3)
@@ -192,7 +192,7 @@ def test_a_failed_accept_fails_the_run_and_loses_nothing(
 ):
     from prefect.states import State
 
-    import tasks.sync_delivery as module
+    import iterable_recipes.sync.delivery as module
     from flows.snowflake_sync import snowflake_sync
 
     sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=2)

@@ -21,14 +21,14 @@ SOAK_TEST = "tests/soak/test_soak.py::test_soak_small"
 
 
 class BackgroundSoak:
-    """`python -m tests.soak.soak --size small` in its own session, its output kept in a file."""
+    """`python -m dev.soak --size small` in its own session, its output kept in a file."""
 
     def __init__(self) -> None:
         handle, name = tempfile.mkstemp(prefix="recipes-soak-", suffix=".log")
         self.log = Path(name)
         with os.fdopen(handle, "wb") as out:
             self.process = subprocess.Popen(
-                [str(BIN / "python"), "-m", "tests.soak.soak", "--size", "small"],
+                [str(BIN / "python"), "-m", "dev.soak", "--size", "small"],
                 cwd=PROJECT,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -2,7 +2,7 @@
 one SIGKILL of the worker and its flow-run processes.
 
 The soak was started when collection finished (tests/soak/conftest.py); this test waits for it.
-The full size is run by hand: `uv run python -m tests.soak.soak --size full`.
+The full size is run by hand: `uv run python -m dev.soak --size full`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Development only (never shipped in the wheel): stand-ins, the synthetic warehouse, the demo, benchmarks, soak."""

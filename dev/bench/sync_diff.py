@@ -1,0 +1,86 @@
+"""Benchmark the warehouse diff: a 1,000,000-row model with 1% changed, fakesnow serving in its own process.
+
+Run: ``uv run python -m dev.bench.sync_diff [--rows N] [--fraction F]``. Prints a table, then one JSON line.
+Figures only; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from dev.bench.common import fakesnow_server, peak_rss_mb
+from dev.warehouse import mutate, seed_model
+from iterable_recipes.sync import accept_all, connect, ensure_state, finish_run, iter_batches, plan_changes
+from iterable_recipes.sync.definitions import all_sync_definitions
+
+STATE = "BENCH_STATE"
+
+
+def run(rows: int, fraction: float) -> dict[str, Any]:
+    """Seed, accept everything once, change ``fraction`` of rows, then time the diff and the read."""
+    defn = all_sync_definitions()["gitlab_marketing_contacts"]
+    with fakesnow_server() as server:
+        port = server.port
+        conn = connect(
+            user="fake", password="snow", account="fakesnow", host="127.0.0.1", port=port, protocol="http",
+            session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False}, network_timeout=600,
+            database="BENCH", schema="PUBLIC",
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        seed_model(conn, rows)
+        ensure_state(conn, STATE)
+        seed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        first = plan_changes(conn, defn, "bench-first", state_schema=STATE)
+        first_plan_s = time.perf_counter() - t0
+        accept_all(conn, defn, "bench-first", state_schema=STATE)
+        finish_run(conn, defn, "bench-first", state_schema=STATE)
+        changed = mutate(conn, fraction, seed=1)
+        rss_before = peak_rss_mb()
+        t0 = time.perf_counter()
+        summary = plan_changes(conn, defn, "bench-diff", state_schema=STATE)
+        diff_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fetched = batches = 0
+        for batch in iter_batches(conn, defn, "bench-diff", state_schema=STATE, fetch_size=1000):
+            fetched += len(batch)
+            batches += 1
+        read_s = time.perf_counter() - t0
+        finish_run(conn, defn, "bench-diff", state_schema=STATE, status="bench")
+        conn.close()
+    return {
+        "rows_in_model": summary.rows_in_model,
+        "rows_changed": changed,
+        "first_plan_rows": first.to_send,
+        "seed_s": round(seed_s, 3),
+        "first_plan_s": round(first_plan_s, 3),
+        "diff_s": round(diff_s, 3),
+        "diff_goal_s": 2.0,
+        "staged": summary.to_send,
+        "rows_fetched": fetched,
+        "fetched_equals_changed": fetched == changed,
+        "batches": batches,
+        "read_s": round(read_s, 3),
+        "reader_peak_rss_mib_before_diff": round(rss_before, 1),
+        "reader_peak_rss_mib": round(peak_rss_mb(), 1),
+    }
+
+
+def main() -> None:
+    """Parse arguments, run once, print the table and the JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--fraction", type=float, default=0.01)
+    args = parser.parse_args()
+    figures = run(args.rows, args.fraction)
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""`recipes serve --embedded`: every part on this machine (stand-ins and fakesnow too), then serve.
+
+The Prefect server, the receiver and the deployments are the same as `recipes serve`'s; only Iterable,
+Marketo and Snowflake are stand-ins, and a banner says so. Nothing real is reached.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from dev.embedded import EmbeddedStack
+from iterable_recipes.cli.serve import PREFECT_PORT, _free, describe, ensure_webhook_secret, run
+
+
+def main(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8080,
+    query_seconds: Annotated[float, typer.Option()] = 10.0,
+) -> None:
+    """Start the embedded stack, say so, and serve until interrupted."""
+    console = Console()
+    stack = EmbeddedStack(prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+    with console.status("starting the embedded stack (Prefect server, stand-ins, fakesnow)..."):
+        stack.start()
+    stack.apply()
+    try:
+        console.print(
+            "[bold yellow]EMBEDDED:[/] Iterable, Marketo and Snowflake are local stand-ins; "
+            "nothing is sent to the real vendors."
+        )
+        describe(stack.described, console)
+        ensure_webhook_secret(stack.state_dir, console)
+        run(host, port, query_seconds, console)
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,197 @@
+"""The ``/api`` routes: parse JSON by hand (no per-item pydantic on hot paths), call the behaviour modules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from dev.standins.iterable import endpoints, events, profiles, subscriptions
+from dev.standins.iterable.answers import Answer, bad_params, envelope
+from dev.standins.iterable.gate import BODY_KEY
+from dev.standins.iterable.store import IterableSandbox
+
+router = APIRouter(prefix="/api")
+
+
+def _sandbox(request: Request) -> IterableSandbox:
+    sandbox: IterableSandbox = request.app.state.sandbox
+    return sandbox
+
+
+def _reply(answer: Answer) -> Response:
+    status, body = answer
+    return JSONResponse(body, status_code=status)
+
+
+async def _json(request: Request) -> Any:
+    """The parsed body, or a BadJsonBody response."""
+    raw = request.scope.get(BODY_KEY)
+    if raw is None:
+        raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return JSONResponse(
+            envelope("Could not parse the request body as JSON", "BadJsonBody"), status_code=400
+        )
+
+
+async def _post(request: Request, handler: Callable[[IterableSandbox, Any], Answer]) -> Response:
+    body = await _json(request)
+    if isinstance(body, Response):
+        return body
+    return _reply(handler(_sandbox(request), body))
+
+
+@router.post("/events/track")
+async def track(request: Request) -> Response:
+    """Track one custom event."""
+    return await _post(request, events.track)
+
+
+@router.post("/events/trackBulk")
+async def track_bulk(request: Request) -> Response:
+    """Track many custom events."""
+    return await _post(request, events.track_bulk)
+
+
+@router.post("/users/update")
+async def update_user(request: Request) -> Response:
+    """Upsert one profile."""
+    return await _post(request, profiles.update_user)
+
+
+@router.post("/users/bulkUpdate")
+async def bulk_update(request: Request) -> Response:
+    """Upsert many profiles."""
+    return await _post(request, profiles.bulk_update)
+
+
+@router.post("/users/updateSubscriptions")
+async def update_subscriptions(request: Request) -> Response:
+    """Overwrite one user's subscription arrays."""
+    return await _post(request, subscriptions.update_subscriptions)
+
+
+@router.post("/users/bulkUpdateSubscriptions")
+async def bulk_update_subscriptions(request: Request) -> Response:
+    """Overwrite many users' subscription arrays."""
+    return await _post(request, subscriptions.bulk_update_subscriptions)
+
+
+def _user_answer(sandbox: IterableSandbox, email: str | None = None, user_id: str | None = None) -> Response:
+    if not email and not user_id:
+        return _reply(bad_params("email or userId is required"))
+    with sandbox.lock:
+        sandbox.settle()
+        user = sandbox.find(email=email, user_id=user_id)
+        # An unknown user is a 200 with an empty object, exactly as Iterable answers.
+        return JSONResponse({"user": user.api_view()} if user is not None else {})
+
+
+@router.get("/users/getByEmail")
+async def get_by_email(request: Request, email: str | None = None) -> Response:
+    """Read a user by email (query form)."""
+    return _user_answer(_sandbox(request), email=email)
+
+
+@router.get("/users/byUserId")
+async def get_by_user_id(request: Request, userId: str | None = None) -> Response:
+    """Read a user by userId (query form)."""
+    return _user_answer(_sandbox(request), user_id=userId)
+
+
+@router.get("/users/byUserId/{user_id}")
+async def get_by_user_id_path(request: Request, user_id: str) -> Response:
+    """Read a user by userId (path form)."""
+    return _user_answer(_sandbox(request), user_id=user_id)
+
+
+@router.get("/users/{email}")
+async def get_by_email_path(request: Request, email: str) -> Response:
+    """Read a user by email (path form)."""
+    return _user_answer(_sandbox(request), email=email)
+
+
+@router.get("/channels")
+async def channels(request: Request) -> Response:
+    """The project's channels."""
+    sandbox = _sandbox(request)
+    with sandbox.lock:
+        return JSONResponse({"channels": list(sandbox.channels.values())})
+
+
+@router.get("/messageTypes")
+async def message_types(request: Request) -> Response:
+    """The project's message types."""
+    sandbox = _sandbox(request)
+    with sandbox.lock:
+        return JSONResponse({"messageTypes": list(sandbox.message_types.values())})
+
+
+def _numeric(value: str) -> int:
+    """A subscription group id; -1 (which matches nothing) when not numeric, so the answer is BadParams."""
+    return int(value) if value.isdigit() else -1
+
+
+@router.patch("/subscriptions/{group}/{group_id}/user/{email}")
+async def subscribe_email(request: Request, group: str, group_id: str, email: str) -> Response:
+    """Subscribe one user, by email; creates an unknown user."""
+    answer = subscriptions.subscribe_one(
+        _sandbox(request), group, _numeric(group_id), email, None, True, endpoints.SUBSCRIBE
+    )
+    return _reply(answer)
+
+
+@router.delete("/subscriptions/{group}/{group_id}/user/{email}")
+async def unsubscribe_email(request: Request, group: str, group_id: str, email: str) -> Response:
+    """Unsubscribe one user, by email; assumed to create an unknown user too."""
+    sandbox = _sandbox(request)
+    answer = subscriptions.subscribe_one(
+        sandbox, group, _numeric(group_id), email, None, False, endpoints.UNSUBSCRIBE
+    )
+    return _reply(answer)
+
+
+@router.patch("/subscriptions/{group}/{group_id}/byUserId/{user_id}")
+async def subscribe_user_id(request: Request, group: str, group_id: str, user_id: str) -> Response:
+    """Subscribe one known user, by userId."""
+    sandbox = _sandbox(request)
+    answer = subscriptions.subscribe_one(
+        sandbox, group, _numeric(group_id), None, user_id, True, endpoints.SUBSCRIBE
+    )
+    return _reply(answer)
+
+
+@router.delete("/subscriptions/{group}/{group_id}/byUserId/{user_id}")
+async def unsubscribe_user_id(request: Request, group: str, group_id: str, user_id: str) -> Response:
+    """Unsubscribe one known user, by userId."""
+    sandbox = _sandbox(request)
+    answer = subscriptions.subscribe_one(
+        sandbox, group, _numeric(group_id), None, user_id, False, endpoints.UNSUBSCRIBE
+    )
+    return _reply(answer)
+
+
+@router.put("/subscriptions/{group}/{group_id}")
+async def subscribe_bulk(request: Request, group: str, group_id: str, action: str = "subscribe") -> Response:
+    """Subscribe or unsubscribe many users (``?action=``)."""
+    body = await _json(request)
+    if isinstance(body, Response):
+        return body
+    name = endpoints.BULK_UNSUBSCRIBE if action == "unsubscribe" else endpoints.BULK_SUBSCRIBE
+    return _reply(
+        subscriptions.subscribe_bulk(_sandbox(request), group, _numeric(group_id), action, body, name)
+    )
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def not_found(path: str) -> Response:
+    """Anything the stand-in does not serve."""
+    return JSONResponse(
+        envelope(f"Endpoint /api/{path} is not served by the sandbox", "NotFound"), status_code=404
+    )

@@ -1,0 +1,122 @@
+"""Read prefect.yaml, the one list of deployments, and build served deployments from it."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from iterable_recipes.project import project_file
+
+PREFECT_FILE = project_file("prefect.yaml")
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment of prefect.yaml, reduced to what ``flow.to_deployment`` takes."""
+
+    name: str
+    entrypoint: str
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedules: tuple[dict[str, Any], ...] = ()
+    concurrency_limit: int | None = None
+    collision_strategy: str | None = None
+
+    @property
+    def function(self) -> str:
+        """The flow function's name in its module."""
+        return self.entrypoint.split(":", 1)[1]
+
+    @property
+    def module(self) -> str:
+        """The dotted module name of the entrypoint (flows/x.py -> flows.x)."""
+        return self.entrypoint.split(":", 1)[0].removesuffix(".py").replace("/", ".")
+
+
+def _limit(value: Any) -> tuple[int | None, str | None]:
+    """prefect.yaml allows an int or ``{limit, collision_strategy}``."""
+    if value is None:
+        return None, None
+    if isinstance(value, int):
+        return value, None
+    return int(value["limit"]), value.get("collision_strategy")
+
+
+def read_deployments(path: Path = PREFECT_FILE) -> list[DeploymentSpec]:
+    """Every deployment declared in ``path``, in file order."""
+    document = yaml.safe_load(path.read_text()) or {}
+    specs = []
+    for entry in document.get("deployments") or []:
+        limit, strategy = _limit(entry.get("concurrency_limit"))
+        specs.append(
+            DeploymentSpec(
+                name=entry["name"],
+                entrypoint=entry["entrypoint"],
+                description=entry.get("description"),
+                tags=tuple(entry.get("tags") or ()),
+                parameters=dict(entry.get("parameters") or {}),
+                schedules=tuple(dict(s) for s in entry.get("schedules") or ()),
+                concurrency_limit=limit,
+                collision_strategy=strategy,
+            )
+        )
+    return specs
+
+
+def load_flow(spec: DeploymentSpec) -> Any:
+    """Import the entrypoint's module by its dotted name (so runs import the same module) and return
+    its flow."""
+    module = importlib.import_module(spec.module)
+    return getattr(module, spec.function)
+
+
+def available(spec: DeploymentSpec) -> bool:
+    """Whether the entrypoint's module exists in this checkout (a sync flow may not be merged yet)."""
+    return importlib.util.find_spec(spec.module) is not None
+
+
+def to_runner_deployment(spec: DeploymentSpec, schedules_active: bool = True) -> Any:
+    """``flow.to_deployment(...)`` with the spec's schedules, parameters and concurrency limit.
+
+    ``schedules_active=False`` registers the schedules switched off (the demo starts every run itself).
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron, Interval, Schedule
+
+    schedules: list[Schedule] = []
+    for entry in spec.schedules:
+        timezone = entry.get("timezone", "UTC")
+        if "cron" in entry:
+            schedules.append(
+                Cron(entry["cron"], timezone=timezone, active=schedules_active and entry.get("active", True))
+            )
+        elif "interval" in entry:
+            schedules.append(
+                Interval(
+                    entry["interval"],
+                    timezone=timezone,
+                    active=schedules_active and entry.get("active", True),
+                )
+            )
+        else:
+            raise ValueError(f"deployment {spec.name}: only cron and interval schedules are served")
+    limit: Any = spec.concurrency_limit
+    if limit is not None and spec.collision_strategy:
+        limit = ConcurrencyLimitConfig(
+            limit=limit, collision_strategy=ConcurrencyLimitStrategy(spec.collision_strategy)
+        )
+    flow = load_flow(spec)
+    return flow.to_deployment(
+        name=spec.name,
+        description=spec.description,
+        tags=list(spec.tags),
+        parameters=spec.parameters,
+        schedules=schedules,
+        concurrency_limit=limit,
+    )

@@ -1,0 +1,219 @@
+"""`recipes serve`: the webhook receiver and every deployment of prefect.yaml, from one command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from iterable_recipes.cli.checkout_tools import run_dev_program
+from iterable_recipes.cli.deployments import DeploymentSpec, available, read_deployments, to_runner_deployment
+from iterable_recipes.cli.local_stack import LocalParts, LocalStack, new_webhook_secret
+
+log = logging.getLogger(__name__)
+SECRET_FILE = "customersdot-webhook-secret"
+PREFECT_PORT = 4200
+
+
+def _free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port``."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def build_deployments(console: Console | None = None, schedules_active: bool = True) -> list[Any]:
+    """A served deployment per prefect.yaml entry whose flow exists here; the others are named and skipped."""
+    deployments = []
+    for spec in read_deployments():
+        if not available(spec):
+            if console:
+                console.print(f"[yellow]skipped[/] {spec.name}: {spec.entrypoint} is not in this checkout")
+            continue
+        deployments.append(to_runner_deployment(spec, schedules_active))
+    return deployments
+
+
+def served_names(specs: list[DeploymentSpec] | None = None) -> list[str]:
+    """ "flow-name/deployment-name" of each deployment that can be served here."""
+    from iterable_recipes.cli.deployments import load_flow
+
+    return [f"{load_flow(s).name}/{s.name}" for s in specs or read_deployments() if available(s)]
+
+
+def start_receiver(host: str, port: int, api_url: str | None) -> Any:
+    """Migrate the app database and serve the receiver in a thread; its nudges go to ``api_url``."""
+    from iterable_recipes.receiver.app import create_app
+    from iterable_recipes.receiver.nudge import Nudger, PrefectTrigger
+    from iterable_recipes.settings import get_settings
+    from iterable_recipes.store import migrate
+
+    settings = get_settings()
+    migrate(settings.recipes_database_url)
+    # An explicit API URL: the receiver's threads do not share this thread's Prefect settings context.
+    nudger = Nudger(PrefectTrigger(api_url=api_url), window_seconds=settings.nudge_window_seconds)
+    app = create_app(settings, nudger=nudger)
+    return ReceiverThread(app, host, port).start()
+
+
+class ReceiverThread:
+    """uvicorn serving the receiver on a daemon thread; ``url`` is its base URL."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        import uvicorn
+
+        self.url = f"http://{host}:{port}"
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="receiver", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> ReceiverThread:
+        """Start serving; wait until the socket listens (or fail when the thread died)."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the receiver did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Finish in-flight requests (the receiver commits before answering) and stop."""
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+
+class RunnerThread:
+    """Serves deployments with a Prefect Runner on a thread of its own (the demo's production path)."""
+
+    def __init__(self, deployments: list[Any], query_seconds: float = 2.0) -> None:
+        from prefect.runner import Runner
+
+        self.runner = Runner(query_seconds=query_seconds, pause_on_shutdown=False)
+        self.deployments = deployments
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="prefect-runner", daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            for deployment in self.deployments:
+                await self.runner.add_deployment(deployment)  # type: ignore[misc]
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.create_task(self.runner.start())
+            self._started.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported by start() or stop()
+            self._error = exc
+            self._started.set()
+
+    def start(self, timeout: float = 60.0) -> RunnerThread:
+        """Register the deployments and start polling for their runs."""
+        self._thread.start()
+        if not self._started.wait(timeout) or self._error is not None:
+            raise RuntimeError(f"the Prefect runner did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        """Cancel the polling loop and wait for the thread (runs in progress are cancelled)."""
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout=30)
+
+
+def ensure_webhook_secret(state_dir: Path, console: Console) -> None:
+    """Embedded only: without CUSTOMERSDOT_WEBHOOK_SECRETS, generate one into a 0600 file (never printed)."""
+    if os.environ.get("CUSTOMERSDOT_WEBHOOK_SECRETS"):
+        return
+    path = state_dir / SECRET_FILE
+    if not path.exists():
+        path.write_text(new_webhook_secret())
+        path.chmod(0o600)
+    os.environ["CUSTOMERSDOT_WEBHOOK_SECRETS"] = path.read_text().strip()
+    console.print(f"CustomersDot signing secret: generated, in {path} (not printed)")
+
+
+def describe(described: list[tuple[str, str]], console: Console) -> None:
+    """Say which parts run embedded on this machine."""
+    if not described:
+        console.print("Every part is configured: nothing embedded.")
+        return
+    console.print("[bold]Embedded on this machine:[/]")
+    for part, what in described:
+        console.print(f"  {part:<13} {what}")
+
+
+def local_parts() -> LocalParts:
+    """The embedded defaults this machine needs: what has no address of its own configured."""
+    return LocalParts(
+        prefect=not os.environ.get("PREFECT_API_URL"),
+        app_database=not os.environ.get("RECIPES_DATABASE_URL"),
+        limiter=os.environ.get("LIMITER_BACKEND", "sqlite") == "sqlite",
+    )
+
+
+def run(host: str, port: int, query_seconds: float, console: Console) -> None:
+    """Serve the receiver and the deployments with the settings in effect, until interrupted."""
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL
+
+    receiver = start_receiver(host, port, PREFECT_API_URL.value())
+    console.print(f"Receiver: POST {receiver.url}/webhooks/customersdot (health: {receiver.url}/healthz)")
+    try:
+        prefect_serve(*build_deployments(console), query_seconds=query_seconds)
+    finally:
+        receiver.stop()
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Receiver address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Receiver port.")] = 8080,
+    query_seconds: Annotated[float, typer.Option(help="How often the runner asks for due runs.")] = 10.0,
+    embedded: Annotated[
+        bool,
+        typer.Option(
+            "--embedded",
+            help="Run every part on this machine: the Iterable and Marketo stand-ins and fakesnow too "
+            "(a checkout only; nothing real is reached).",
+        ),
+    ] = False,
+) -> None:
+    """Serve the webhook receiver and every deployment of prefect.yaml until interrupted.
+
+    Without PREFECT_API_URL a local Prefect server on SQLite runs too, and without RECIPES_DATABASE_URL
+    the SQLite app database; the vendors are always the configured ones (or, with --embedded, stand-ins).
+    """
+    if embedded:
+        arguments = ["--host", host, "--port", str(port), "--query-seconds", str(query_seconds)]
+        raise typer.Exit(run_dev_program("dev.serve_embedded", arguments))
+    console = Console()
+    # Prefect's usual port when free, so the UI is where its docs say.
+    stack = LocalStack(local_parts(), prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+    with console.status("starting the embedded parts..."):
+        stack.start()
+    stack.apply()
+    try:
+        describe(stack.described, console)
+        run(host, port, query_seconds, console)
+    finally:
+        stack.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add `recipes serve` to ``app``."""
+    app.command("serve")(serve)

@@ -1,0 +1,36 @@
+"""How Marketo unsubscribes are keyed in the inbox: one waiting item per lead, whoever saw it first."""
+
+from __future__ import annotations
+
+from iterable_recipes.store.inbox import NewItem
+
+SOURCE = "marketo"
+KIND = "unsubscribe"
+
+
+def webhook_item(lead_id: str, email: str, unsubscribed_at: str) -> NewItem:
+    """The item for one Marketo "Call Webhook" request; a repeat of the same request has the same id."""
+    return NewItem(
+        source=SOURCE,
+        source_id=f"webhook-{lead_id}-{unsubscribed_at}",
+        kind=KIND,
+        payload={"email": email, "leadId": str(lead_id), "trigger": "webhook", "activityIds": []},
+        dedupe_key=str(lead_id),
+    )
+
+
+def poll_item(activity_key: str, lead_id: int | str, email: str, stream: str) -> NewItem:
+    """The item for one unsubscribe the poll found; ``activity_key`` (the marketoGUID) is its identity."""
+    return NewItem(
+        source=SOURCE,
+        source_id=activity_key,
+        kind=KIND,
+        payload={
+            "email": email,
+            "leadId": str(lead_id),
+            "trigger": "poll",
+            "activityIds": [activity_key],
+            "stream": stream,
+        },
+        dedupe_key=str(lead_id),
+    )

@@ -1,0 +1,6 @@
+"""The HTTP receiver: verify, validate, commit to the inbox, then nudge the source's drain deployment."""
+
+from iterable_recipes.receiver.app import create_app
+from iterable_recipes.receiver.nudge import Nudger, PrefectTrigger
+
+__all__ = ["Nudger", "PrefectTrigger", "create_app"]

@@ -1,0 +1,37 @@
+"""Run the receiver with uvicorn: ``python -m iterable_recipes.receiver [--host H] [--port P]``, after migrating."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from iterable_recipes.receiver.app import create_app
+from iterable_recipes.settings import Settings, get_settings
+from iterable_recipes.store import migrate
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None, **uvicorn_options: object
+) -> None:
+    """Migrate the app database, then serve the receiver until interrupted."""
+    settings = settings or get_settings()
+    migrate(settings.recipes_database_url)
+    options: dict[str, object] = {"log_level": "info", "access_log": False} | uvicorn_options
+    uvicorn.run(create_app(settings), host=host, port=port, **options)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m iterable_recipes.receiver", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args()
+    logging.basicConfig(level=args.log_level.upper())
+    serve(args.host, args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

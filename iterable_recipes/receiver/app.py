@@ -1,0 +1,329 @@
+"""The receiver: CustomersDot and Marketo webhooks (verify, validate, commit, nudge) and /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Route
+
+from iterable_recipes.customersdot.contract import (
+    EVENT_TYPES,
+    MarketoUnsubscribe,
+    openapi_schemas,
+    parse_customersdot_event,
+)
+from iterable_recipes.customersdot.mapping import load_mapping, to_iterable
+from iterable_recipes.customersdot.mapping_file import EventMapping
+from iterable_recipes.optouts import keys as optouts
+from iterable_recipes.receiver.errors import Rejected
+from iterable_recipes.receiver.intake import GroupCommitter
+from iterable_recipes.receiver.nudge import Nudger
+from iterable_recipes.receiver.signature import Verifier
+from iterable_recipes.settings import Settings, get_settings
+from iterable_recipes.store import Inbox, NewItem
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SOURCE = "customersdot"
+CUSTOMERSDOT_PATH = "/webhooks/customersdot"
+MARKETO_PATH = "/webhooks/marketo/unsubscribe"
+_ERROR = {
+    "content": {
+        "application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}
+    }
+}
+CUSTOMERSDOT_OPERATION: dict[str, Any] = {
+    "summary": "Receive one CustomersDot event (Standard Webhooks signature)",
+    "operationId": "receive_customersdot_event",
+    "parameters": [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    ],
+    "responses": {
+        "202": {"description": "Stored: the inbox item's id"},
+        "200": {"description": "A repeat of an accepted event (same webhook-id or event id): the stored id"},
+        "400": {"description": "Malformed JSON or body", **_ERROR},
+        "401": {
+            "description": "Missing or bad signature, or timestamp outside the 5-minute window",
+            **_ERROR,
+        },
+        "413": {"description": "Body too large", **_ERROR},
+        "422": {"description": "Does not match the contract (unknown type, missing email, ...)", **_ERROR},
+        "503": {"description": "Not stored (database unavailable or no secret configured); retry", **_ERROR},
+    },
+}
+MARKETO_OPERATION: dict[str, Any] = {
+    "summary": "Receive one Marketo unsubscribe (a Call Webhook flow step, shared secret in a header)",
+    "operationId": "receive_marketo_unsubscribe",
+    "responses": {
+        "202": {"description": "Stored: the inbox item's id"},
+        "200": {"description": "A repeat, or the lead is already waiting for its opt-out: the stored id"},
+        "400": {"description": "Malformed JSON or body", **_ERROR},
+        "401": {"description": "Missing or wrong shared secret header", **_ERROR},
+        "413": {"description": "Body too large", **_ERROR},
+        "422": {"description": "Does not match the template (email, leadId, unsubscribedAt)", **_ERROR},
+        "503": {"description": "Not stored (database unavailable or no secret configured); retry", **_ERROR},
+    },
+}
+PREFECT_HEALTH_TIMEOUT = 3.0
+
+
+def json_response(status: int, content: dict[str, Any]) -> Response:
+    """A small JSON response without the JSONResponse machinery (this path is hot)."""
+    return Response(json.dumps(content).encode(), status_code=status, media_type="application/json")
+
+
+def error(status: int, reason: str) -> Response:
+    """The one error shape: ``{"error": reason}``."""
+    return json_response(status, {"error": reason})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 when Content-Length or the bytes actually sent exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        # ASCII digits only, and few enough that int() cannot refuse them (it does past 4,300 digits).
+        if not (declared.isascii() and declared.isdigit()):
+            raise Rejected(400, "Content-Length is not a number")
+        if len(declared) > 18 or int(declared) > limit:
+            raise Rejected(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, f"body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise Rejected(400, "client disconnected before the body was complete") from exc
+    return b"".join(chunks)
+
+
+def describe(err: ValidationError) -> str:
+    """A clear reason built from field paths and messages only: never the input (it holds emails)."""
+    problems = []
+    for problem in err.errors(include_input=False, include_url=False):
+        if problem["type"] == "union_tag_invalid":
+            problems.append(f"type: unknown event type; expected one of {', '.join(EVENT_TYPES)}")
+            continue
+        if problem["type"] == "union_tag_not_found":
+            problems.append(f"type: missing; expected one of {', '.join(EVENT_TYPES)}")
+            continue
+        # The discriminator's tag appears in the path; it is known by now, so leave it out.
+        loc = [str(p) for p in problem["loc"] if str(p) not in EVENT_TYPES]
+        problems.append(f"{'.'.join(loc) or 'body'}: {problem['msg']}")
+    return "; ".join(problems[:10])
+
+
+def validated(parse: Callable[[bytes], T], body: bytes) -> T:
+    """``parse(body)``, or Rejected: 400 for malformed JSON, 422 for a body that breaks the contract."""
+    try:
+        return parse(body)
+    except ValidationError as exc:
+        json_error = any(p["type"] == "json_invalid" for p in exc.errors(include_input=False))
+        raise Rejected(400 if json_error else 422, describe(exc)) from exc
+
+
+class Receiver:
+    """The CustomersDot endpoint's state: the verifier, the group committer, the mapping and the nudger."""
+
+    def __init__(self, settings: Settings, inbox: Inbox, nudger: Nudger, mapping: EventMapping) -> None:
+        self.settings = settings
+        self.inbox = inbox
+        self.nudger = nudger
+        self.mapping = mapping
+        self.verifier = Verifier([s.get_secret_value() for s in settings.customersdot_webhook_secrets])
+        self.committer = GroupCommitter(inbox)
+        self._prefect_health: tuple[float, bool] | None = None
+
+    async def customersdot(self, request: Request) -> Response:
+        """Verify, validate, commit, nudge; 202 when stored now, 200 for a repeat, 4xx with a reason."""
+        try:
+            if not self.verifier.configured:
+                return error(503, "no CustomersDot signing secret is configured")
+            body = await read_body(request, self.settings.webhook_max_body_bytes)
+            webhook_id = self.verifier.verify(body, request.headers)
+            event = validated(parse_customersdot_event, body)
+        except Rejected as rejected:
+            log.info("refused a CustomersDot request: %s", rejected.reason)
+            return error(rejected.status, rejected.reason)
+        forwarded = to_iterable(event, self.mapping) is not None
+        item = NewItem(
+            source=SOURCE,
+            source_id=event.id,
+            kind=event.type,
+            payload=event.model_dump(mode="json"),
+            webhook_id=f"{SOURCE}:{webhook_id}",
+            status="pending" if forwarded else "skipped",
+            reason=None if forwarded else "not forwarded by the event mapping (forward_when)",
+        )
+        return await self._store(item, self.settings.customersdot_drain_deployment if forwarded else None)
+
+    async def marketo_unsubscribe(self, request: Request) -> Response:
+        """Marketo's "Call Webhook" step: shared secret, validate, commit keyed per lead, nudge the drain."""
+        secrets = [s.get_secret_value().encode() for s in self.settings.marketo_webhook_secret]
+        try:
+            if not any(secrets):
+                return error(503, "no Marketo webhook secret is configured")
+            sent = request.headers.get(self.settings.marketo_webhook_header, "").encode()
+            # Every secret is compared (no early exit), each in constant time.
+            if not sum(hmac.compare_digest(sent, secret) for secret in secrets if secret):
+                raise Rejected(401, f"missing or wrong {self.settings.marketo_webhook_header} header")
+            body = await read_body(request, self.settings.webhook_max_body_bytes)
+            unsubscribe = validated(MarketoUnsubscribe.model_validate_json, body)
+        except Rejected as rejected:
+            log.info("refused a Marketo request: %s", rejected.reason)
+            return error(rejected.status, rejected.reason)
+        item = optouts.webhook_item(unsubscribe.leadId, unsubscribe.email, unsubscribe.unsubscribedAt)
+        # A repeat answers 200: the same request again, or the lead already waits (queued by the poll).
+        return await self._store(item, self.settings.optout_drain_deployment)
+
+    async def _store(self, item: NewItem, drain: str | None) -> Response:
+        """Commit ``item``; 202 and a nudge of ``drain`` when new, 200 with the stored id for a repeat."""
+        try:
+            result = await self.committer.add(item)
+        except Exception as exc:
+            log.error("could not store a %s item (%s)", item.source, type(exc).__name__)
+            return error(503, "could not store the request; try again later")
+        if not result.created:
+            return json_response(200, {"id": result.id, "duplicate": True})
+        if drain is not None:
+            self.nudger.nudge(drain)
+        return json_response(202, {"id": result.id})
+
+    async def healthz(self) -> Response:
+        """Database and Prefect reachability; 503 only when the database is down (Prefect is optional)."""
+        database = await asyncio.to_thread(self.inbox.ping)
+        prefect = await self._prefect_reachable()
+        body = {
+            "database": "ok" if database else "unreachable",
+            "prefect": "ok" if prefect else "unreachable",
+        }
+        return json_response(200 if database else 503, body)
+
+    async def _prefect_reachable(self) -> bool:
+        """Prefect's health, cached for a few seconds so probes do not hammer its API."""
+        loop = asyncio.get_running_loop()
+        if self._prefect_health and loop.time() - self._prefect_health[0] < 5.0:
+            return self._prefect_health[1]
+        try:
+            healthy = await asyncio.wait_for(
+                asyncio.to_thread(self.nudger.trigger.healthy), PREFECT_HEALTH_TIMEOUT
+            )
+        except (TimeoutError, Exception):
+            healthy = False
+        self._prefect_health = (loop.time(), healthy)
+        return healthy
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": ...}``; bad input is a 4xx, never a 500."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return error(422, "; ".join(problems[:10]))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.error("unexpected error in the receiver (%s)", type(exc).__name__)
+        return error(500, "internal error")
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Publish the CustomersDot contract as the endpoint's request body schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        body, components = openapi_schemas()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        content = {"application/json": {"schema": body}}
+        operation = CUSTOMERSDOT_OPERATION | {"requestBody": {"required": True, "content": content}}
+        schema["paths"][CUSTOMERSDOT_PATH] = {"post": operation}
+        marketo_body = {"application/json": {"schema": {"$ref": "#/components/schemas/MarketoUnsubscribe"}}}
+        schema["paths"][MARKETO_PATH] = {
+            "post": MARKETO_OPERATION | {"requestBody": {"required": True, "content": marketo_body}}
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    settings: Settings | None = None,
+    nudger: Nudger | None = None,
+    *,
+    inbox: Inbox | None = None,
+    mapping: EventMapping | None = None,
+) -> FastAPI:
+    """The receiver app. Given parts are used as is (and left running); missing ones are made from
+    ``settings`` and closed at shutdown. The database must already be migrated (inbox.migrate)."""
+    settings = settings or get_settings()
+    own_inbox = inbox is None
+    own_nudger = nudger is None
+    store = inbox or Inbox(
+        settings.recipes_database_url,
+        max_attempts=settings.inbox_max_attempts,
+        sqlite_synchronous=settings.inbox_sqlite_synchronous,
+    )
+    nudges = nudger or Nudger(window_seconds=settings.nudge_window_seconds)
+    receiver = Receiver(settings, store, nudges, mapping or load_mapping())
+    if not receiver.verifier.configured:
+        log.warning("CUSTOMERSDOT_WEBHOOK_SECRETS is empty: every CustomersDot request will be refused")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nudges.start()
+        await receiver.committer.start()
+        # The start-up heap (Prefect's import alone is large) never becomes garbage; freezing it keeps
+        # full collections from walking it, which otherwise shows as 100 ms pauses in the p99.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await receiver.committer.stop()
+            if own_nudger:
+                nudges.stop()
+            if own_inbox:
+                store.dispose()
+
+    app = FastAPI(
+        title="iterable-recipes webhooks",
+        version="1",
+        description="Receives CustomersDot lifecycle events (Standard Webhooks signatures) into the inbox.",
+        lifespan=lifespan,
+    )
+    app.state.receiver = receiver
+    _install_error_handlers(app)
+    # A plain Starlette route: FastAPI's dependency solving costs more than the rest of the request,
+    # and the body is read raw anyway (the signature covers the exact bytes). _install_openapi
+    # publishes it with the contract.
+    app.router.routes.append(Route(CUSTOMERSDOT_PATH, receiver.customersdot, methods=["POST"]))
+    app.router.routes.append(Route(MARKETO_PATH, receiver.marketo_unsubscribe, methods=["POST"]))
+    app.add_api_route(
+        "/healthz", receiver.healthz, methods=["GET"], summary="Database and Prefect reachability"
+    )
+    _install_openapi(app)
+    return app

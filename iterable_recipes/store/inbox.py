@@ -1,0 +1,563 @@
+"""The inbox API: add received events once, claim them with a lease, record outcomes, operate on them.
+
+Delivery is at least once: an item is claimed with a lease, and an item whose lease ran out (its drain
+was killed) is claimed again. Every state change is committed before the call returns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, Select, and_, func, null, or_, select, text, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from iterable_recipes.store.db import make_engine
+from iterable_recipes.store.schema import (
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    cursors,
+    optout_audit,
+    received_events,
+)
+
+Status = Literal["pending", "in_flight", "retry", "delivered", "dead", "skipped"]
+AuditOutcome = Literal["opted_out", "not_in_iterable", "already_opted_out", "failed"]
+MAX_REASON_CHARS = 2000
+ADD_CHUNK = 500  # rows per INSERT: well under SQLite's 32,766 bound parameters
+T = received_events
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """The stored item's id, and whether this call created it (False: it was already there)."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """One event to add; ``status`` is "pending", or "skipped" for events kept but never forwarded."""
+
+    source: str
+    source_id: str
+    kind: str
+    payload: Mapping[str, Any]
+    webhook_id: str | None = None
+    dedupe_key: str | None = None
+    status: Literal["pending", "skipped"] = "pending"
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A stored event as the drains and operators see it; ``payload`` is None once purged."""
+
+    id: int
+    source: str
+    source_id: str
+    kind: str
+    payload: dict[str, Any] | None
+    status: Status
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    webhook_id: str | None
+    dedupe_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Item:
+        """Build from a row of received_events."""
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One opt-out decision: what triggered it, for which lead, and what Iterable answered."""
+
+    id: int
+    source: Literal["webhook", "poll"]
+    lead_id: str
+    activity_ids: list[str]
+    at: datetime
+    outcome: AuditOutcome
+    iterable_response: Any
+
+
+def _reason(reason: str | None) -> str | None:
+    return None if reason is None else reason[:MAX_REASON_CHARS]
+
+
+class Inbox:
+    """The app database's store. Thread-safe; share one per process (it owns a connection pool)."""
+
+    def __init__(
+        self,
+        url_or_engine: str | Engine,
+        *,
+        max_attempts: int = 20,
+        backoff_base_seconds: float = 15.0,
+        backoff_cap_seconds: float = 3600.0,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
+        if isinstance(url_or_engine, str):
+            self.engine = make_engine(url_or_engine, sqlite_synchronous=sqlite_synchronous)
+        else:
+            self.engine = url_or_engine
+        self.max_attempts = max_attempts
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_cap_seconds = backoff_cap_seconds
+        dialect = self.engine.dialect.name
+        if dialect not in {"sqlite", "postgresql"}:
+            raise ValueError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(T)
+        self._add_stmt = insert.on_conflict_do_nothing().returning(T.c.id, T.c.source, T.c.source_id)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on SQLite (one writer at a time), False on PostgreSQL."""
+        return self.engine.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        """Close the pool's connections."""
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    # intake
+
+    def add(
+        self,
+        source: str,
+        source_id: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        webhook_id: str | None = None,
+        dedupe_key: str | None = None,
+        *,
+        status: Literal["pending", "skipped"] = "pending",
+        reason: str | None = None,
+    ) -> AddResult:
+        """Store one event once: a repeat (same source id, same webhook id, or same dedupe key among
+        open items) stores nothing and returns the existing id with ``created=False``."""
+        item = NewItem(source, source_id, kind, payload, webhook_id, dedupe_key, status, reason)
+        return self.add_many([item])[0]
+
+    def add_many(self, items: Sequence[NewItem]) -> list[AddResult]:
+        """Store several events in one transaction (group commit); results are in the input's order."""
+        if not items:
+            return []
+        now = utcnow()
+        results: list[AddResult] = []
+        with self.engine.begin() as conn:
+            for start in range(0, len(items), ADD_CHUNK):
+                results.extend(self._add_chunk(conn, items[start : start + ADD_CHUNK], now))
+        return results
+
+    def _add_chunk(self, conn: Connection, items: Sequence[NewItem], now: datetime) -> list[AddResult]:
+        """One multi-row INSERT ... ON CONFLICT DO NOTHING; repeats are then looked up one by one."""
+        rows = [
+            {
+                "source": item.source,
+                "source_id": item.source_id,
+                "kind": item.kind,
+                "payload": dict(item.payload),
+                "status": item.status,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": _reason(item.reason),
+                "webhook_id": item.webhook_id,
+                "dedupe_key": item.dedupe_key,
+                "created_at": now,
+                "updated_at": now,
+                "delivered_at": None,
+            }
+            for item in items
+        ]
+        # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues").
+        inserted = {(r.source, r.source_id): int(r.id) for r in conn.execute(self._add_stmt, rows)}
+        results = []
+        for item in items:
+            new_id = inserted.pop((item.source, item.source_id), None)
+            if new_id is not None:
+                results.append(AddResult(new_id, True))
+            else:
+                results.append(AddResult(self._existing_id(conn, item), False))
+        return results
+
+    def _existing_id(self, conn: Connection, item: NewItem) -> int:
+        """The id of the stored item that made ``item`` a repeat."""
+        conditions: list[ColumnElement[bool]] = [
+            and_(T.c.source == item.source, T.c.source_id == item.source_id)
+        ]
+        if item.webhook_id is not None:
+            conditions.insert(0, T.c.webhook_id == item.webhook_id)
+        if item.dedupe_key is not None:
+            conditions.append(
+                and_(
+                    T.c.source == item.source,
+                    T.c.dedupe_key == item.dedupe_key,
+                    T.c.status.in_(OPEN_STATUSES),
+                )
+            )
+        for condition in conditions:
+            found = conn.execute(select(T.c.id).where(condition).limit(1)).scalar()
+            if found is not None:
+                return int(found)
+        # The conflicting row changed between insert and look-up (an open duplicate just closed).
+        raise RuntimeError("inbox: conflicting item vanished during add; try again")
+
+    # drains
+
+    def claim(
+        self, source: str, limit: int = 100, lease_seconds: float = 300, owner: str | None = None
+    ) -> list[Item]:
+        """Lease up to ``limit`` due items of ``source`` to ``owner``: pending or retry items whose time
+        has come, and in-flight items whose lease ran out. Each claim counts as an attempt."""
+        owner = owner or f"claimer-{uuid.uuid4().hex[:12]}"
+        now = utcnow()
+        due = and_(
+            T.c.source == source,
+            or_(
+                and_(T.c.status.in_(("pending", "retry")), T.c.next_attempt_at <= now),
+                and_(T.c.status == "in_flight", T.c.lease_expires_at <= now),
+            ),
+        )
+        values = {
+            "status": "in_flight",
+            "attempts": T.c.attempts + 1,
+            "lease_owner": owner,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            # An item whose lease ran out max_attempts times kills its drain each time: stop retrying it.
+            conn.execute(
+                update(T)
+                .where(
+                    T.c.source == source,
+                    T.c.status == "in_flight",
+                    T.c.lease_expires_at <= now,
+                    T.c.attempts >= self.max_attempts,
+                )
+                .values(status="dead", last_error="lease expired on every attempt", updated_at=now)
+            )
+            picked = select(T.c.id).where(due).order_by(T.c.next_attempt_at, T.c.id).limit(limit)
+            if self.is_sqlite:
+                # One statement inside BEGIN IMMEDIATE: no other writer can interleave.
+                picked = self._due_by_index(source, now, limit)
+                stmt = update(T).where(T.c.id.in_(picked.scalar_subquery())).values(values).returning(*T.c)
+                rows = conn.execute(stmt).all()
+            else:
+                ids = conn.execute(picked.with_for_update(skip_locked=True)).scalars().all()
+                if not ids:
+                    return []
+                rows = conn.execute(update(T).where(T.c.id.in_(ids)).values(values).returning(*T.c)).all()
+        return sorted((Item.from_row(r) for r in rows), key=lambda i: (i.next_attempt_at, i.id))
+
+    @staticmethod
+    def _due_by_index(source: str, now: datetime, limit: int) -> Select[tuple[int]]:
+        """The first ``limit`` due ids, one index-ordered branch per status (SQLite).
+
+        With the statuses OR-ed in one WHERE, SQLite sorts every due row to find the first ``limit``:
+        a claim on a 100,000-item backlog then costs a full sort each batch.
+        """
+        branches = [
+            select(T.c.id, T.c.next_attempt_at)
+            .where(T.c.source == source, T.c.status == status, moment <= now)
+            .order_by(T.c.next_attempt_at, T.c.id)
+            .limit(limit)
+            .subquery()
+            for status, moment in (
+                ("pending", T.c.next_attempt_at),
+                ("retry", T.c.next_attempt_at),
+                ("in_flight", T.c.lease_expires_at),
+            )
+        ]
+        due = union_all(*(select(b.c.id, b.c.next_attempt_at) for b in branches)).subquery()
+        return select(due.c.id).order_by(due.c.next_attempt_at, due.c.id).limit(limit)
+
+    def _owned(self, ids: Iterable[int], owner: str | None) -> ColumnElement[bool]:
+        condition: ColumnElement[bool] = T.c.id.in_(list(ids))
+        if owner is not None:
+            # A drain whose lease ran out must not overwrite the state set by the drain that took over.
+            condition = and_(condition, T.c.lease_owner == owner)
+        return condition
+
+    def mark_delivered(self, ids: Iterable[int], owner: str | None = None) -> int:
+        """Record delivery of ``ids``; returns how many rows changed."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(T)
+                .where(self._owned(ids, owner), T.c.status == "in_flight")
+                .values(
+                    status="delivered",
+                    delivered_at=now,
+                    updated_at=now,
+                    last_error=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return int(result.rowcount)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after ``attempts`` failed attempts: exponential, capped."""
+        exponent = max(attempts - 1, 0)
+        return float(min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** min(exponent, 30)))
+
+    def mark_retry(
+        self, id: int, reason: str, delay: float | None = None, owner: str | None = None
+    ) -> Status | None:
+        """Schedule another attempt after ``delay`` seconds (default: the backoff for its attempts);
+        after max attempts the item is dead instead. Returns the new status, or None when the item is
+        not in flight (for ``owner``, when given: another drain took it over)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            attempts = conn.execute(
+                select(T.c.attempts).where(self._owned([id], owner), T.c.status == "in_flight")
+            ).scalar()
+            if attempts is None:
+                return None
+            if attempts >= self.max_attempts:
+                status: Status = "dead"
+                values: dict[str, Any] = {
+                    "last_error": _reason(f"max attempts ({attempts}) reached: {reason}")
+                }
+            else:
+                status = "retry"
+                wait = self.backoff(attempts) if delay is None else delay
+                values = {"last_error": _reason(reason), "next_attempt_at": now + timedelta(seconds=wait)}
+            conn.execute(
+                update(T)
+                .where(T.c.id == id)
+                .values(status=status, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
+            )
+        return status
+
+    def _finish(self, id: int, status: Status, reason: str) -> bool:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(T)
+                .where(T.c.id == id, T.c.status != "delivered")
+                .values(
+                    status=status,
+                    last_error=_reason(reason),
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return bool(result.rowcount)
+
+    def mark_dead(self, id: int, reason: str) -> bool:
+        """Record a permanent failure with its reason (never retried until an operator says so)."""
+        return self._finish(id, "dead", reason)
+
+    def mark_skipped(self, id: int, reason: str) -> bool:
+        """Record that the item needs no delivery (for example, a person not in Iterable)."""
+        return self._finish(id, "skipped", reason)
+
+    # operators
+
+    def get(self, id: int) -> Item | None:
+        """One item by id, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(T).where(T.c.id == id)).first()
+        return None if row is None else Item.from_row(row)
+
+    def list_items(
+        self, status: Status | None = None, source: str | None = None, limit: int = 100
+    ) -> list[Item]:
+        """Items, newest first, optionally of one status and source."""
+        stmt = select(T).order_by(T.c.id.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(T.c.status == status)
+        if source is not None:
+            stmt = stmt.where(T.c.source == source)
+        with self.engine.connect() as conn:
+            return [Item.from_row(r) for r in conn.execute(stmt)]
+
+    def counts(self, source: str | None = None) -> dict[str, dict[str, int]]:
+        """Items per source and status: ``{"customersdot": {"pending": 3, ...}}``."""
+        stmt = select(T.c.source, T.c.status, func.count()).group_by(T.c.source, T.c.status)
+        if source is not None:
+            stmt = stmt.where(T.c.source == source)
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for src, status, n in conn.execute(stmt):
+                out.setdefault(src, {})[status] = int(n)
+        return out
+
+    def _reopen(self, conn: Connection, rows: Sequence[Any], now: datetime) -> int:
+        """Make the given closed items pending now, except where the same dedupe key is already open."""
+        open_keys = {
+            (s, k)
+            for s, k in conn.execute(
+                select(T.c.source, T.c.dedupe_key).where(
+                    T.c.status.in_(OPEN_STATUSES), T.c.dedupe_key.is_not(None)
+                )
+            )
+        }
+        ids = []
+        for row in rows:
+            key = (row.source, row.dedupe_key)
+            if row.dedupe_key is not None:
+                if key in open_keys:
+                    continue
+                open_keys.add(key)
+            ids.append(row.id)
+        if not ids:
+            return 0
+        conn.execute(
+            update(T)
+            .where(T.c.id.in_(ids))
+            .values(
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                updated_at=now,
+                delivered_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        return len(ids)
+
+    def retry(self, id: int) -> bool:
+        """Make one dead, skipped or retrying item pending now; False if it is not in such a state (or its
+        dedupe key is already waiting in another item)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(T.c.id, T.c.source, T.c.dedupe_key).where(
+                    T.c.id == id, T.c.status.in_(("dead", "skipped", "retry"))
+                )
+            ).all()
+            return bool(rows) and self._reopen(conn, rows, now) == 1
+
+    def retry_dead(self, source: str | None = None) -> int:
+        """Make every dead item (of ``source``) pending now; returns how many."""
+        now = utcnow()
+        stmt = select(T.c.id, T.c.source, T.c.dedupe_key).where(T.c.status == "dead").order_by(T.c.id.desc())
+        if source is not None:
+            stmt = stmt.where(T.c.source == source)
+        with self.engine.begin() as conn:
+            return self._reopen(conn, conn.execute(stmt).all(), now)
+
+    def replay(self, source: str, since: datetime) -> int:
+        """Send again the items of ``source`` delivered since ``since``: delivered -> pending, same ids and
+        source ids (so Iterable updates instead of duplicating). Purged items cannot be replayed."""
+        now = utcnow()
+        stmt = (
+            select(T.c.id, T.c.source, T.c.dedupe_key)
+            .where(
+                T.c.source == source,
+                T.c.status == "delivered",
+                T.c.delivered_at >= since,
+                T.c.payload.is_not(None),
+            )
+            .order_by(T.c.id.desc())
+        )
+        with self.engine.begin() as conn:
+            return self._reopen(conn, conn.execute(stmt).all(), now)
+
+    def purge(self, older_than: timedelta) -> int:
+        """Drop the payloads (personal data) of finished items last changed before ``older_than`` ago;
+        rows stay so repeats are still recognised. Returns how many payloads were dropped."""
+        cutoff = utcnow() - older_than
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(T)
+                .where(T.c.status.in_(TERMINAL_STATUSES), T.c.updated_at < cutoff, T.c.payload.is_not(None))
+                # null(): a plain None would store JSON 'null', which IS NOT NULL still matches.
+                .values(payload=null())
+            )
+        return int(result.rowcount)
+
+    # Marketo poll cursor
+
+    def get_cursor(self, name: str) -> str | None:
+        """The stored value of cursor ``name``, or None when never set."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(cursors.c.value).where(cursors.c.name == name)).scalar()
+
+    def set_cursor(self, name: str, value: str) -> None:
+        """Store cursor ``name`` (call only after the work up to it is committed)."""
+        now = utcnow()
+        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(cursors)
+        stmt = insert.values(name=name, value=value, updated_at=now).on_conflict_do_update(
+            index_elements=[cursors.c.name], set_={"value": value, "updated_at": now}
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    # opt-out audit
+
+    def add_audit(
+        self,
+        source: Literal["webhook", "poll"],
+        lead_id: str | int,
+        activity_ids: Sequence[str | int],
+        outcome: AuditOutcome,
+        iterable_response: Any = None,
+        at: datetime | None = None,
+    ) -> int:
+        """Record one opt-out decision; returns its id."""
+        with self.engine.begin() as conn:
+            new_id = conn.execute(
+                optout_audit.insert()
+                .values(
+                    source=source,
+                    lead_id=str(lead_id),
+                    activity_ids=[str(a) for a in activity_ids],
+                    at=at or utcnow(),
+                    outcome=outcome,
+                    iterable_response=iterable_response,
+                )
+                .returning(optout_audit.c.id)
+            ).scalar_one()
+        return int(new_id)
+
+    def list_audit(self, lead_id: str | int | None = None, limit: int = 100) -> list[AuditRecord]:
+        """Audit records, newest first, optionally of one lead."""
+        stmt = select(optout_audit).order_by(optout_audit.c.id.desc()).limit(limit)
+        if lead_id is not None:
+            stmt = stmt.where(optout_audit.c.lead_id == str(lead_id))
+        with self.engine.connect() as conn:
+            return [
+                AuditRecord(
+                    id=r.id,
+                    source=r.source,
+                    lead_id=r.lead_id,
+                    activity_ids=list(r.activity_ids),
+                    at=r.at,
+                    outcome=r.outcome,
+                    iterable_response=r.iterable_response,
+                )
+                for r in conn.execute(stmt)
+            ]

@@ -1,0 +1,231 @@
+"""Sync definitions (warehouse model -> Iterable) as YAML files validated when loaded; no schedules here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from iterable_recipes.config_files import ConfigError, load_yaml_model
+
+SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
+MAX_BATCH_SIZE = 1000  # Iterable's bulk endpoints take at most 1000 items per request.
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
+
+
+class IdentityKind(StrEnum):
+    """How Iterable identifies the person: the project's user key."""
+
+    EMAIL = "email"
+    USER_ID = "userId"
+
+
+class SyncKind(StrEnum):
+    """What each row becomes in Iterable."""
+
+    USER_PROFILES = "user_profiles"
+    CUSTOM_EVENTS = "custom_events"
+
+
+class SyncMode(StrEnum):
+    """``update`` touches only people already in Iterable; ``upsert`` may create them."""
+
+    UPDATE = "update"
+    UPSERT = "upsert"
+
+
+class FieldType(StrEnum):
+    """The Iterable type a mapped column is sent as (Iterable fixes a field's type on first write)."""
+
+    STRING = "string"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"  # sent as "YYYY-MM-DD HH:MM:SS +00:00"
+    OBJECT = "object"  # nested JSON (object, or array of objects)
+
+
+def _check_identifier(value: str, what: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{what} {value!r} is not a plain SQL identifier (letters, digits, _ and $)")
+    # Snowflake folds unquoted identifiers to upper case; compare and emit them that way.
+    return value.upper()
+
+
+class FieldMapping(BaseModel):
+    """One mapped column: the Iterable field it fills and the type it is sent as."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(min_length=1, max_length=200)
+    type: FieldType
+    # Optional pin of the warehouse type (TEXT, NUMBER, BOOLEAN, TIMESTAMP_NTZ, VARIANT, ...): a model
+    # whose column changes type is then refused instead of silently changing what is sent.
+    source_type: str | None = None
+    # Iterable merges profiles, so an omitted null keeps the old value; sending null clears it.
+    send_nulls: bool = False
+
+    @field_validator("field")
+    @classmethod
+    def _no_dots(cls, value: str) -> str:
+        """Iterable reads dots as nesting, so a dotted name would not land where the mapping says."""
+        if "." in value:
+            raise ValueError("an Iterable field name may not contain '.'")
+        return value
+
+    @field_validator("source_type")
+    @classmethod
+    def _upper_type(cls, value: str | None) -> str | None:
+        """Warehouse type names are compared upper-case."""
+        return value.upper() if value else value
+
+
+class Source(BaseModel):
+    """Where the rows come from: a SQL query or a table (exactly one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sql: str | None = None
+    table: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        """A definition names one source, never both."""
+        if bool(self.sql and self.sql.strip()) == bool(self.table):
+            raise ValueError("give exactly one of 'sql' or 'table'")
+        if self.table and not _QUALIFIED.match(self.table):
+            raise ValueError(f"table {self.table!r} is not a [DATABASE.][SCHEMA.]TABLE name")
+        return self
+
+    @property
+    def query(self) -> str:
+        """The source as a query usable in a sub-select (trailing semicolons dropped)."""
+        if self.table:
+            return f"SELECT * FROM {self.table}"
+        return (self.sql or "").strip().rstrip(";").strip()
+
+
+class Identity(BaseModel):
+    """The column that identifies each row and the person in Iterable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    kind: IdentityKind
+
+    @field_validator("column")
+    @classmethod
+    def _ident(cls, value: str) -> str:
+        """Columns are emitted unquoted in SQL, so only plain identifiers are allowed."""
+        return _check_identifier(value, "column")
+
+
+class SyncDefinition(BaseModel):
+    """One warehouse -> Iterable sync; its schedule lives in prefect.yaml, not here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    description: str = ""
+    source: Source
+    identity: Identity
+    kind: SyncKind = SyncKind.USER_PROFILES
+    mode: SyncMode = SyncMode.UPDATE
+    event_name: str | None = None
+    fields: dict[str, FieldMapping] = Field(min_length=1)
+    merge_nested_objects: bool = False
+    not_in_iterable_retry_hours: float = Field(default=24.0, gt=0)
+    batch_size: int = Field(default=MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
+
+    _path: str = PrivateAttr(default="<memory>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_schedule(cls, data: Any) -> Any:
+        """Say where schedules belong rather than just 'extra field'."""
+        if isinstance(data, dict) and "schedule" in data:
+            raise ValueError("'schedule' does not belong in a sync definition: prefect.yaml holds schedules")
+        return data
+
+    @field_validator("fields")
+    @classmethod
+    def _columns(cls, value: dict[str, FieldMapping]) -> dict[str, FieldMapping]:
+        """Column keys become upper-case identifiers; Iterable field names must be unique."""
+        out: dict[str, FieldMapping] = {}
+        seen: dict[str, str] = {}
+        for column, mapping in value.items():
+            key = _check_identifier(column, "column")
+            if key in out:
+                raise ValueError(f"column {key} is mapped twice")
+            if mapping.field in seen:
+                raise ValueError(
+                    f"Iterable field {mapping.field!r} is filled by both {seen[mapping.field]} and {key}"
+                )
+            seen[mapping.field] = key
+            out[key] = mapping
+        return out
+
+    @model_validator(mode="after")
+    def _coherent(self, info: ValidationInfo) -> SyncDefinition:
+        """Cross-field rules, then remember the file for later error messages."""
+        if self.kind is SyncKind.CUSTOM_EVENTS and not (self.event_name and self.event_name.strip()):
+            raise ValueError("event_name is required when kind is custom_events")
+        if self.kind is SyncKind.USER_PROFILES and self.event_name:
+            raise ValueError("event_name only applies to kind custom_events")
+        if self.merge_nested_objects and not any(m.type is FieldType.OBJECT for m in self.fields.values()):
+            raise ValueError("merge_nested_objects is set but no field has type object")
+        if isinstance(info.context, dict) and info.context.get("path"):
+            self._path = str(info.context["path"])
+        return self
+
+    @property
+    def path(self) -> str:
+        """The file this definition was loaded from (for error messages)."""
+        return self._path
+
+    @property
+    def columns(self) -> list[str]:
+        """Mapped columns in the fixed order the row hash uses (sorted, so YAML order does not matter)."""
+        return sorted(self.fields)
+
+    @property
+    def mapping_fingerprint(self) -> str:
+        """A short digest of what is sent; part of every row hash, so a mapping change resends all rows."""
+        spec = {
+            "kind": self.kind.value,
+            "event": self.event_name,
+            "fields": [[c, self.fields[c].field, self.fields[c].type.value] for c in self.columns],
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_sync_definition(path: Path | str) -> SyncDefinition:
+    """Load and validate one sync definition; a bad file raises ConfigError naming file, key and problem."""
+    return load_yaml_model(path, SyncDefinition)
+
+
+def all_sync_definitions(directory: Path | str = SYNCS_DIR) -> dict[str, SyncDefinition]:
+    """Every ``*.yaml`` sync definition in ``directory``, keyed by name; duplicate names are an error."""
+    found: dict[str, SyncDefinition] = {}
+    for path in sorted(Path(directory).glob("*.y*ml")):
+        defn = load_sync_definition(path)
+        if defn.name in found:
+            raise ConfigError(
+                f"{path}: name: sync {defn.name!r} is already defined in {found[defn.name].path}"
+            )
+        found[defn.name] = defn
+    return found

@@ -1,0 +1,217 @@
+"""Plan a run: the diff in SQL, materialised once into the run's staging table, plus its counts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from iterable_recipes.masking import mask_identity
+from iterable_recipes.sync import state
+from iterable_recipes.sync.definitions import MAX_BATCH_SIZE, SyncDefinition
+from iterable_recipes.sync.results import ChangeSetSummary
+from iterable_recipes.sync.sql import (
+    identity_expr,
+    literal,
+    row_hash_expr,
+    source_subquery,
+    utc_now,
+    utc_text,
+    value_columns,
+)
+
+REASONS = ("new", "changed", "rejected_retry", "not_found_retry")
+
+
+def _scalar_row(cur: Any, sql: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+    cur.execute(sql, params) if params is not None else cur.execute(sql)
+    row = cur.fetchone()
+    return tuple(row) if row else ()
+
+
+def _int(value: Any) -> int:
+    # fakesnow returns COUNT_IF and SUM as Decimal, Snowflake as int; None for an empty SUM.
+    return int(value or 0)
+
+
+def plan_changes(
+    conn: Any,
+    defn: SyncDefinition,
+    run_id: str,
+    *,
+    state_schema: str | None = None,
+    batch_size: int | None = None,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> ChangeSetSummary:
+    """Diff the model against the sync's state inside the warehouse and stage the change set once.
+
+    The staging table holds each staged row's identity, hash, reason, batch number and mapped values,
+    all from one evaluation of the model, so what is sent is exactly what the accepted hash covers and
+    batches are read back by batch number without evaluating the model again.
+
+    The change set is: new identities, changed rows (hash differs from the accepted one), every
+    previously rejected identity, and not-in-Iterable identities whose row changed or whose retry
+    interval (``not_in_iterable_retry_hours``) is over. NULL/blank and duplicate identities are counted
+    and left out. Identities that left the model leave the state (not on a dry run, which touches no
+    state but writes its run-history row). Re-planning the same ``run_id`` replaces its staging table.
+    """
+    size = batch_size or defn.batch_size
+    if not 1 <= size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE}")
+    now = now or utc_now()
+    cutoff = now - timedelta(hours=defn.not_in_iterable_retry_hours)
+    schema = state.state_schema_name(state_schema)
+    work, stage = state.work_table(schema, run_id), state.stage_table(schema, run_id)
+    snap, rej, nf = (state.table(schema, t) for t in (state.SNAPSHOT, state.REJECTED, state.NOT_FOUND))
+    sync, due = literal(defn.name), f"{literal(utc_text(cutoff))}::TIMESTAMP_NTZ"
+
+    cur = conn.cursor()
+    try:
+        # The model is evaluated once: one row per identity with its row count, hash and mapped values
+        # (the values of an identity with N = 1 are its only row's; duplicates are never sent).
+        picked = ", ".join(f"M.{column} AS {name}" for column, name in value_columns(defn))
+        kept = ", ".join(f"ANY_VALUE({name}) AS {name}" for _, name in value_columns(defn))
+        cur.execute(
+            f"""CREATE OR REPLACE TABLE {work} AS
+            SELECT ID, COUNT(*) AS N, MIN(H) AS H, {kept}
+            FROM (SELECT {identity_expr(defn)} AS ID, {row_hash_expr(defn)} AS H, {picked}
+              FROM {source_subquery(defn)})
+            GROUP BY ID"""
+        )
+        cur.execute(
+            f"""CREATE OR REPLACE TABLE {stage} AS
+            WITH C AS (
+              SELECT W.ID, W.H, {", ".join(f"W.{name}" for _, name in value_columns(defn))},
+                CASE
+                  WHEN R.IDENTITY IS NOT NULL THEN 'rejected_retry'
+                  WHEN F.IDENTITY IS NOT NULL AND F.ROW_HASH <> W.H THEN 'changed'
+                  WHEN F.IDENTITY IS NOT NULL AND F.SEEN_AT <= {due} THEN 'not_found_retry'
+                  WHEN F.IDENTITY IS NOT NULL THEN NULL
+                  WHEN S.IDENTITY IS NULL THEN 'new'
+                  WHEN S.ROW_HASH <> W.H THEN 'changed'
+                END AS REASON
+              FROM {work} W
+              LEFT JOIN (SELECT IDENTITY, ROW_HASH FROM {snap} WHERE SYNC_NAME = {sync}) S
+                ON S.IDENTITY = W.ID
+              LEFT JOIN (SELECT IDENTITY FROM {rej} WHERE SYNC_NAME = {sync}) R ON R.IDENTITY = W.ID
+              LEFT JOIN (SELECT IDENTITY, ROW_HASH, SEEN_AT FROM {nf} WHERE SYNC_NAME = {sync}) F
+                ON F.IDENTITY = W.ID
+              WHERE W.ID IS NOT NULL AND W.N = 1
+            )
+            SELECT ID AS IDENTITY, H AS ROW_HASH, REASON,
+              FLOOR((ROW_NUMBER() OVER (ORDER BY ID) - 1) / {int(size)})::INTEGER AS BATCH_NO,
+              {", ".join(name for _, name in value_columns(defn))}
+            FROM C WHERE REASON IS NOT NULL
+            ORDER BY BATCH_NO, IDENTITY"""
+        )
+        total, nulls, dup_rows, dup_ids, valid = (
+            _int(v)
+            for v in _scalar_row(
+                cur,
+                f"""SELECT SUM(N), SUM(IFF(ID IS NULL, N, 0)), SUM(IFF(ID IS NOT NULL AND N > 1, N, 0)),
+                COUNT_IF(ID IS NOT NULL AND N > 1), COUNT_IF(ID IS NOT NULL AND N = 1) FROM {work}""",
+            )
+        )
+        (waiting,) = _scalar_row(
+            cur,
+            f"""SELECT COUNT(*) FROM {work} W JOIN {nf} F ON F.IDENTITY = W.ID AND F.SYNC_NAME = {sync}
+            WHERE W.N = 1 AND F.ROW_HASH = W.H AND F.SEEN_AT > {due}
+              AND NOT EXISTS (SELECT 1 FROM {rej} R WHERE R.SYNC_NAME = {sync} AND R.IDENTITY = W.ID)""",
+        )
+        cur.execute(f"SELECT REASON, COUNT(*), MAX(BATCH_NO) FROM {stage} GROUP BY REASON")
+        by_reason = {reason: 0 for reason in REASONS}
+        batches = 0
+        for reason, count, last_batch in cur.fetchall():
+            by_reason[reason] = _int(count)
+            batches = max(batches, _int(last_batch) + 1)
+        removed = 0 if dry_run else _forget_departed(cur, work, (snap, rej, nf), sync)
+        cur.execute(f"DROP TABLE IF EXISTS {work}")
+        to_send = sum(by_reason.values())
+        summary = ChangeSetSummary(
+            run_id=run_id,
+            sync_name=defn.name,
+            dry_run=dry_run,
+            rows_in_model=total,
+            new=by_reason["new"],
+            changed=by_reason["changed"],
+            unchanged=valid - to_send - _int(waiting),
+            rejected_retry=by_reason["rejected_retry"],
+            not_found_retry=by_reason["not_found_retry"],
+            not_found_waiting=_int(waiting),
+            duplicate_rows=dup_rows,
+            duplicate_identities=dup_ids,
+            null_identities=nulls,
+            removed_from_state=removed,
+            to_send=to_send,
+            batches=batches,
+        )
+        _record_plan(cur, schema, defn, summary, now)
+        return summary
+    finally:
+        cur.close()
+
+
+def _forget_departed(cur: Any, work: str, tables: tuple[str, ...], sync: str) -> int:
+    """Delete state entries whose identity is no longer in the model at all; returns how many."""
+    removed = 0
+    for name in tables:
+        cur.execute(
+            f"""DELETE FROM {name} WHERE SYNC_NAME = {sync}
+            AND NOT EXISTS (SELECT 1 FROM {work} W WHERE W.ID = {name}.IDENTITY)"""
+        )
+        if name.endswith(state.SNAPSHOT):
+            removed = max(cur.rowcount or 0, 0)
+    return removed
+
+
+def _record_plan(cur: Any, schema: str, defn: SyncDefinition, s: ChangeSetSummary, now: datetime) -> None:
+    """Write (or rewrite, on a re-plan) the run-history row with the planned counts."""
+    runs = state.table(schema, state.RUNS)
+    cur.execute(f"DELETE FROM {runs} WHERE RUN_ID = %s", (s.run_id,))
+    cur.execute(
+        f"""INSERT INTO {runs} (RUN_ID, SYNC_NAME, STATUS, DRY_RUN, PLANNED_AT, MAPPING, ROWS_IN_MODEL,
+          NEW_ROWS, CHANGED_ROWS, UNCHANGED_ROWS, REJECTED_RETRY, NOT_FOUND_RETRY, NOT_FOUND_WAITING,
+          DUPLICATE_ROWS, DUPLICATE_IDENTITIES, NULL_IDENTITIES, REMOVED_FROM_STATE, TO_SEND, BATCHES,
+          ACCEPTED, REJECTED, NOT_IN_ITERABLE)
+        VALUES (%s, %s, %s, %s, %s::TIMESTAMP_NTZ, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+          0, 0, 0)""",
+        (
+            s.run_id,
+            s.sync_name,
+            "dry_run" if s.dry_run else "planned",
+            s.dry_run,
+            utc_text(now),
+            defn.mapping_fingerprint,
+            s.rows_in_model,
+            s.new,
+            s.changed,
+            s.unchanged,
+            s.rejected_retry,
+            s.not_found_retry,
+            s.not_found_waiting,
+            s.duplicate_rows,
+            s.duplicate_identities,
+            s.null_identities,
+            s.removed_from_state,
+            s.to_send,
+            s.batches,
+        ),
+    )
+
+
+def sample_changes(
+    conn: Any, run_id: str, n: int = 20, *, state_schema: str | None = None, kind: str = "email"
+) -> list[dict[str, Any]]:
+    """Up to ``n`` staged changes of a (dry) run with identities masked (``a***@e***.com``)."""
+    stage = state.stage_table(state_schema, run_id)
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            f"SELECT IDENTITY, REASON, BATCH_NO FROM {stage} ORDER BY BATCH_NO, IDENTITY LIMIT {int(n)}"
+        )
+        return [
+            {"identity": mask_identity(identity, kind), "reason": reason, "batch": int(batch)}
+            for identity, reason, batch in cur.fetchall()
+        ]
+    finally:
+        cur.close()

@@ -1,0 +1,77 @@
+"""The sync state schema in the warehouse: snapshot, rejected keys, not-in-Iterable keys, run history."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from iterable_recipes.settings import get_settings
+
+SNAPSHOT = "SYNC_SNAPSHOT"
+REJECTED = "SYNC_REJECTED"
+NOT_FOUND = "SYNC_NOT_IN_ITERABLE"
+RUNS = "SYNC_RUNS"
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+# One table per kind of state, keyed by (sync, identity): a new sync needs no DDL.
+_DDL = {
+    SNAPSHOT: """(SYNC_NAME VARCHAR NOT NULL, IDENTITY VARCHAR NOT NULL, ROW_HASH VARCHAR NOT NULL,
+        ACCEPTED_AT TIMESTAMP_NTZ NOT NULL, RUN_ID VARCHAR)""",
+    REJECTED: """(SYNC_NAME VARCHAR NOT NULL, IDENTITY VARCHAR NOT NULL, REASON VARCHAR,
+        ATTEMPTS INTEGER NOT NULL, FIRST_AT TIMESTAMP_NTZ NOT NULL, LAST_AT TIMESTAMP_NTZ NOT NULL,
+        RUN_ID VARCHAR)""",
+    NOT_FOUND: """(SYNC_NAME VARCHAR NOT NULL, IDENTITY VARCHAR NOT NULL, ROW_HASH VARCHAR NOT NULL,
+        ATTEMPTS INTEGER NOT NULL, FIRST_AT TIMESTAMP_NTZ NOT NULL, SEEN_AT TIMESTAMP_NTZ NOT NULL,
+        RUN_ID VARCHAR)""",
+    RUNS: """(RUN_ID VARCHAR NOT NULL, SYNC_NAME VARCHAR NOT NULL, STATUS VARCHAR NOT NULL, DRY_RUN BOOLEAN,
+        PLANNED_AT TIMESTAMP_NTZ, FINISHED_AT TIMESTAMP_NTZ, MAPPING VARCHAR,
+        ROWS_IN_MODEL INTEGER, NEW_ROWS INTEGER, CHANGED_ROWS INTEGER, UNCHANGED_ROWS INTEGER,
+        REJECTED_RETRY INTEGER, NOT_FOUND_RETRY INTEGER, NOT_FOUND_WAITING INTEGER,
+        DUPLICATE_ROWS INTEGER, DUPLICATE_IDENTITIES INTEGER, NULL_IDENTITIES INTEGER,
+        REMOVED_FROM_STATE INTEGER, TO_SEND INTEGER, BATCHES INTEGER,
+        ACCEPTED INTEGER, REJECTED INTEGER, NOT_IN_ITERABLE INTEGER)""",
+}
+
+
+def state_schema_name(state_schema: str | None = None) -> str:
+    """The state schema (settings.snowflake_state_schema by default), checked to be a plain identifier."""
+    name = state_schema or get_settings().snowflake_state_schema
+    if not _SCHEMA.match(name):
+        raise ValueError(f"state schema {name!r} is not a [DATABASE.]SCHEMA identifier")
+    return name.upper()
+
+
+def table(state_schema: str | None, name: str) -> str:
+    """A state table's qualified name."""
+    return f"{state_schema_name(state_schema)}.{name}"
+
+
+def run_suffix(run_id: str) -> str:
+    """The run id as a table-name suffix; run ids are letters, digits, '_' and '-' (a UUID fits)."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError("run_id must be 1-64 letters, digits, '_' or '-'")
+    return run_id.replace("-", "_").upper()
+
+
+def stage_table(state_schema: str | None, run_id: str) -> str:
+    """The run's staging table: its change set (identity, row hash, reason, batch number)."""
+    return table(state_schema, f"SYNC_STAGE_{run_suffix(run_id)}")
+
+
+def work_table(state_schema: str | None, run_id: str) -> str:
+    """The run's scratch table: one row per identity of the model, dropped when planning ends."""
+    return table(state_schema, f"SYNC_WORK_{run_suffix(run_id)}")
+
+
+def ensure_state(conn: Any, state_schema: str | None = None) -> None:
+    """Create the state schema and its tables if missing; safe to call on every run."""
+    schema = state_schema_name(state_schema)
+    cur = conn.cursor()
+    try:
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for name, columns in _DDL.items():
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} {columns}")
+    finally:
+        cur.close()

@@ -1,0 +1,153 @@
+"""dev/bench/run_all.py (what `recipes bench` runs) on canned bench outputs: parsing, aggregation, goals, the table and the --json line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import dev.bench.run_all as bench_cli
+
+CANNED: dict[str, dict[str, object]] = {
+    "iterable_client": {
+        "bench": "iterable_client",
+        "overhead": {"rows_per_s": 250000.0},
+        "bulk_update_limited": {"users_per_s": 4600.0},
+    },
+    "limiters": {"bench": "limiters", "cases": [{"backend": "sqlite", "limit": 100, "rate": 99.5}]},
+    "webhook_intake": {
+        "bench": "webhook_intake",
+        "results": [
+            {"backend": "sqlite", "events_per_s": 1800.0, "p99_ms": 40.0},
+            {"backend": "postgres", "events_per_s": 900.0, "p99_ms": 80.0},
+        ],
+    },
+    "drain": {"drain_events_per_s": 4400.0, "drain_ceiling_events_per_s": 5000, "insert": {"events": 10}},
+    "sync_diff": {"rows_in_model": 1000000, "rows_changed": 10000, "diff_s": 1.5, "rows_fetched": 10000},
+    "sync_throughput": {
+        "sync_rows_per_s_limited": 1200.0,
+        "sync_ceiling_rows_per_s": 5000.0,
+        "sync_rows_per_s_unlimited": 2000.0,
+        "sync_per_row_baseline_rows_per_s": 400.0,
+        "sync_limited_vs_per_row": 3.0,
+        "sync_peak_rss_mb": 250.0,
+    },
+    "optout_latency": {
+        "optout_p50_seconds": 8.0,
+        "optout_p99_seconds": 17.5,
+        "poll_unsubscribes_per_s": 40.0,
+    },
+}
+
+
+def canned_runner(failing: Sequence[str] = ()) -> bench_cli.Runner:
+    """A runner answering each bench's argv with a table and its canned JSON line (or a failure)."""
+
+    def run(argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
+        name = argv[2].removeprefix("dev.bench.")
+        if name in failing:
+            return 1, "partial table\n", "Traceback ...\nRuntimeError: stand-in did not start"
+        return 0, f"a table\nwith figures\n{json.dumps(CANNED[name])}\n", ""
+
+    return run
+
+
+def results(failing: Sequence[str] = (), quick: bool = True) -> list[bench_cli.BenchResult]:
+    runner = canned_runner(failing)
+    return [bench_cli.run_bench(b, quick, runner) for b in bench_cli.BENCHES]
+
+
+def test_every_bench_is_parsed_into_the_flat_figures() -> None:
+    figures = bench_cli.aggregate(results())
+    assert figures["failed"] == []
+    for key in bench_cli.REQUIRED_KEYS:
+        assert isinstance(figures[key], int | float), key
+    assert figures["webhook_events_per_s"] == 1800.0  # the SQLite backend, not the last one
+    assert figures["sync_diff_seconds_1m_rows"] == 1.5
+    assert figures["drain_ceiling_events_per_s"] == 5000.0
+    assert figures["limiter_sqlite_share_of_limit"] == 0.995
+
+
+def test_goals_pass_and_miss() -> None:
+    verdicts = {label: verdict for label, _, _, verdict in bench_cli.verdicts(bench_cli.aggregate(results()))}
+    assert verdicts["sync rows/s, Iterable limits on"] == "miss"  # 1,200 < 95% of 5,000
+    assert verdicts["sync process peak RSS, MB"] == "pass"
+    assert verdicts["drain events/s"] == "miss"  # 4,400 < 4,500 (90% of 5,000)
+    assert verdicts["webhook -> Iterable opt-out p99, s"] == "pass"
+    assert verdicts["rows fetched after the diff"] == "pass"
+    assert verdicts["bulk sync / per-row baseline"] == "miss"
+    assert verdicts["webhook intake p99, ms"] == ""  # no goal
+
+
+def test_a_failed_bench_is_reported_not_dropped() -> None:
+    done = results(failing=["sync_diff"])
+    failed = next(r for r in done if r.name == "sync_diff")
+    assert not failed.ok and "exit 1" in (failed.error or "")
+    figures = bench_cli.aggregate(done)
+    assert figures["failed"] == ["sync_diff"]
+    assert figures["sync_diff_seconds_1m_rows"] is None
+    verdicts = {label: verdict for label, _, _, verdict in bench_cli.verdicts(figures)}
+    assert verdicts["warehouse diff, s (1M rows, 1% changed)"] == "failed"
+
+
+def test_output_without_a_json_line_is_a_failure() -> None:
+    bench = bench_cli.BENCHES[0]
+    result = bench_cli.run_bench(bench, True, lambda argv, timeout: (0, "only a table\n", ""))
+    assert result.error == "no JSON line: only a table"
+
+
+def test_quick_and_full_sizes() -> None:
+    seen: list[Sequence[str]] = []
+
+    def run(argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
+        seen.append(argv)
+        return canned_runner()(argv, timeout)
+
+    sync_diff = next(b for b in bench_cli.BENCHES if b.name == "sync_diff")
+    bench_cli.run_bench(sync_diff, True, run)
+    bench_cli.run_bench(sync_diff, False, run)
+    assert list(seen[0][1:]) == ["-m", "dev.bench.sync_diff", "--rows", "100000"]
+    assert list(seen[1][1:]) == ["-m", "dev.bench.sync_diff"]
+
+
+def test_table_shows_goals_and_failures() -> None:
+    done = results(failing=["drain"])
+    console = Console(record=True, width=160)
+    bench_cli.render(bench_cli.aggregate(done), done, console)
+    text = console.export_text()
+    assert ">= 95% of ceiling" in text and "pass" in text and "miss" in text
+    assert "bench.drain" in text and "FAILED" in text
+
+
+@pytest.fixture
+def canned(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    failing: list[str] = []
+    monkeypatch.setattr(bench_cli, "run_process", lambda argv, timeout: canned_runner(failing)(argv, timeout))
+    return failing
+
+
+def test_json_last_line_holds_every_key(canned: list[str]) -> None:
+    result = CliRunner().invoke(bench_cli.app, ["--json", "--quick"])
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert isinstance(last, dict)
+    for key in bench_cli.REQUIRED_KEYS:
+        assert isinstance(last[key], int | float), key
+    assert "@" not in result.output
+
+
+def test_json_with_a_failure_exits_non_zero(canned: list[str]) -> None:
+    canned.append("optout_latency")
+    result = CliRunner().invoke(bench_cli.app, ["--json", "--quick"])
+    assert result.exit_code == 1
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert last["failed"] == ["optout_latency"] and last["optout_p99_seconds"] is None
+
+
+def test_table_output(canned: list[str]) -> None:
+    result = CliRunner().invoke(bench_cli.app, ["--quick", "--only", "sync_diff"])
+    assert result.exit_code == 0, result.output
+    assert "warehouse diff" in result.output and "bench.sync_diff" in result.output

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from iterable_recipes.cli.main import app
+from iterable_recipes.cli.setup import AUTOMATIONS_DIR, load_automations
+
+runner = CliRunner()
+
+
+def test_without_an_alert_block_only_the_lost_runs_automation_is_kept():
+    loaded, skipped = load_automations(AUTOMATIONS_DIR, None)
+    assert [a.name for a in loaded] == ["recipes-lost-runs-crashed", "recipes-stuck-pending-crashed"]
+    assert loaded[0].trigger.posture == "Proactive"
+    assert "recipes-inbox-item-dead" in skipped and "recipes-flow-run-failed" in skipped
+
+
+def test_setup_is_idempotent_and_wires_the_alert_block(prefect_server, monkeypatch, tmp_path: Path):
+    from prefect.blocks.notifications import SlackWebhook
+    from prefect.client.orchestration import get_client
+
+    from iterable_recipes.settings import get_settings
+
+    block_id = SlackWebhook(url="https://hooks.example.invalid/recipes-test").save(
+        "recipes-ops", overwrite=True
+    )
+    monkeypatch.setenv("RECIPES_ALERT_BLOCK", "slack-webhook/recipes-ops")
+    monkeypatch.setenv("RECIPES_WORK_POOL", "recipes-setup-test")
+    get_settings.cache_clear()
+    try:
+        first = runner.invoke(app, ["setup"])
+        second = runner.invoke(app, ["setup"])
+    finally:
+        get_settings.cache_clear()
+
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    assert "work pool recipes-setup-test (process): created" in first.output
+    assert "work pool recipes-setup-test (process): exists" in second.output
+    assert "automation recipes-inbox-item-dead: created" in first.output
+    assert "automation recipes-inbox-item-dead: updated" in second.output
+    assert "iterable-credentials" in first.output and "skipped" not in second.output
+    with get_client(sync_client=True) as client:
+        dead = client.read_automations_by_name("recipes-inbox-item-dead")
+        assert len(dead) == 1
+        assert str(dead[0].actions[0].block_document_id) == str(block_id)
+        assert client.read_block_type_by_slug("marketo-credentials").slug == "marketo-credentials"
+        assert client.read_work_pool("recipes-setup-test").type == "process"

@@ -1,0 +1,115 @@
+"""Sync definitions: the shipped file loads; bad files and definitions that misfit the model are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dev.warehouse import MODEL_TABLE
+from iterable_recipes.config_files import ConfigError
+from iterable_recipes.sync import validate_against_warehouse
+from iterable_recipes.sync.definitions import SYNCS_DIR, FieldType, all_sync_definitions, load_sync_definition
+
+GOOD = """
+name: demo
+source: {table: SENSITIVE.POC_PUMP_MARKETING_CONTACT_NAMESPACE_DETAIL}
+identity: {column: email_address, kind: email}
+fields:
+  GITLAB_PLAN_TITLE: {field: plan, type: string}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sync.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_gitlab_sync_is_update_only_on_recent_users() -> None:
+    defn = all_sync_definitions()["gitlab_marketing_contacts"]
+    assert defn.mode.value == "update" and defn.identity.kind.value == "email"
+    assert "DATEADD(MONTH, -2" in (defn.source.sql or "")
+    assert defn.fields["NAMESPACES_ARRAY"].type is FieldType.OBJECT
+    assert len(defn.fields) == 19 and defn.path.endswith("gitlab_marketing_contacts.yaml")
+    assert str(SYNCS_DIR) in defn.path
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ("schedule: '0 5 * * *'\n", "(top level)", "prefect.yaml"),
+        ("batch_size: 5000\n", "batch_size", "less than or equal to 1000"),
+        ("kind: custom_events\n", "(top level)", "event_name is required"),
+        ("merge_nested_objects: true\n", "(top level)", "no field has type object"),
+        ("not_in_iterable_retry_hours: 0\n", "not_in_iterable_retry_hours", "greater than 0"),
+    ],
+)
+def test_bad_definitions_name_file_key_and_problem(
+    tmp_path: Path, extra: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, GOOD + extra)
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(path)
+    assert f"{path}: {key}" in str(err.value) and problem in str(err.value)
+
+
+def test_bad_field_type_and_column_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(write(tmp_path, GOOD + "  USER_ID: {field: uid, type: integer}\n"))
+    assert "fields.USER_ID.type: Input should be 'string'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(write(tmp_path, GOOD + "  'bad col': {field: x, type: string}\n"))
+    assert "fields: Value error, column 'bad col' is not a plain SQL identifier" in str(err.value)
+
+
+def test_valid_definition_passes_the_warehouse_check(seeded: Any, tmp_path: Path) -> None:
+    columns = validate_against_warehouse(all_sync_definitions()["gitlab_marketing_contacts"], seeded)
+    assert columns["NAMESPACES_ARRAY"] == "VARIANT" and columns["EMAIL_ADDRESS"] == "TEXT"
+
+
+def test_unknown_column_is_refused_naming_file_and_key(seeded: Any, tmp_path: Path) -> None:
+    defn = load_sync_definition(write(tmp_path, GOOD + "  PLAN_NAME: {field: plan_name, type: string}\n"))
+    with pytest.raises(ConfigError) as err:
+        validate_against_warehouse(defn, seeded)
+    assert f"{defn.path}: fields.PLAN_NAME: column PLAN_NAME is not in the source query" in str(err.value)
+
+
+def test_changed_column_type_is_refused(seeded: Any, tmp_path: Path) -> None:
+    defn = load_sync_definition(
+        write(
+            tmp_path, GOOD + "  CURRENT_MEMBER_COUNT: {field: members, type: number, source_type: NUMBER}\n"
+        )
+    )
+    validate_against_warehouse(defn, seeded)
+    cur = seeded.cursor()
+    cur.execute(f"ALTER TABLE {MODEL_TABLE} DROP COLUMN CURRENT_MEMBER_COUNT")
+    cur.execute(f"ALTER TABLE {MODEL_TABLE} ADD COLUMN CURRENT_MEMBER_COUNT VARCHAR")
+    with pytest.raises(ConfigError) as err:
+        validate_against_warehouse(defn, seeded)
+    message = str(err.value)
+    assert (
+        f"{defn.path}: fields.CURRENT_MEMBER_COUNT.type: mapped as number but the column is TEXT" in message
+    )
+    assert "fields.CURRENT_MEMBER_COUNT.source_type: declared NUMBER but the column is now TEXT" in message
+
+
+def test_broken_source_query_is_a_config_error(seeded: Any, tmp_path: Path) -> None:
+    defn = load_sync_definition(write(tmp_path, GOOD.replace("POC_PUMP", "NO_SUCH")))
+    with pytest.raises(ConfigError, match=r"source: the query failed"):
+        validate_against_warehouse(defn, seeded)
+
+
+def test_events_carry_stable_ids_and_no_email_in_the_id(seeded: Any, tmp_path: Path) -> None:
+    from iterable_recipes.sync import iter_batches, plan_changes
+    from tests.iterable_recipes.sync.conftest import STATE
+
+    text = GOOD + "kind: custom_events\nevent_name: namespaceDetails\n"
+    defn = load_sync_definition(write(tmp_path, text))
+    plan_changes(seeded, defn, "e1", state_schema=STATE)
+    first = next(iter_batches(seeded, defn, "e1", state_schema=STATE)).items[0]
+    plan_changes(seeded, defn, "e2", state_schema=STATE)
+    again = next(iter_batches(seeded, defn, "e2", state_schema=STATE)).items[0]
+    assert first == again and first["eventName"] == "namespaceDetails"
+    assert len(first["id"]) == 64 and "@" not in first["id"] and first["dataFields"]["plan"]

@@ -1,1 +1,0 @@
-"""Tests of the Marketo client, its stand-in and its spec check."""
