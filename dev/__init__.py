@@ -1,1 +1,1 @@
-"""Development only (never shipped in the wheel): stand-ins, the synthetic warehouse, the demo, benchmarks, soak."""
+"""Development only, never in the wheel: stand-ins, synthetic warehouse, demo, benchmarks, soak."""

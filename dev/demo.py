@@ -248,10 +248,10 @@ class Demo:
         self.say(f"{deployment}: {step.state}")
 
     def _inbox_left(self, source: str) -> int:
-        from iterable_recipes.settings import get_settings
+        from iterable_recipes.settings import load_settings
         from iterable_recipes.store import Inbox
 
-        inbox = Inbox(get_settings().recipes_database_url)
+        inbox = Inbox(load_settings().recipes_database_url)
         try:
             counts = inbox.counts(source).get(source, {})
         finally:
@@ -284,10 +284,10 @@ class Demo:
         self.say(f"marketo-unsubscribe-poll: {step.state}")
 
     def _optouts(self) -> str:
-        from iterable_recipes.settings import get_settings
+        from iterable_recipes.settings import load_settings
         from iterable_recipes.store import Inbox
 
-        inbox = Inbox(get_settings().recipes_database_url)
+        inbox = Inbox(load_settings().recipes_database_url)
         try:
             records = inbox.list_audit(limit=20)
         finally:

@@ -24,7 +24,9 @@ FAKESNOW_DATABASE, FAKESNOW_SCHEMA = "ANALYTICS", "PUBLIC"
 class EmbeddedStack(LocalStack):
     """The local defaults plus the stand-ins and fakesnow; ``env`` points the project's settings at them."""
 
-    parts: LocalParts = field(default_factory=lambda: LocalParts(prefect=True, app_database=True, limiter=True))
+    parts: LocalParts = field(
+        default_factory=lambda: LocalParts(prefect=True, app_database=True, limiter=True)
+    )
     warehouse_rows: int = 2_000
 
     def _spawn_parts(self) -> None:

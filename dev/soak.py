@@ -46,7 +46,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.e2e.processes import BIN, PROJECT, Processes, answers, wait_for
+from dev.processes import BIN, PROJECT, Processes, answers, wait_for
+from iterable_recipes.sync.definitions import SYNCS_DIR
 
 SYNC = "gitlab_marketing_contacts"
 SYNC_DEPLOYMENT = "snowflake-sync/snowflake-sync-gitlab-marketing-contacts"
@@ -321,7 +322,7 @@ class Soak:
         self.marketo_secret = uuid.uuid4().hex
         syncs = self.work / "syncs"
         syncs.mkdir()
-        shipped = yaml.safe_load((PROJECT / "config" / "syncs" / f"{SYNC}.yaml").read_text())
+        shipped = yaml.safe_load((SYNCS_DIR / f"{SYNC}.yaml").read_text())
         # An upsert twin under the shipped name (so the deployment runs it): update mode keyed by email
         # looks every person up first at getByEmail's 100/s, which alone would take 17 min for 100,000.
         twin = shipped | {"mode": "upsert", "batch_size": size.sync_batch_size}
@@ -841,8 +842,8 @@ class Soak:
 
     def verify(self) -> None:
         from dev.warehouse import MODEL_TABLE
+        from iterable_recipes.optouts.keys import SOURCE as MARKETO_SOURCE
         from iterable_recipes.store import Inbox
-        from tasks.marketo import SOURCE as MARKETO_SOURCE
 
         size = self.size
         stats = self.iterable("GET", "stats")

@@ -1,26 +1,22 @@
-"""Recipe 1: drain CustomersDot events from the inbox into Iterable profiles and Journey-starting events.
+"""Recipe 1: CustomersDot events in the inbox become Iterable profiles and Journey-starting events.
 
-The flow's thread only claims: it takes the next batch as soon as one of the
-``drain_batches_in_flight`` slots is free. Each batch then goes through its own worker thread
-(prepare, bulkUpdate, trackBulk, outcomes: tasks/customersdot.py), so sends never wait for bookkeeping.
-A slot is freed only once the batch's outcomes are written, so at most that many batches are leased
-at any time: all a crash can make us send again. The inbox is the retry loop: whatever did not pass is
-scheduled again there, and the run ends when nothing is due.
+A batch is claimed only when one of ``DRAIN_BATCHES_IN_FLIGHT`` places is free; it is then delivered
+on its own (profiles through users/bulkUpdate, then its events through events/trackBulk, then every
+item's outcome) while the next batch is claimed. The inbox is the retry loop: what did not pass is due
+again there, and the run ends when nothing is due.
 """
 
 from __future__ import annotations
 
-import contextvars
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-
 from prefect import flow
 from prefect.runtime import flow_run
 
-from iterable_recipes.customersdot.drain import SOURCE, Deliveries, fewer_collections
-from iterable_recipes.settings import get_settings
+from iterable_recipes.customersdot.drain import SOURCE, CustomersDotDrain, fewer_collections
+from iterable_recipes.pipeline import BatchPipeline
+from iterable_recipes.resources import run_resources
+from tasks.iterable import event_sender, profile_sender
 from tasks.reporting import Progress, emit_alert, publish_counts
-from tasks.store import claim
+from tasks.store import claim_items, outcome_recorder
 
 
 @flow(
@@ -29,51 +25,30 @@ from tasks.store import claim
 )
 def customersdot_drain(batch_size: int | None = None, max_batches: int | None = None) -> dict[str, int]:
     """Deliver every due CustomersDot event; returns counts (received, sent, skipped, failed, dead)."""
-    settings = get_settings()
-    batch_size = batch_size or settings.drain_batch_size
-    depth = max(1, settings.drain_batches_in_flight)
-    owner = f"customersdot-drain-{flow_run.id or 'local'}"
-    progress = Progress("CustomersDot events delivered")
-    # A slot per batch in flight, taken before its claim and given back once its outcomes are written.
-    slots = threading.BoundedSemaphore(depth)
-    sending: list[Future[None]] = []
-    claimed_batches = 0
-    with (
-        fewer_collections(),
-        ThreadPoolExecutor(max_workers=depth, thread_name_prefix="customersdot-batch") as pool,
-    ):
-        drain = Deliveries(owner, settings.event_not_found_retry_seconds)
-        while max_batches is None or claimed_batches < max_batches:
-            slots.acquire()
-            if drain.stopped:
-                slots.release()
-                break
-            try:
-                items = claim(SOURCE, batch_size, owner)
-            except BaseException:
-                slots.release()
-                raise
-            if not items:
-                slots.release()
-                break
-            claimed_batches += 1
-            drain.count("received", len(items))
-            # Each worker runs in a copy of this context: its task runs belong to this flow run.
-            context = contextvars.copy_context()
-            sending.append(pool.submit(context.run, drain.deliver, items, slots))
-            progress.update(drain.counts["delivered"], drain.counts["received"])
-            sending = [f for f in sending if not f.done() or f.exception() is not None]
-        for future in sending:
-            future.result()  # a worker's unexpected error fails the run (its items' leases run out)
-    counts = drain.counts
-    progress.update(counts["delivered"], counts["received"])
-
-    summary = {name: counts[name] for name in ("received", "sent", "delivered", "skipped", "retry", "dead")}
-    summary["failed"] = counts["retry"] + counts["dead"]
-    publish_counts(SOURCE, summary, "CustomersDot events drained into Iterable")
-    if counts["dead"]:
-        emit_alert(SOURCE, "inbox.dead", {"dead": counts["dead"]})
-    if drain.fatal is not None:
-        # Items were put back for a later run; fail this one so operators and automations see why.
-        raise drain.fatal
-    return summary
+    with run_resources() as resources, fewer_collections():
+        settings = resources.settings
+        owner = f"customersdot-drain-{flow_run.id or 'local'}"
+        drain = CustomersDotDrain(
+            resources.event_mapping,
+            send_profiles=profile_sender(resources),
+            send_events=event_sender(resources),
+            settle=outcome_recorder(resources, SOURCE, owner),
+            not_found_delay=settings.event_not_found_retry_seconds,
+        )
+        progress = Progress("CustomersDot events delivered")
+        with BatchPipeline(settings.drain_batches_in_flight, "customersdot-batch") as pipeline:
+            for slot in pipeline.slots(max_batches):
+                limit = batch_size or settings.drain_batch_size
+                if drain.stopped or not (items := claim_items(resources, SOURCE, limit, owner)):
+                    break
+                slot.run(drain.deliver, items)
+                progress.update(drain.counts["delivered"], drain.counts["received"])
+        summary = drain.summary()
+        progress.update(summary["delivered"], summary["received"])
+        publish_counts(SOURCE, summary, "CustomersDot events drained into Iterable")
+        if summary["dead"]:
+            emit_alert(SOURCE, "inbox.dead", {"dead": summary["dead"]})
+        if drain.fatal is not None:
+            # Items were put back for a later run; fail this one so operators and automations see why.
+            raise drain.fatal
+        return summary

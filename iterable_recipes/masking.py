@@ -1,4 +1,10 @@
-"""Mask email addresses, raw and URL-encoded, in every log record the process writes."""
+"""The project's one masker: email addresses, raw and URL-encoded, never leave a process in the clear.
+
+Every entry point (the `recipes` command, `recipes serve`, the receiver, each flow run) calls
+``install_masking()`` once; from then on every log record of the process carries a masked message.
+Error texts, artifact cells and audit details go through ``mask_emails`` before they are written.
+The vendor clients import this module and nothing else of the project's.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,29 @@ import logging
 import re
 from typing import Any
 
-# Raw (a@b.c) and URL-encoded (a%40b.c) forms, Unicode addresses included; one first character is kept.
-_EMAIL = re.compile(r"([\w.%+\-])[\w.%+\-]*(@|%40)([\w\-])[\w.\-]*\.([^\W\d_]{2,})")
+# An address-like token: something, "@" or its URL-encoded "%40", something; no spaces, quotes, brackets
+# or the separators of URLs and lists around it. Broad on purpose (Unicode, any TLD, odd local parts):
+# masking a little too much is harmless, leaking an address is not.
+_STOP = r"\s\"'<>,;:/?=&()\[\]{}|\\*"
+_EMAIL = re.compile(rf"[^{_STOP}@]+(?:@|%40)[^{_STOP}@]+", re.IGNORECASE)
+_AT = re.compile(r"@|%40", re.IGNORECASE)
+_TLD = re.compile(r"\.([^\W\d_]{2,})$")
+
+
+def _masked(match: re.Match[str]) -> str:
+    token = match.group(0)
+    at = _AT.search(token)
+    assert at is not None  # the pattern holds one
+    local, domain = token[: at.start()], token[at.end() :]
+    tld = _TLD.search(domain)
+    return f"{local[:1]}***{at.group(0)}{domain[:1]}***{'.' + tld.group(1) if tld else ''}"
 
 
 def mask_emails(text: str) -> str:
-    """Replace every email address in ``text`` by a masked form such as ``a***@e***.com``."""
-    if "@" not in text and "%40" not in text:
+    """``text`` with every email address, raw or URL-encoded, replaced by a form like ``a***@e***.com``."""
+    if "@" not in text and "%40" not in text.lower():
         return text
-    return _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}{m.group(3)}***.{m.group(4)}", text)
+    return _EMAIL.sub(_masked, text)
 
 
 def mask_email(email: str) -> str:

@@ -1,19 +1,34 @@
-"""Builds what tasks use, the shared rate limiter and the Iterable client, from settings or Prefect blocks."""
+"""One object that builds what a run uses (clients, limiter, store, policy, mapping) from settings or blocks.
+
+Every entry point makes one ``Resources`` and passes it on: a flow run opens its own with
+``run_resources()`` and hands it to its tasks, and closes it at the end. Nothing is cached for the whole
+process, so a test builds its own ``Resources`` (its own client over a checked transport, its own
+database) and makes flows use it with ``provided(resources)``.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import cast
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar, cast
 
-from blocks.iterable import IterableCredentials
 from iterable_recipes.clients.iterable import IterableClient, paced_rates
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter, RateLimiter
+from iterable_recipes.clients.marketo import MarketoClient
 from iterable_recipes.clients.shared_limiters import PostgresLimiter, RedisLimiter, SQLiteLimiter
 from iterable_recipes.config_files import ConfigError
-from iterable_recipes.settings import Settings, get_settings
+from iterable_recipes.customersdot.mapping import EventMapping, load_mapping
+from iterable_recipes.masking import install_masking
+from iterable_recipes.optouts.consent import ConsentPolicy, load_consent_policy
+from iterable_recipes.settings import Settings, load_settings
+from iterable_recipes.store import Inbox
 
-_process_limiters: dict[tuple[object, ...], RateLimiter] = {}
-_process_lock = threading.Lock()
+T = TypeVar("T")
+_PROVIDED: ContextVar[Resources | Callable[[], Resources] | None] = ContextVar(
+    "iterable_recipes_resources", default=None
+)
 
 
 def build_limiter(settings: Settings) -> RateLimiter:
@@ -24,8 +39,6 @@ def build_limiter(settings: Settings) -> RateLimiter:
     """
     if not settings.iterable_limits_enabled:
         return NoLimiter()
-    # A little under Iterable's limits: network jitter would otherwise land a few requests inside the
-    # same one-second window and each 429 costs a second.
     rates = paced_rates(settings.iterable_rate_headroom)
     backend = settings.limiter_backend
     prefix = settings.limiter_key_prefix
@@ -40,42 +53,16 @@ def build_limiter(settings: Settings) -> RateLimiter:
     return PostgresLimiter(settings.limiter_postgres_url, rates, table_prefix=prefix)
 
 
-def process_limiter(settings: Settings | None = None) -> RateLimiter:
-    """The process's one limiter for this configuration, built on first use.
-
-    Every client of the process must share it: two limiters on one backend would still agree, but
-    each would open its own connections and leak thread.
-    """
-    settings = settings or get_settings()
-    key = (
-        settings.iterable_limits_enabled,
-        settings.limiter_backend,
-        settings.limiter_sqlite_path,
-        settings.limiter_redis_url,
-        settings.limiter_postgres_url,
-        settings.limiter_key_prefix,
-    )
-    with _process_lock:
-        limiter = _process_limiters.get(key)
-        if limiter is None:
-            limiter = _process_limiters[key] = build_limiter(settings)
-        return limiter
-
-
-def iterable_client(settings: Settings | None = None) -> IterableClient:
-    """An IterableClient paced by the process's shared limiter.
-
-    When ITERABLE_CREDENTIALS_BLOCK names a block, that block is loaded and wins; otherwise
-    ITERABLE_API_KEY with ITERABLE_BASE_URL or ITERABLE_REGION is used.
-    """
-    settings = settings or get_settings()
-    limiter = process_limiter(settings)
+def build_iterable_client(settings: Settings, limiter: RateLimiter) -> IterableClient:
+    """An IterableClient paced by ``limiter``: from ITERABLE_CREDENTIALS_BLOCK's block when named (it
+    wins), else from ITERABLE_API_KEY with ITERABLE_BASE_URL or ITERABLE_REGION."""
     timeout = settings.iterable_timeout_seconds
     if settings.iterable_credentials_block:
+        from blocks.iterable import IterableCredentials
+
         # _sync: this is called from sync tasks that may run inside an event loop's thread.
         loaded = IterableCredentials.load(settings.iterable_credentials_block, _sync=True)  # type: ignore[call-arg]
-        block = cast(IterableCredentials, loaded)
-        return block.get_client(limiter=limiter, timeout=timeout)
+        return cast(IterableCredentials, loaded).get_client(limiter=limiter, timeout=timeout)
     if settings.iterable_api_key is None or not settings.iterable_api_key.get_secret_value():
         raise ConfigError(
             "ITERABLE_API_KEY is not set: set it (with ITERABLE_REGION or ITERABLE_BASE_URL) "
@@ -88,3 +75,175 @@ def iterable_client(settings: Settings | None = None) -> IterableClient:
         limiter=limiter,
         timeout=timeout,
     )
+
+
+def build_marketo_client(settings: Settings) -> MarketoClient:
+    """A Marketo client from MARKETO_CREDENTIALS_BLOCK's block when named (it wins), else MARKETO_*."""
+    from blocks.marketo import MarketoCredentials
+
+    if settings.marketo_credentials_block:
+        block: Any = MarketoCredentials.load(settings.marketo_credentials_block, _sync=True)  # type: ignore[call-arg]
+    else:
+        block = MarketoCredentials.from_settings(settings)
+    return cast(
+        MarketoClient,
+        block.get_client(
+            calls_per_20s=settings.marketo_calls_per_20s, max_concurrent=settings.marketo_max_concurrent
+        ),
+    )
+
+
+def connect_warehouse(settings: Settings) -> Any:
+    """A new warehouse connection from SNOWFLAKE_CREDENTIALS_BLOCK's block (it wins) or SNOWFLAKE_*."""
+    from iterable_recipes.sync.connection import connect
+    from iterable_recipes.sync.credentials import connection_params
+
+    block = None
+    if settings.snowflake_credentials_block:
+        from prefect_snowflake import SnowflakeCredentials
+
+        block = SnowflakeCredentials.load(settings.snowflake_credentials_block, _sync=True)
+    return connect(**connection_params(block, settings))
+
+
+class Resources:
+    """What one run (or one server) uses, built on first use from ``settings`` and closed with it.
+
+    Any part can be given instead (tests give a client over a checked transport, a database of their
+    own): given parts are used as they are and left open; built parts are closed by ``close()``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        iterable: IterableClient | None = None,
+        limiter: RateLimiter | None = None,
+        inbox: Inbox | None = None,
+        consent_policy: ConsentPolicy | None = None,
+        event_mapping: EventMapping | None = None,
+        marketo: Callable[[], MarketoClient] | None = None,
+        warehouse: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._parts: dict[str, Any] = {
+            name: part
+            for name, part in (
+                ("iterable", iterable),
+                ("limiter", limiter),
+                ("inbox", inbox),
+                ("consent_policy", consent_policy),
+                ("event_mapping", event_mapping),
+            )
+            if part is not None
+        }
+        self._marketo = marketo or (lambda: build_marketo_client(self.settings))
+        self._warehouse = warehouse or (lambda: connect_warehouse(self.settings))
+        self._built: list[Any] = []
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Resources:
+        """Resources for ``settings`` (read from the environment when not given)."""
+        return cls(settings or load_settings())
+
+    def __repr__(self) -> str:
+        return f"Resources(parts={sorted(self._parts)})"
+
+    def _part(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._parts:
+                self._parts[name] = build()
+                self._built.append(self._parts[name])
+            return cast(T, self._parts[name])
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The limiter every Iterable request of this run waits on (shared through its backend)."""
+        return self._part("limiter", lambda: build_limiter(self.settings))
+
+    @property
+    def iterable(self) -> IterableClient:
+        """The Iterable client (one connection pool), paced by ``limiter``."""
+        return self._part("iterable", lambda: build_iterable_client(self.settings, self.limiter))
+
+    @property
+    def inbox(self) -> Inbox:
+        """The app database on RECIPES_DATABASE_URL (migrated by serve, the receiver or `recipes db`)."""
+        settings = self.settings
+        return self._part(
+            "inbox",
+            lambda: Inbox(
+                settings.recipes_database_url,
+                max_attempts=settings.inbox_max_attempts,
+                sqlite_synchronous=settings.inbox_sqlite_synchronous,
+            ),
+        )
+
+    @property
+    def consent_policy(self) -> ConsentPolicy:
+        """The consent policy file (CONSENT_POLICY_PATH or the shipped one), validated."""
+        return self._part("consent_policy", lambda: load_consent_policy(self.settings.consent_policy_path))
+
+    @property
+    def event_mapping(self) -> EventMapping:
+        """The CustomersDot event mapping, validated against the contract."""
+        return self._part("event_mapping", load_mapping)
+
+    def marketo(self) -> MarketoClient:
+        """A new Marketo client (the caller closes it, e.g. ``with resources.marketo() as client``)."""
+        return self._marketo()
+
+    @contextmanager
+    def warehouse(self) -> Iterator[Any]:
+        """A new warehouse connection, closed at the end of the block."""
+        conn = self._warehouse()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close every part this object built (given parts stay open for their owner)."""
+        with self._lock:
+            built, self._built = self._built, []
+        for part in reversed(built):
+            closer = getattr(part, "close", None) or getattr(part, "dispose", None)
+            if closer is not None:
+                closer()
+
+    def __enter__(self) -> Resources:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def provided(resources: Resources | Callable[[], Resources]) -> Iterator[None]:
+    """Make flows started inside this block use ``resources`` instead of their own (tests, benchmarks).
+
+    A callable is called at the start of each flow run, so each run gets its own, built from the
+    settings of that moment; the parts it was given stay shared.
+    """
+    token = _PROVIDED.set(resources)
+    try:
+        yield
+    finally:
+        _PROVIDED.reset(token)
+
+
+@contextmanager
+def run_resources() -> Iterator[Resources]:
+    """What a flow run uses: the provided resources, else new ones from settings, closed when it ends.
+
+    Masking is installed first: a flow run started by a worker is its own process and entry point.
+    """
+    install_masking()
+    given = _PROVIDED.get()
+    if isinstance(given, Resources):
+        yield given
+        return
+    made = given() if given is not None else Resources.from_settings()
+    with made, provided(made):
+        yield made

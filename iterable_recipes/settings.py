@@ -1,19 +1,19 @@
-"""Every setting of the project, read once from the environment (and a .env file) by pydantic-settings.
+"""Every setting of the project, from the environment (and a .env file), through pydantic-settings.
 
 Variable names are the field names in upper case (ITERABLE_API_KEY, RECIPES_DATABASE_URL, ...).
-When a ``*_credentials_block`` name is set, that Prefect block is loaded instead and wins.
+When a ``*_credentials_block`` name is set, that Prefect block is loaded instead and wins. Each entry
+point reads the settings once and passes them on (iterable_recipes.resources); nothing caches them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ITERABLE_REGION_URLS = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
+from iterable_recipes.clients.iterable import BASE_URLS, DEFAULT_HEADROOM
 
 
 class Settings(BaseSettings):
@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     iterable_timeout_seconds: float = 30.0
     iterable_limits_enabled: bool = True
     # Pace this fraction below Iterable's stated limits (0.05: 5 % slower).
-    iterable_rate_headroom: float = 0.05
+    iterable_rate_headroom: float = DEFAULT_HEADROOM
     # Opt-outs use the additive /api/subscriptions endpoints instead of bulkUpdateSubscriptions.
     iterable_optout_additive: bool = False
 
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     snowflake_host: str | None = None
     snowflake_port: int | None = None
     snowflake_protocol: str | None = None
-    # Folder of sync definitions (*.yaml); None means the shipped config/syncs.
+    # Folder of sync definitions (*.yaml); None means the shipped iterable_recipes/sync/syncs.
     sync_definitions_dir: str | None = None
     # Rows sent to Iterable per sync batch still waiting for an answer (pipelining over the rate limit).
     sync_batches_in_flight: int = 4
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     recipes_alert_block: str | None = None
     recipes_work_pool: str = "recipes-process"
 
-    # Consent policy file (config/consent.py); None means the shipped config/consent.yaml.
+    # Consent policy file; None means the shipped iterable_recipes/optouts/consent.yaml.
     consent_policy_path: str | None = None
 
     @field_validator("customersdot_webhook_secrets", "marketo_webhook_secret", mode="before")
@@ -114,10 +114,9 @@ class Settings(BaseSettings):
     @property
     def iterable_url(self) -> str:
         """The explicit base URL when set, else the region's data center."""
-        return (self.iterable_base_url or ITERABLE_REGION_URLS[self.iterable_region]).rstrip("/")
+        return (self.iterable_base_url or BASE_URLS[self.iterable_region]).rstrip("/")
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, read once; tests call ``get_settings.cache_clear()`` after changing env."""
+def load_settings() -> Settings:
+    """The settings as the environment (and .env) give them now: read anew on every call."""
     return Settings()

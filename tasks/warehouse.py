@@ -1,82 +1,35 @@
-"""Snowflake sync tasks: plan the change set in the warehouse, deliver batches to Iterable, record runs.
+"""Tasks in the warehouse: plan a sync run's change set, sample it for a dry run, close the run.
 
-Inputs hold personal data (the batch items), so nothing is cached or persisted from them; results are
-positions, counts and masked reasons.
+Results are counts and masked samples; the rows themselves stay in the warehouse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from iterable_recipes.masking import mask_emails
-from iterable_recipes.settings import get_settings
-from iterable_recipes.sync import connect
-from iterable_recipes.sync.credentials import connection_params
-from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
-from tasks import iterable as iterable_tasks
-from tasks.iterable import ITERABLE_TASK_OPTIONS, look_up_many, send_bulk
+from iterable_recipes.sync import finish_run, plan_run, sample_changes
+from iterable_recipes.sync.definitions import SyncDefinition
+from iterable_recipes.sync.results import ChangeSetSummary, RunCounts
 
-
-@contextmanager
-def warehouse_connection() -> Iterator[Any]:
-    """A connection from the SnowflakeCredentials block named in settings (it wins) or SNOWFLAKE_*."""
-    settings = get_settings()
-    block = None
-    if settings.snowflake_credentials_block:
-        from prefect_snowflake import SnowflakeCredentials
-
-        block = SnowflakeCredentials.load(settings.snowflake_credentials_block, _sync=True)
-    conn = connect(**connection_params(block, settings))
-    try:
-        yield conn
-    finally:
-        conn.close()
+WAREHOUSE_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
-@dataclass
-class BatchReport:
-    """Iterable's answer to one sync batch by position: rejected (with reasons) and unknown people."""
-
-    batch_no: int
-    sent: int = 0
-    rejected: dict[int, str] = field(default_factory=dict)
-    not_found: list[int] = field(default_factory=list)
+@task(name="plan-sync-run", **WAREHOUSE_TASK_OPTIONS)
+def plan_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, dry_run: bool) -> ChangeSetSummary:
+    """Diff the model against the sync's state in the warehouse and stage this run's change set once."""
+    return plan_run(conn, defn, run_id, schema, dry_run)
 
 
-def _looks_up_first(defn: SyncDefinition) -> bool:
-    """Update mode keyed by email: Iterable would create unknown people, so each is looked up first."""
-    return (
-        defn.kind is SyncKind.USER_PROFILES
-        and defn.mode is SyncMode.UPDATE
-        and defn.identity.kind is IdentityKind.EMAIL
-    )
+@task(name="sample-sync-changes", **WAREHOUSE_TASK_OPTIONS)
+def sample_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, rows: int) -> list[dict[str, Any]]:
+    """A masked sample of the staged changes (for a dry run's preview)."""
+    return sample_changes(conn, run_id, rows, state_schema=schema, kind=defn.identity.kind.value)
 
 
-@task(name="deliver-sync-batch", **ITERABLE_TASK_OPTIONS)
-def deliver_batch(defn: SyncDefinition, batch_no: int, items: Sequence[dict[str, Any]]) -> BatchReport:
-    """Send one batch (users/bulkUpdate or events/trackBulk); unknown people are reported, never created."""
-    client = iterable_tasks.shared_client()  # looked up at call time: one client per process
-    report = BatchReport(batch_no)
-    positions = list(range(len(items)))
-    if _looks_up_first(defn):
-        known: list[int] = []
-        for position, found in zip(positions, look_up_many(client, [i["email"] for i in items]), strict=True):
-            if isinstance(found, Exception):
-                raise found  # a failed look-up is retryable or fatal for the batch, never "unknown"
-            (known if found is not None else report.not_found).append(position)
-        positions = known
-    if positions:
-        send = client.track_events if defn.kind is SyncKind.CUSTOM_EVENTS else client.bulk_update_users
-        sent = send_bulk([items[p] for p in positions], send)
-        report.sent = sent.sent
-        for index, failure in sent.failures.items():
-            if failure.category == "not_found":
-                report.not_found.append(positions[index])
-            else:
-                report.rejected[positions[index]] = mask_emails(f"{failure.category}: {failure.reason}")
-    return report
+@task(name="finish-sync-run", **WAREHOUSE_TASK_OPTIONS)
+def finish_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, status: str) -> RunCounts:
+    """Write the run-history row's outcome and drop the run's staging table."""
+    return finish_run(conn, defn, run_id, status=status, state_schema=schema)

@@ -18,7 +18,17 @@ import pytest
 pytest_plugins = ["tests.integration"]
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
+# The vendors' published specifications, read where they are (never copied in): RECIPES_REFERENCE_DIR,
+# by default ../shared/reference beside the checkout.
+REFERENCE = Path(os.environ.get("RECIPES_REFERENCE_DIR") or ROOT.parent / "shared" / "reference")
+PUBLISHED_AT = {
+    "iterable/api-docs.json": "Iterable serves it at https://api.iterable.com/api-docs "
+    "(also in the GitHub repository Iterable/api-client)",
+    "marketo/swagger-mapi.json": "Adobe publishes it in the GitHub repository AdobeDocs/marketo-apis "
+    "(static/swagger-mapi.json)",
+    "marketo/swagger-identity.json": "Adobe publishes it in the GitHub repository AdobeDocs/marketo-apis "
+    "(static/swagger-identity.json)",
+}
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -53,10 +63,18 @@ def unavailable(what: str, why: str) -> None:
 
 
 def reference_file(*parts: str) -> Path:
-    """A vendor specification from ../shared/reference; skipped outside CI when absent, fails in CI."""
+    """A vendor specification under RECIPES_REFERENCE_DIR; skipped outside CI when absent, fails in CI."""
     path = REFERENCE.joinpath(*parts)
     if not path.exists():
-        unavailable(f"reference file {'/'.join(parts)}", "not found beside the project")
+        name = "/".join(parts)
+        message = (
+            f"the vendor specification {name} is not in RECIPES_REFERENCE_DIR ({REFERENCE}); "
+            f"{PUBLISHED_AT.get(name, 'see the vendor')}: download it there, or point "
+            "RECIPES_REFERENCE_DIR at a folder holding it"
+        )
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
     return path
 
 

@@ -21,7 +21,8 @@ from dev.standins.serving import ServerThread
 from iterable_recipes.clients.iterable import IterableClient
 from iterable_recipes.clients.limiter import InMemoryLimiter
 from iterable_recipes.clients.retry import RetryPolicy
-from iterable_recipes.settings import get_settings
+from iterable_recipes.resources import Resources, provided
+from iterable_recipes.settings import load_settings
 from tests.contract.iterable_spec import SpecCheckingTransport
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"integration-tests-secret-0123456").decode()
@@ -37,21 +38,23 @@ class IterableStandIn:
     transport: SpecCheckingTransport
 
 
-def reset_process_caches() -> None:
-    """Forget every per-process cache built from settings (tests change settings between runs)."""
-    import iterable_recipes.resources
-    import tasks.iterable
-    import tasks.store
+@pytest.fixture
+def test_parts() -> dict[str, Any]:
+    """The parts this test gives the flows it runs (a checked Iterable client, a Marketo factory)."""
+    return {}
 
-    get_settings.cache_clear()
-    for cached in (tasks.iterable.shared_client, tasks.iterable.consent_policy, tasks.store.app_inbox):
-        # A test may have replaced one of them by a plain function.
-        getattr(cached, "cache_clear", lambda: None)()
-    iterable_recipes.resources._process_limiters.clear()
+
+@pytest.fixture(autouse=True)
+def _flows_use_test_parts(test_parts: dict[str, Any]) -> Iterator[None]:
+    """Flows run by this test get Resources from the settings of the moment plus the test's parts."""
+    with provided(lambda: Resources(load_settings(), **test_parts)):
+        yield
 
 
 @pytest.fixture
-def iterable_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[IterableStandIn]:
+def iterable_standin(
+    monkeypatch: pytest.MonkeyPatch, test_parts: dict[str, Any]
+) -> Iterator[IterableStandIn]:
     """A stand-in Iterable with Iterable's limits; every request our tasks send is checked by the spec."""
     server = ServerThread(create_iterable(SandboxOptions())).start()
     transport = SpecCheckingTransport(httpx.HTTPTransport())
@@ -63,13 +66,10 @@ def iterable_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[IterableStandI
         retry=FAST_RETRY,
         timeout=5,
     )
-    import tasks.iterable
-
     monkeypatch.setenv("ITERABLE_API_KEY", "sandbox-key")
     monkeypatch.setenv("ITERABLE_BASE_URL", server.url)
-    reset_process_caches()
-    # The tasks' real client, over a real socket, with a transport that validates each body first.
-    monkeypatch.setattr(tasks.iterable, "shared_client", lambda: client)
+    # The flows' real client, over a real socket, with a transport that validates each body first.
+    test_parts["iterable"] = client
     try:
         yield IterableStandIn(server.url, server._server.config.app.state.sandbox, transport)
     finally:
@@ -81,7 +81,7 @@ def iterable_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[IterableStandI
 def _rates() -> dict[str, Any]:
     from iterable_recipes.clients.iterable import paced_rates
 
-    return paced_rates(get_settings().iterable_rate_headroom)
+    return paced_rates(load_settings().iterable_rate_headroom)
 
 
 @pytest.fixture
@@ -93,7 +93,6 @@ def app_database(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("RECIPES_DATABASE_URL", url)
     monkeypatch.setenv("CUSTOMERSDOT_WEBHOOK_SECRETS", WEBHOOK_SECRET)
     monkeypatch.setenv("EVENT_NOT_FOUND_RETRY_SECONDS", "0.2")
-    reset_process_caches()
     migrate(url)
     return url
 
@@ -140,9 +139,8 @@ class MarketoStandIn:
 
 
 @pytest.fixture
-def marketo_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[MarketoStandIn]:
+def marketo_standin(monkeypatch: pytest.MonkeyPatch, test_parts: dict[str, Any]) -> Iterator[MarketoStandIn]:
     """A stand-in Marketo; every request our tasks send is checked against Marketo's own spec."""
-    import tasks.marketo
     from dev.standins.marketo.app import create_app as create_marketo
     from iterable_recipes.clients.marketo import MarketoClient
     from tests.contract.marketo_spec import MarketoSpecCheckingTransport
@@ -153,12 +151,12 @@ def marketo_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[MarketoStandIn]
     monkeypatch.setenv("MARKETO_CLIENT_ID", "sandbox-client")
     monkeypatch.setenv("MARKETO_CLIENT_SECRET", "sandbox-secret")
 
-    def client(settings: Any = None) -> MarketoClient:
+    def client() -> MarketoClient:
         return MarketoClient(
             server.url, "sandbox-client", "sandbox-secret", transport=transport, retry=FAST_RETRY
         )
 
-    monkeypatch.setattr(tasks.marketo, "marketo_client", client)
+    test_parts["marketo"] = client
     try:
         yield MarketoStandIn(server.url, server._server.config.app.state.sandbox, transport)
     finally:

@@ -89,9 +89,7 @@ def run_flow(url: str, database_url: str, workdir: Path, batch_size: int, in_fli
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.customersdot_events import customersdot_drain
-    from iterable_recipes.settings import get_settings
 
-    get_settings.cache_clear()
     with prefect_test_harness(server_startup_timeout=120):
         began = time.monotonic()
         counts = customersdot_drain()

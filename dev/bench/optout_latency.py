@@ -3,7 +3,8 @@
     uv run python -m dev.bench.optout_latency [--people 60] [--over 60] [--query-seconds 2]
                                           [--poll-unsubscribes 1000] [--poll-noise 2000]
 
-A temporary Prefect server, the receiver (``python -m iterable_recipes.receiver``), the Iterable and Marketo stand-ins and
+A temporary Prefect server, the receiver (``python -m iterable_recipes.receiver``), the Iterable and
+Marketo stand-ins and
 a process serving prefect.yaml's ``marketo-opt-out-drain`` deployment (its every-minute schedule; the
 runner asks for due runs every ``--query-seconds``, as ``recipes serve`` does) each run in their own
 process, with the default trigger settings (the receiver's nudge window). ``--people`` people known to
@@ -45,7 +46,7 @@ from dev.bench.common import (
 )
 
 DEPLOYMENT = "marketo-opt-out-drain"
-MARKETING_EMAIL_CHANNEL = 1  # config/consent.yaml: the channel an opt-out unsubscribes
+MARKETING_EMAIL_CHANNEL = 1  # iterable_recipes/optouts/consent.yaml: the channel an opt-out unsubscribes
 LEAD_OFFSET = 500_000  # webhook leads, apart from the poll's
 
 
@@ -70,10 +71,10 @@ def serve_drain(query_seconds: float) -> None:
 def poll_child() -> None:
     """Run ``marketo_poll(drain=False)`` once on a fresh app database; print its counts and seconds."""
     from flows.marketo_unsubscribes import marketo_poll
-    from iterable_recipes.settings import get_settings
+    from iterable_recipes.settings import load_settings
     from iterable_recipes.store import migrate
 
-    migrate(get_settings().recipes_database_url)
+    migrate(load_settings().recipes_database_url)
     began = time.perf_counter()
     summary = marketo_poll(drain=False)
     print_json_line({"seconds": time.perf_counter() - began, "summary": summary})

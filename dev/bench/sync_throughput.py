@@ -82,21 +82,6 @@ def _timed(timers: Counter[str], name: str, fn: Callable[..., Any]) -> Callable[
     return wrapper
 
 
-class _TimedTask:
-    """Stands in for the ``deliver_batch`` task in the flow module: times ``submit`` (the flow's side)."""
-
-    def __init__(self, task: Any, timers: Counter[str]) -> None:
-        self.task, self.timers = task, timers
-
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
-        began = time.perf_counter()
-        self.timers.setdefault("first_submit_at", began)
-        try:
-            return self.task.submit(*args, **kwargs)
-        finally:
-            self.timers["task_submit_s"] += time.perf_counter() - began
-
-
 def child(sync: str) -> None:
     """Run ``snowflake_sync(sync)`` once in this process; print its counts, timings and peak RSS."""
     import flows.snowflake_sync as flow_module
@@ -105,7 +90,7 @@ def child(sync: str) -> None:
 
     timers: Counter[str] = Counter()
     lock = threading.Lock()
-    send_bulk = task_module.send_bulk
+    send_bulk = delivery.send_in_batches
 
     def timed_send_bulk(*args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter()
@@ -135,12 +120,23 @@ def child(sync: str) -> None:
 
     original_batches = delivery.iter_batches
     accept = _timed(timers, "accept_batch_s", delivery.accept_batch)
-    task_module.send_bulk = timed_send_bulk
+    delivery.send_in_batches = timed_send_bulk
     delivery.iter_batches = timed_batches
     delivery.accept_batch = timed_accept
-    delivery.plan_changes = _timed(timers, "plan_s", delivery.plan_changes)
-    flow_module.finish_run = _timed(timers, "finish_run_s", flow_module.finish_run)
-    delivery.deliver_batch = _TimedTask(delivery.deliver_batch, timers)  # type: ignore[assignment]
+    task_module.plan_run = _timed(timers, "plan_s", task_module.plan_run)
+    task_module.finish_run = _timed(timers, "finish_run_s", task_module.finish_run)
+    sender = flow_module.sync_batch_sender
+
+    def timed_sender(resources: Any, defn: Any) -> Callable[..., Any]:
+        send = sender(resources, defn)
+
+        def timed(batch_no: int, items: Any) -> Any:
+            timers.setdefault("first_submit_at", time.perf_counter())
+            return send(batch_no, items)
+
+        return timed
+
+    flow_module.sync_batch_sender = timed_sender
 
     began = time.perf_counter()
     summary = flow_module.snowflake_sync(sync)
@@ -149,7 +145,7 @@ def child(sync: str) -> None:
     timers.pop("first_submit_at", None)
     accounted = sum(v for k, v in timers.items() if not k.startswith("http_"))
     timers["waiting_for_batches_s"] = max(0.0, send_s - sum(
-        timers[k] for k in ("read_batches_s", "accept_batch_s", "task_submit_s")))  # fmt: skip
+        timers[k] for k in ("read_batches_s", "accept_batch_s")))  # fmt: skip
     timers["flow_start_and_other_s"] = max(0.0, total - accounted - timers["waiting_for_batches_s"])
     print_json_line(
         {
@@ -211,22 +207,40 @@ def baseline_items(port: int, count: int, definitions: Path) -> list[dict[str, A
     return items[:count]
 
 
+def _pause(response: httpx.Response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After") or 1.0))
+    except ValueError:
+        return 1.0
+
+
 def per_row_baseline(
     url: str, items: list[dict[str, Any]], seconds: float, limiter_path: str
 ) -> dict[str, float]:
-    """users/update once per row, Iterable's 500/s held by the project's shared limiter; 8 threads."""
-    from iterable_recipes.clients.iterable import IterableClient
-    from iterable_recipes.resources import build_limiter
+    """POST /api/users/update once per row with plain httpx (a Workato recipe's way, not our client).
+
+    Iterable's 500/s for users/update is held by a SQLite limiter as the project's shared one would;
+    8 threads; a 429 or 5xx is sent again after a pause (Retry-After, else 1 s), at most 4 times.
+    """
+    from iterable_recipes.clients.limiter import Rate
+    from iterable_recipes.clients.shared_limiters import SQLiteLimiter
     from iterable_recipes.settings import Settings
 
-    settings = Settings(
-        limiter_backend="sqlite", limiter_sqlite_path=limiter_path, iterable_limits_enabled=True
-    )
+    name = "users/update"
+    headroom = Settings().iterable_rate_headroom
+    limiter = SQLiteLimiter(limiter_path, {name: Rate(500, 1 + headroom)})
     rows = iter(items)
     lock = threading.Lock()
     done = [0] * 8
+    refused = [0] * 8
     stop = time.monotonic() + seconds
-    with IterableClient(SANDBOX_ITERABLE_KEY, base_url=url, limiter=build_limiter(settings)) as client:
+    http = httpx.Client(
+        base_url=url,
+        headers={"Api-Key": SANDBOX_ITERABLE_KEY, "Accept": "application/json"},
+        timeout=30,
+        limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+    )
+    with http, limiter:
 
         def loop(n: int) -> None:
             while time.monotonic() < stop:
@@ -234,8 +248,16 @@ def per_row_baseline(
                     item = next(rows, None)
                 if item is None:
                     return
-                client.update_user(item)
-                done[n] += 1
+                for _ in range(4):
+                    limiter.acquire(name)
+                    response = http.post("/api/users/update", json=item)
+                    if response.status_code != 429 and response.status_code < 500:
+                        break
+                    limiter.slow_down(name, _pause(response))
+                if response.is_success:
+                    done[n] += 1
+                else:
+                    refused[n] += 1
 
         began = time.monotonic()
         threads = [threading.Thread(target=loop, args=(n,)) for n in range(8)]
@@ -244,7 +266,12 @@ def per_row_baseline(
         for t in threads:
             t.join()
         elapsed = time.monotonic() - began
-    return {"rows": float(sum(done)), "seconds": elapsed, "rows_per_s": sum(done) / elapsed}
+    return {
+        "rows": float(sum(done)),
+        "refused": float(sum(refused)),
+        "seconds": elapsed,
+        "rows_per_s": sum(done) / elapsed,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,7 @@
 """Intake benchmark: signed, validated, committed CustomersDot events per second, and their latency.
 
-The receiver runs in its own uvicorn process (``python -m iterable_recipes.receiver``); the load comes from a light
+The receiver runs in its own uvicorn process (``python -m iterable_recipes.receiver``); the load comes
+from a light
 asyncio client that writes pre-signed HTTP/1.1 requests over keep-alive connections. Run with
 ``uv run python -m dev.bench.webhook_intake [--events N] [--connections C] [--backends sqlite,postgres]``.
 Prints a table, then one JSON line.

@@ -1,4 +1,4 @@
-"""`recipes demo` and `recipes bench`: development programs that live in a checkout's dev/, never in the wheel.
+"""`recipes demo` and `recipes bench`: development programs in a checkout's dev/, never in the wheel.
 
 Production code never imports dev/: these commands run its programs as their own processes, from the
 checkout this package was loaded from, and say why they cannot when the package is an installed wheel.

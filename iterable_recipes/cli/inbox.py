@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iterable_recipes.masking import mask_email, mask_emails
-from iterable_recipes.settings import get_settings
+from iterable_recipes.settings import load_settings
 from iterable_recipes.store.inbox import Inbox, Item, Status
 from iterable_recipes.store.migrate import migrate
 
@@ -24,7 +24,7 @@ MAX_ERROR_CHARS = 80
 @contextmanager
 def open_inbox() -> Iterator[Inbox]:
     """The inbox on RECIPES_DATABASE_URL, migrated first so a fresh checkout works; closed afterwards."""
-    settings = get_settings()
+    settings = load_settings()
     migrate(settings.recipes_database_url)
     inbox = Inbox(settings.recipes_database_url, max_attempts=settings.inbox_max_attempts)
     try:
@@ -147,7 +147,7 @@ def purge(
     ] = None,
 ) -> None:
     """Drop the payloads (personal data) of finished items older than the retention; rows stay."""
-    days = get_settings().inbox_payload_retention_days if older_than_days is None else older_than_days
+    days = load_settings().inbox_payload_retention_days if older_than_days is None else older_than_days
     with open_inbox() as inbox:
         count = inbox.purge(timedelta(days=days))
     typer.echo(f"{count} payload(s) purged (finished items last changed over {days:g} day(s) ago)")

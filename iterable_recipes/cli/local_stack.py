@@ -225,9 +225,6 @@ class LocalStack:
             from prefect.context import refresh_global_settings_context
 
             refresh_global_settings_context()
-        from iterable_recipes.settings import get_settings
-
-        get_settings.cache_clear()
 
     def stop(self) -> None:
         """Stop every subprocess started here, newest first (SIGTERM to its session, then SIGKILL)."""
@@ -241,12 +238,6 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _prefect_version() -> str:
-    from importlib.metadata import version
-
-    return version("prefect")
 
 
 def _prefect_version() -> str:

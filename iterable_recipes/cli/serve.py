@@ -54,10 +54,10 @@ def start_receiver(host: str, port: int, api_url: str | None) -> Any:
     """Migrate the app database and serve the receiver in a thread; its nudges go to ``api_url``."""
     from iterable_recipes.receiver.app import create_app
     from iterable_recipes.receiver.nudge import Nudger, PrefectTrigger
-    from iterable_recipes.settings import get_settings
+    from iterable_recipes.settings import load_settings
     from iterable_recipes.store import migrate
 
-    settings = get_settings()
+    settings = load_settings()
     migrate(settings.recipes_database_url)
     # An explicit API URL: the receiver's threads do not share this thread's Prefect settings context.
     nudger = Nudger(PrefectTrigger(api_url=api_url), window_seconds=settings.nudge_window_seconds)

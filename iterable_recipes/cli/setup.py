@@ -89,10 +89,10 @@ def setup() -> None:
     """Register block types, create the work pool and the automations of automations/ (idempotent)."""
     from prefect.client.orchestration import get_client
 
-    from iterable_recipes.settings import get_settings
+    from iterable_recipes.settings import load_settings
 
     console = Console()
-    settings = get_settings()
+    settings = load_settings()
     console.print(f"block types registered: {', '.join(register_blocks())}")
     with get_client(sync_client=True) as client:
         created = ensure_work_pool(client, settings.recipes_work_pool)

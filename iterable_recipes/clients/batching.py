@@ -22,6 +22,7 @@ __all__ = [
     "MAX_BULK_BYTES",
     "MAX_BULK_ITEMS",
     "batches",
+    "send_in_batches",
     "send_splitting",
     "wire_size",
 ]
@@ -101,3 +102,10 @@ def _isolated(item: Any, error: SplitBatchError) -> BulkResult:
     result = BulkResult(error.endpoint, identities=[identity])
     result.failures[0] = ItemFailure(0, category, error.message, identity)
     return result
+
+
+def send_in_batches(items: Sequence[T], send: Callable[[Sequence[T]], BulkResult]) -> BulkResult:
+    """Send ``items`` in requests of at most 1000 items and 4 MB, splitting refused ones; one result
+    for all of them, by position."""
+    results = [send_splitting(chunk, send) for chunk in batches(items)]
+    return BulkResult.merge(results[0].endpoint if results else "bulk", results)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -48,17 +47,16 @@ from iterable_recipes.clients.iterable_models import (
     TrackEventRequest,
     UpdateSubscriptionsRequest,
     UserResponse,
-    UserUpdateRequest,
 )
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter, Rate, RateLimiter
 from iterable_recipes.clients.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries
+from iterable_recipes.masking import mask_emails
 
 __all__ = [
     "BASE_URLS",
     "ITERABLE_RATE_LIMITS",
     "IterableClient",
     "iterable_limiter",
-    "mask_emails",
     "paced_rates",
 ]
 
@@ -70,9 +68,7 @@ BASE_URLS: dict[str, str] = {"us": "https://api.iterable.com", "eu": "https://ap
 # Per-project limits from the operation descriptions of api-docs.json. The subscription endpoints
 # state none, so they are not paced here (a 429 still slows them down).
 ITERABLE_RATE_LIMITS: dict[str, Rate] = {
-    "events/track": Rate(2000),
     "events/trackBulk": Rate(10),
-    "users/update": Rate(500),
     "users/bulkUpdate": Rate(5),
     "users/getByEmail": Rate(100),
     "users/byUserId": Rate(100),
@@ -84,14 +80,12 @@ ITERABLE_RATE_LIMITS: dict[str, Rate] = {
 # every per-second limit Iterable states).
 DEFAULT_SLOW_DOWN_SECONDS = 1.0
 NO_USER_WITH_ID = "error.users.noUserWithIdExists"
-_EMAIL = re.compile(r"[^\s\"'<>,;:/?=&]+(?:@|%40)[^\s\"'<>,;:/?=&]+", re.IGNORECASE)
 
 
 # Pacing exactly at a limit meets a strict 1-second sliding window with no room for network jitter:
 # a request sent 1.000 s after the fifth-previous one can arrive 0.999 s after it and be refused.
-# Requests are therefore spaced this fraction wider than the spec's limit (bench/iterable_client.py:
-# 10 % gave no 429 from the stand-in at 5 requests/s; 3 % gave some, each costing a second).
-DEFAULT_HEADROOM = 0.1
+# Requests are therefore spaced this fraction wider than the spec's limit (ITERABLE_RATE_HEADROOM).
+DEFAULT_HEADROOM = 0.05
 
 
 def paced_rates(headroom: float = DEFAULT_HEADROOM) -> dict[str, Rate]:
@@ -102,11 +96,6 @@ def paced_rates(headroom: float = DEFAULT_HEADROOM) -> dict[str, Rate]:
 def iterable_limiter(headroom: float = DEFAULT_HEADROOM) -> InMemoryLimiter:
     """A one-process limiter holding Iterable's per-project limits (share one per project)."""
     return InMemoryLimiter(paced_rates(headroom))
-
-
-def mask_emails(text: str) -> str:
-    """``text`` with every email address, raw or URL-encoded, replaced by ``<email>``."""
-    return _EMAIL.sub("<email>", text)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -293,15 +282,6 @@ class IterableClient:
 
     # ---- events -----------------------------------------------------------------------------------
 
-    def track_event(self, event: TrackEventRequest | Mapping[str, Any]) -> IterableApiResponse:
-        """``POST /api/events/track``: one event; ``params.id`` of the answer is the event id.
-
-        Prefer ``track_events`` even for one event: Iterable processes single and bulk calls apart.
-        """
-        if not isinstance(event, TrackEventRequest):
-            event = TrackEventRequest.model_validate(event)
-        return self._envelope_call("events/track", "POST", "/api/events/track", event.to_wire())
-
     def track_events(self, events: Sequence[TrackEventRequest | Mapping[str, Any]]) -> BulkResult:
         """``POST /api/events/trackBulk``: one request (batch with ``clients.batching`` first)."""
         name = "events/trackBulk"
@@ -323,12 +303,6 @@ class IterableClient:
         return result
 
     # ---- users ------------------------------------------------------------------------------------
-
-    def update_user(self, user: UserUpdateRequest | Mapping[str, Any]) -> IterableApiResponse:
-        """``POST /api/users/update``: merge ``dataFields`` into one profile (creates the user by email)."""
-        if not isinstance(user, UserUpdateRequest):
-            user = UserUpdateRequest.model_validate(user)
-        return self._envelope_call("users/update", "POST", "/api/users/update", user.to_wire())
 
     def bulk_update_users(
         self, users: Sequence[BulkUser | Mapping[str, Any]], create_new_fields: bool | None = None
@@ -364,16 +338,6 @@ class IterableClient:
 
     # ---- subscriptions ----------------------------------------------------------------------------
 
-    def update_subscriptions(
-        self, request: UpdateSubscriptionsRequest | Mapping[str, Any]
-    ) -> IterableApiResponse:
-        """``POST /api/users/updateSubscriptions``: every array sent replaces the stored one."""
-        if not isinstance(request, UpdateSubscriptionsRequest):
-            request = UpdateSubscriptionsRequest.model_validate(request)
-        return self._envelope_call(
-            "users/updateSubscriptions", "POST", "/api/users/updateSubscriptions", request.to_wire()
-        )
-
     def bulk_update_subscriptions(
         self, requests: Sequence[UpdateSubscriptionsRequest | Mapping[str, Any]]
     ) -> BulkResult:
@@ -397,21 +361,10 @@ class IterableClient:
             )
         return result
 
-    def subscribe(
-        self, group: SubscriptionGroup, group_id: int, *, email: str | None = None, user_id: str | None = None
-    ) -> IterableApiResponse:
-        """``PATCH /api/subscriptions/{group}/{id}/...``: add one person (creates unknown users)."""
-        return self._single_subscription("PATCH", group, group_id, email, user_id)
-
     def unsubscribe(
         self, group: SubscriptionGroup, group_id: int, *, email: str | None = None, user_id: str | None = None
     ) -> IterableApiResponse:
         """``DELETE /api/subscriptions/{group}/{id}/user|byUserId/...``: remove one person."""
-        return self._single_subscription("DELETE", group, group_id, email, user_id)
-
-    def _single_subscription(
-        self, method: str, group: str, group_id: int, email: str | None, user_id: str | None
-    ) -> IterableApiResponse:
         if (email is None) == (user_id is None):
             raise ValueError("give exactly one of email and user_id")
         who = (
@@ -420,7 +373,7 @@ class IterableClient:
             else f"byUserId/{quote(str(user_id), safe='')}"
         )
         path = f"/api/subscriptions/{group}/{int(group_id)}/{who}"
-        return self._envelope_call("subscriptions/single", method, path, ok=(200, 202))
+        return self._envelope_call("subscriptions/single", "DELETE", path, ok=(200, 202))
 
     def bulk_subscription(
         self,

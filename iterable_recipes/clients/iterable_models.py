@@ -21,6 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from iterable_recipes.clients.errors import ApiError, RetryableError
+from iterable_recipes.masking import mask_emails
+
 SubscriptionGroup = Literal["emailList", "messageType", "messageChannel"]
 SubscriptionAction = Literal["subscribe", "unsubscribe"]
 
@@ -101,7 +104,7 @@ class _Identified(_Request):
 
 
 class TrackEventRequest(_Identified):
-    """``POST /api/events/track`` body, and one item of trackBulk (spec: TrackRequest)."""
+    """One event of ``POST /api/events/trackBulk`` (spec: TrackRequest)."""
 
     event_name: str = Field(min_length=1)
     id: str | None = None
@@ -126,15 +129,6 @@ class BulkTrackRequest(_Request):
 # ---- users ----------------------------------------------------------------------------------------
 
 
-class UserUpdateRequest(_Identified):
-    """``POST /api/users/update`` body (spec: ApiUserUpdateRequest)."""
-
-    data_fields: dict[str, Any] | None = None
-    prefer_user_id: bool | None = None
-    merge_nested_objects: bool | None = None
-    create_new_fields: bool | None = None
-
-
 class BulkUser(_Identified):
     """One user of ``users/bulkUpdate`` (spec: OptionalApiUser; ``createNewFields`` is top-level there)."""
 
@@ -154,7 +148,7 @@ class BulkUpdateUsersRequest(_Request):
 
 
 class UpdateSubscriptionsRequest(_Identified):
-    """``POST /api/users/updateSubscriptions`` body and bulk item: each array sent REPLACES the stored one."""
+    """One item of ``users/bulkUpdateSubscriptions``: each array sent REPLACES the stored one."""
 
     email_list_ids: list[int] | None = None
     unsubscribed_channel_ids: list[int] | None = None
@@ -320,6 +314,8 @@ class ItemFailure:
     category: FailureCategory
     reason: str
     identity: str | None = field(default=None, repr=False)
+    # Iterable's error code when the whole request failed ("BadApiKey", ...), else None.
+    code: str | None = None
 
     @property
     def retryable(self) -> bool:
@@ -395,7 +391,7 @@ class BulkResult:
         self.identities.extend(other.identities)
         for index, failure in other.failures.items():
             self.failures[index + offset] = ItemFailure(
-                index + offset, failure.category, failure.reason, failure.identity
+                index + offset, failure.category, failure.reason, failure.identity, failure.code
             )
         self.unattributed_failures += other.unattributed_failures
         self.filtered_out_fields.extend(
@@ -403,6 +399,29 @@ class BulkResult:
         )
         self.created_fields.extend(f for f in other.created_fields if f not in self.created_fields)
         return self
+
+    @classmethod
+    def whole_request_failed(cls, endpoint: str, size: int, error: ApiError) -> BulkResult:
+        """Every one of ``size`` items failed the same way, because the request as a whole did."""
+        category = FailureCategory.RETRY if isinstance(error, RetryableError) else FailureCategory.REJECTED
+        reason = mask_emails(str(error))
+        result = cls(endpoint, identities=[None] * size)
+        result.failures = {i: ItemFailure(i, category, reason, code=error.code) for i in range(size)}
+        return result
+
+    def without_identities(self) -> BulkResult:
+        """The same outcomes by position with every email and userId left out (safe to return from a task)."""
+        return BulkResult(
+            self.endpoint,
+            identities=[None] * len(self.identities),
+            failures={
+                i: ItemFailure(i, f.category, mask_emails(f.reason), code=f.code)
+                for i, f in self.failures.items()
+            },
+            unattributed_failures=self.unattributed_failures,
+            filtered_out_fields=list(self.filtered_out_fields),
+            created_fields=list(self.created_fields),
+        )
 
     @classmethod
     def merge(cls, endpoint: str, results: Sequence[BulkResult]) -> BulkResult:

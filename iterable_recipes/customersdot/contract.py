@@ -1,28 +1,23 @@
-"""The versioned contract of what CustomersDot posts to us, and the Marketo unsubscribe webhook body.
+"""The versioned contract of what CustomersDot posts to us (version "1").
 
-Version "1". The receiver publishes these models as JSON Schema in its OpenAPI document. Unknown fields
-are refused, so a misspelt field fails loudly instead of silently dropping data.
+The receiver publishes these models as JSON Schema in its OpenAPI document. Unknown fields are refused,
+so a misspelt field fails loudly instead of silently dropping data.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from iterable_recipes.identities import Email, UserId
 
 CONTRACT_VERSION = "1"
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # Letters, digits and hyphens: the event id becomes Iterable's event id as is.
 EVENT_ID_PATTERN = r"^[A-Za-z0-9-]{1,200}$"
 
 
-def _int_to_str(value: Any) -> Any:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
-UserId = Annotated[str, BeforeValidator(_int_to_str), Field(min_length=1, max_length=64)]
 ShortText = Annotated[str, Field(max_length=255)]
 
 
@@ -109,29 +104,3 @@ def parse_customersdot_event(body: bytes | str) -> SaasTrialStarted | FreeRegist
 def is_forwardable(event: SaasTrialStarted | FreeRegistration | NamespaceUserInvited) -> bool:
     """Personal free registrations are kept but never sent to Iterable (GitLab syncs team/company only)."""
     return not (isinstance(event, FreeRegistration) and event.data.registration_kind == "personal")
-
-
-class MarketoUnsubscribe(BaseModel):
-    """The body a Marketo "Call Webhook" step posts when a lead's Unsubscribed flag becomes true.
-
-    Built from Marketo tokens, e.g. ``{"email": "{{lead.Email Address}}", "leadId": "{{lead.Id}}",
-    "unsubscribedAt": "{{system.dateTime}}"}``. Extra fields are ignored: admins edit the template by hand.
-    """
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    email: Email
-    leadId: UserId
-    unsubscribedAt: str = Field(
-        min_length=1, max_length=64, description="Marketo's {{system.dateTime}} token"
-    )
-
-
-def openapi_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(request body schema, component schemas) of the CustomersDot contract, for the OpenAPI document."""
-    schema = customersdot_event_adapter.json_schema(ref_template="#/components/schemas/{model}")
-    components = schema.pop("$defs", {})
-    components["MarketoUnsubscribe"] = MarketoUnsubscribe.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    return schema, components

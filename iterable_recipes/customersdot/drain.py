@@ -1,9 +1,10 @@
-"""The CustomersDot drain's steps: turn claimed items into bulk bodies, deliver a batch, record outcomes.
+"""The CustomersDot drain's engine: claimed items become a profile batch, then an event batch, then outcomes.
 
 A batch goes through users/bulkUpdate, then the events of the people accepted through events/trackBulk
 (ids derived from CustomersDot's, so a re-send updates Iterable's event instead of adding one), then
 every item's outcome is written back to the inbox by the drain that holds its lease. An item is
-delivered only when Iterable accepted both its profile and its event.
+delivered only when Iterable accepted both its profile and its event. The sends and the writes are
+given in (the flow passes its tasks), so this module knows nothing of Prefect.
 """
 
 from __future__ import annotations
@@ -11,29 +12,24 @@ from __future__ import annotations
 import gc
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import Task
-from prefect.utilities.annotations import quote
 from pydantic import ValidationError
 
 from iterable_recipes.clients.errors import ApiError, RetryableError
-from iterable_recipes.clients.iterable_models import event_id_from
+from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory, event_id_from
 from iterable_recipes.customersdot.contract import customersdot_event_adapter
-from iterable_recipes.customersdot.mapping import load_mapping, to_iterable
-from iterable_recipes.outcomes import ItemsReport
-from iterable_recipes.store.inbox import Item
-from tasks.iterable import track_events, upsert_users
-from tasks.store import Outcome, record
+from iterable_recipes.customersdot.mapping import EventMapping, to_iterable
+from iterable_recipes.store import Item, Outcome
 
 SOURCE = "customersdot"
 EVENT_ID_SOURCE = "cdot"
-# The inbox retries whole batches; task-level retries would only hold the leases longer.
-_upsert = upsert_users.with_options(retries=0)
-_track = track_events.with_options(retries=0)
+
+Send = Callable[[list[dict[str, Any]]], BulkResult]
+Settle = Callable[[list[Outcome]], dict[str, int]]
 
 
 @dataclass
@@ -46,7 +42,7 @@ class Batch:
     settled: list[Outcome] = field(default_factory=list)
 
 
-def prepare(items: list[Item], mapping: Any) -> Batch:
+def prepare(items: list[Item], mapping: EventMapping) -> Batch:
     """Turn claimed items into bulk bodies; items not to forward or no longer valid are settled here."""
     batch = Batch()
     for item in items:
@@ -77,12 +73,12 @@ def prepare(items: list[Item], mapping: Any) -> Batch:
     return batch
 
 
-def _outcome(item_id: int, report: ItemsReport, index: int, not_found_delay: float) -> Outcome | None:
+def _outcome(item_id: int, result: BulkResult, index: int, not_found_delay: float) -> Outcome | None:
     """None when the item passed this step; otherwise what to record."""
-    failure = report.failures.get(index)
+    failure = result.failures.get(index)
     if failure is None:
         return None
-    if failure.category == "not_found":
+    if failure.category is FailureCategory.NOT_FOUND:
         # Iterable applies profile updates asynchronously: the person is not visible yet.
         return Outcome(item_id, "retry", "Iterable has not applied the profile yet", delay=not_found_delay)
     if failure.retryable:
@@ -90,84 +86,100 @@ def _outcome(item_id: int, report: ItemsReport, index: int, not_found_delay: flo
     return Outcome(item_id, "dead", f"{failure.category}: {failure.reason}")
 
 
-class Deliveries:
-    """What the worker threads share: the counts, and why the drain stopped claiming."""
+def _put_back(outcomes: list[Outcome]) -> list[Outcome]:
+    """The request was refused for the account, not for the items: they wait for the next run."""
+    return [Outcome(o.item_id, "retry", o.reason, delay=0.0) if o.status == "dead" else o for o in outcomes]
 
-    def __init__(self, owner: str, not_found_delay: float) -> None:
-        self.owner = owner
+
+class CustomersDotDrain:
+    """One drain run's state, shared by its worker threads: the counts, and why it stopped claiming.
+
+    ``send_profiles`` and ``send_events`` send one batch (users/bulkUpdate, events/trackBulk) and raise
+    an ``ApiError`` when the request as a whole failed; ``settle`` writes outcomes for this drain's items.
+    """
+
+    def __init__(
+        self,
+        mapping: EventMapping,
+        *,
+        send_profiles: Send,
+        send_events: Send,
+        settle: Settle,
+        not_found_delay: float,
+    ) -> None:
+        self.mapping = mapping
+        self._send_profiles = send_profiles
+        self._send_events = send_events
+        self._settle = settle
         self.not_found_delay = not_found_delay
-        self.mapping = load_mapping()  # a bad mapping file fails the run before anything is claimed
         self.counts: Counter[str] = Counter()
         self.fatal: ApiError | None = None
-        self.broken = False
         self._lock = threading.Lock()
 
     @property
     def stopped(self) -> bool:
-        """Stop claiming: Iterable refused the account, or a worker failed unexpectedly."""
-        return self.fatal is not None or self.broken
+        """Stop claiming: Iterable refused the account (bad API key, forbidden)."""
+        return self.fatal is not None
 
     def count(self, name: str, n: int) -> None:
+        """Add ``n`` to count ``name`` (thread-safe)."""
         with self._lock:
             self.counts[name] += n
 
     def settle(self, outcomes: list[Outcome]) -> None:
         """Write outcomes (only for items this drain still holds) and add them to the counts."""
         if outcomes:
-            written = record(SOURCE, outcomes, self.owner)
+            written = self._settle(outcomes)
             with self._lock:
                 self.counts.update(written)
 
-    def refused(self, error: ApiError | None) -> None:
-        if error is not None:
-            with self._lock:
-                self.fatal = self.fatal or error
-
-    def send(self, step: Task[..., ItemsReport], bodies: list[dict[str, Any]]) -> tuple[ItemsReport, bool]:
-        """The step's report (every item failed the way the whole request did, when it raised), and
-        whether the request was refused for the account (bad API key, forbidden): the run fails."""
+    def _send(self, send: Send, bodies: list[dict[str, Any]], endpoint: str) -> tuple[BulkResult, bool]:
+        """The step's result (every item failed the way the whole request did, when it raised), and
+        whether the request was refused for the account: the run then stops and fails."""
         try:
-            # quote(): Prefect would otherwise walk every item of a large list looking for futures.
-            return step(quote(bodies)), False
+            return send(bodies), False
         except RetryableError as error:
-            return ItemsReport.whole_request_failed(len(bodies), error), False
+            return BulkResult.whole_request_failed(endpoint, len(bodies), error), False
         except ApiError as error:
             refusal = error.status in (401, 403)
             if refusal:
-                self.refused(error)
-            return ItemsReport.whole_request_failed(len(bodies), error), refusal
+                with self._lock:
+                    self.fatal = self.fatal or error
+            return BulkResult.whole_request_failed(endpoint, len(bodies), error), refusal
 
-    def deliver(self, items: list[Item], slots: threading.BoundedSemaphore) -> None:
-        """One batch: profiles, then the events of those accepted, then every item's outcome.
-        An item is delivered only when Iterable accepted both its profile and its event."""
-        try:
-            batch = prepare(items, self.mapping)
-            self.settle(batch.settled)
-            if not batch.users:
-                return
-            report, refused = self.send(_upsert, batch.users)
-            failed: list[Outcome] = []
-            passed: list[int] = []
-            for index, item_id in enumerate(batch.item_ids):
-                outcome = _outcome(item_id, report, index, self.not_found_delay)
-                (failed.append(outcome) if outcome else passed.append(index))
-            outcomes = _put_back(failed) if refused else failed
-            if passed:
-                report, refused = self.send(_track, [batch.events[i] for i in passed])
-                for index, position in enumerate(passed):
-                    item_id = batch.item_ids[position]
-                    outcome = _outcome(item_id, report, index, self.not_found_delay)
-                    outcomes.append(outcome or Outcome(item_id, "delivered"))
-                self.count("sent", len(passed))
-                if refused:
-                    outcomes = _put_back(outcomes)
-            self.settle(outcomes)
-        except BaseException:
-            # The batch's leases run out and a later drain takes its items; claim nothing more.
-            self.broken = True
-            raise
-        finally:
-            slots.release()
+    def deliver(self, items: list[Item]) -> None:
+        """One batch: profiles, then the events of those accepted, then every item's outcome."""
+        self.count("received", len(items))
+        batch = prepare(items, self.mapping)
+        self.settle(batch.settled)
+        if not batch.users:
+            return
+        result, refused = self._send(self._send_profiles, batch.users, "users/bulkUpdate")
+        failed: list[Outcome] = []
+        passed: list[int] = []
+        for index, item_id in enumerate(batch.item_ids):
+            outcome = _outcome(item_id, result, index, self.not_found_delay)
+            (failed.append(outcome) if outcome else passed.append(index))
+        outcomes = _put_back(failed) if refused else failed
+        if passed:
+            events = [batch.events[i] for i in passed]
+            result, refused = self._send(self._send_events, events, "events/trackBulk")
+            for index, position in enumerate(passed):
+                item_id = batch.item_ids[position]
+                outcome = _outcome(item_id, result, index, self.not_found_delay)
+                outcomes.append(outcome or Outcome(item_id, "delivered"))
+            self.count("sent", len(passed))
+            if refused:
+                outcomes = _put_back(outcomes)
+        self.settle(outcomes)
+
+    def summary(self) -> dict[str, int]:
+        """The counts every CustomersDot drain run reports."""
+        counts = dict(self.counts)
+        names = ("received", "sent", "delivered", "skipped", "retry", "dead")
+        summary = {name: counts.get(name, 0) for name in names}
+        summary["failed"] = summary["retry"] + summary["dead"]
+        return summary
 
 
 @contextmanager
@@ -188,8 +200,3 @@ def fewer_collections(threshold: int = 50_000) -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
-
-
-def _put_back(outcomes: list[Outcome]) -> list[Outcome]:
-    """The request was refused for the account, not for the items: they wait for the next run."""
-    return [Outcome(o.item_id, "retry", o.reason, delay=0.0) if o.status == "dead" else o for o in outcomes]

@@ -1,19 +1,56 @@
-"""Turn a stored CustomersDot event into what Iterable receives, by the rules of config/event_mapping.yaml."""
+"""The event mapping (event_mapping.yaml): which Iterable event each CustomersDot event becomes, which
+fields go to the event and which to the profile, checked against the contract when loaded."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from iterable_recipes.config_files import ConfigError
-from iterable_recipes.customersdot.contract import FreeRegistration, NamespaceUserInvited, SaasTrialStarted
-from iterable_recipes.customersdot.mapping_file import EventMapping, load_event_mapping
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from iterable_recipes.config_files import ConfigError, load_yaml_model
+from iterable_recipes.customersdot.contract import FreeRegistration, NamespaceUserInvited, SaasTrialStarted
+
+DEFAULT_EVENT_MAPPING = Path(__file__).resolve().parent / "event_mapping.yaml"
 DATA_MODELS = {
     "saas_trial_started": SaasTrialStarted.model_fields["data"].annotation,
     "free_registration": FreeRegistration.model_fields["data"].annotation,
     "namespace_user_invited": NamespaceUserInvited.model_fields["data"].annotation,
 }
+
+
+class EventRule(BaseModel):
+    """How one event type is forwarded: its Iterable event name and its field routing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_name: str = Field(min_length=1, max_length=255)
+    event_fields: dict[str, str] = Field(default_factory=dict)
+    profile_fields: dict[str, str] = Field(default_factory=dict)
+    forward_when: dict[str, list[str]] | None = None
+
+    @field_validator("event_fields", "profile_fields", mode="before")
+    @classmethod
+    def _names_to_renames(cls, value: Any) -> Any:
+        """A plain list keeps each field's name; a mapping renames (source: iterable_name)."""
+        if isinstance(value, list):
+            return {name: name for name in value}
+        return value
+
+    def forwards(self, data: dict[str, Any]) -> bool:
+        """True when the event's data matches every ``forward_when`` condition (or there are none)."""
+        if not self.forward_when:
+            return True
+        return all(str(data.get(field)) in allowed for field, allowed in self.forward_when.items())
+
+
+class EventMapping(BaseModel):
+    """The whole file: one rule per CustomersDot event type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = 1
+    events: dict[str, EventRule]
 
 
 def check_mapping(mapping: EventMapping, source: str = "event mapping") -> EventMapping:
@@ -35,8 +72,10 @@ def check_mapping(mapping: EventMapping, source: str = "event mapping") -> Event
 
 
 def load_mapping(path: Path | str | None = None) -> EventMapping:
-    """Load the mapping file and check it against the contract; raises ConfigError naming the problem."""
-    return check_mapping(load_event_mapping(path), str(path or "config/event_mapping.yaml"))
+    """Load the mapping file (default: event_mapping.yaml beside this module) and check it against the
+    contract; raises ConfigError naming the file, the key and the problem."""
+    source = path or DEFAULT_EVENT_MAPPING
+    return check_mapping(load_yaml_model(source, EventMapping), str(source))
 
 
 def to_iterable(

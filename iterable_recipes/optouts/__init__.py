@@ -1,1 +1,1 @@
-"""Recipe 2, Marketo unsubscribes -> Iterable opt-outs: inbox keys, the consent policy, the poll, decisions."""
+"""Recipe 2, Marketo unsubscribes -> Iterable opt-outs: inbox keys, consent policy, the poll, decisions."""

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
 
 from iterable_recipes.config_files import ConfigError, load_yaml_model
-from iterable_recipes.settings import get_settings
 
 DEFAULT_CONSENT_POLICY_PATH = Path(__file__).resolve().parent / "consent.yaml"
 
@@ -235,10 +234,9 @@ class ConsentPolicy(BaseModel):
 def load_consent_policy(path: Path | str | None = None) -> ConsentPolicy:
     """Load and validate the consent policy; ConsentError says which file and why.
 
-    ``path`` defaults to CONSENT_POLICY_PATH when set, else the shipped ``config/consent.yaml``.
+    ``path`` is CONSENT_POLICY_PATH's file; without one, the shipped ``consent.yaml`` beside this module.
     """
-    if path is None:
-        path = get_settings().consent_policy_path or DEFAULT_CONSENT_POLICY_PATH
+    path = path or DEFAULT_CONSENT_POLICY_PATH
     try:
         policy = load_yaml_model(path, ConsentPolicy)
     except ConsentError:

@@ -1,4 +1,4 @@
-"""Run the receiver with uvicorn: ``python -m iterable_recipes.receiver [--host H] [--port P]``, after migrating."""
+"""Run the receiver with uvicorn, after migrating: ``python -m iterable_recipes.receiver [--port P]``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import logging
 
 import uvicorn
 
+from iterable_recipes.masking import install_masking
 from iterable_recipes.receiver.app import create_app
-from iterable_recipes.settings import Settings, get_settings
+from iterable_recipes.settings import Settings, load_settings
 from iterable_recipes.store import migrate
 
 
@@ -16,7 +17,7 @@ def serve(
     host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None, **uvicorn_options: object
 ) -> None:
     """Migrate the app database, then serve the receiver until interrupted."""
-    settings = settings or get_settings()
+    settings = settings or load_settings()
     migrate(settings.recipes_database_url)
     options: dict[str, object] = {"log_level": "info", "access_log": False} | uvicorn_options
     uvicorn.run(create_app(settings), host=host, port=port, **options)  # type: ignore[arg-type]
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
+    install_masking()
     logging.basicConfig(level=args.log_level.upper())
     serve(args.host, args.port, log_level=args.log_level)
 

@@ -22,18 +22,17 @@ from starlette.routing import Route
 
 from iterable_recipes.customersdot.contract import (
     EVENT_TYPES,
-    MarketoUnsubscribe,
-    openapi_schemas,
+    customersdot_event_adapter,
     parse_customersdot_event,
 )
-from iterable_recipes.customersdot.mapping import load_mapping, to_iterable
-from iterable_recipes.customersdot.mapping_file import EventMapping
+from iterable_recipes.customersdot.mapping import EventMapping, load_mapping, to_iterable
 from iterable_recipes.optouts import keys as optouts
+from iterable_recipes.optouts.contract import MarketoUnsubscribe
 from iterable_recipes.receiver.errors import Rejected
 from iterable_recipes.receiver.intake import GroupCommitter
 from iterable_recipes.receiver.nudge import Nudger
 from iterable_recipes.receiver.signature import Verifier
-from iterable_recipes.settings import Settings, get_settings
+from iterable_recipes.settings import Settings, load_settings
 from iterable_recipes.store import Inbox, NewItem
 
 log = logging.getLogger(__name__)
@@ -248,6 +247,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error(500, "internal error")
 
 
+def openapi_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(CustomersDot request body schema, component schemas with both contracts), for the OpenAPI document."""
+    schema = customersdot_event_adapter.json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.pop("$defs", {})
+    components["MarketoUnsubscribe"] = MarketoUnsubscribe.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    return schema, components
+
+
 def _install_openapi(app: FastAPI) -> None:
     """Publish the CustomersDot contract as the endpoint's request body schema."""
 
@@ -279,7 +288,7 @@ def create_app(
 ) -> FastAPI:
     """The receiver app. Given parts are used as is (and left running); missing ones are made from
     ``settings`` and closed at shutdown. The database must already be migrated (inbox.migrate)."""
-    settings = settings or get_settings()
+    settings = settings or load_settings()
     own_inbox = inbox is None
     own_nudger = nudger is None
     store = inbox or Inbox(

@@ -12,6 +12,9 @@ it runs, the next window creates one follow-up run, for the events committed aft
 A run still waiting after ``waiting_cap_seconds`` no longer holds anything back. Each window still
 makes at most one call per deployment: when the read shows the run has started, the following window
 creates the follow-up.
+
+Time comes from a ``Clock`` (the system's by default), so tests can move windows on by hand instead
+of sleeping through them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,34 @@ class RunStateReader(Protocol):
 
 
 WAITING_STATES = frozenset({"SCHEDULED", "PENDING"})
+
+
+class Clock(Protocol):
+    """The Nudger's time. Windows and the waiting cap are on ``monotonic``, which wall-clock steps
+    cannot stretch; idempotency keys are on wall ``time``, the only clock replicas share."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    def wait_until(self, condition: threading.Condition, deadline: float | None) -> None:
+        """Wait on ``condition`` (held by the caller) until notified or ``monotonic()`` reaches
+        ``deadline`` (None: until notified). Called only when nothing is ready to send; it may return
+        early, as the caller checks again."""
+        ...
+
+
+class SystemClock:
+    """The real clock: ``time.monotonic``, ``time.time`` and a timed condition wait."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def wait_until(self, condition: threading.Condition, deadline: float | None) -> None:
+        condition.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 class PrefectTrigger:
@@ -121,8 +152,11 @@ class Nudger:
         trigger: FlowRunTrigger | None = None,
         window_seconds: float = 1.0,
         waiting_cap_seconds: float = 20.0,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.trigger: FlowRunTrigger = trigger or PrefectTrigger()
+        self.clock: Clock = clock or SystemClock()
         self.window_seconds = window_seconds
         self.waiting_cap_seconds = waiting_cap_seconds
         self.stats = NudgeStats()
@@ -178,7 +212,7 @@ class Nudger:
         """Due deployments whose window allows a call now; waits (lock held by caller) until there are.
         None means stop."""
         while True:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             ready = [d for d in self._due if self._stopping or self._next_allowed.get(d, 0.0) <= now]
             if ready:
                 for deployment in ready:
@@ -187,8 +221,10 @@ class Nudger:
                 return ready
             if self._stopping:
                 return None
-            waits = [self._next_allowed.get(d, 0.0) - now for d in self._due]
-            self._wake.wait(timeout=min(waits) if waits else None)
+            # A deadline, not a timeout: a clock moved on between reading it and waiting must not
+            # stretch the wait.
+            deadlines = [self._next_allowed.get(d, 0.0) for d in self._due]
+            self.clock.wait_until(self._wake, min(deadlines) if deadlines else None)
 
     def _send(self, deployment: str) -> None:
         """This window's one call for ``deployment``: read the waiting run's state, or create a run."""
@@ -203,7 +239,7 @@ class Nudger:
         if last is None or read is None or deployment in self._started:
             return False
         run_id, created = last
-        if time.monotonic() - created >= self.waiting_cap_seconds:
+        if self.clock.monotonic() - created >= self.waiting_cap_seconds:
             return False  # stuck (no runner?): it must not hold the events back any longer
         self.stats.checked += 1
         try:
@@ -223,7 +259,7 @@ class Nudger:
         return None
 
     def _create(self, deployment: str) -> None:
-        window_start = int(time.time() // self.window_seconds)
+        window_start = int(self.clock.time() // self.window_seconds)
         key = f"{deployment}:{window_start}"
         try:
             run_id = self.trigger.create_run(deployment, key)
@@ -238,5 +274,5 @@ class Nudger:
             return
         self.stats.sent += 1
         self.stats.runs.setdefault(deployment, set()).add(run_id)
-        self._last_run[deployment] = (run_id, time.monotonic())
+        self._last_run[deployment] = (run_id, self.clock.monotonic())
         self._started.discard(deployment)

@@ -1,7 +1,20 @@
-"""The app database: received events (the inbox), the Marketo poll cursor and the opt-out audit."""
+"""The app database: received events (the inbox), the Marketo poll cursor and the opt-out audit.
+
+It knows no recipe: sources, kinds and payloads are what the recipes give it.
+"""
 
 from iterable_recipes.store.db import make_engine
-from iterable_recipes.store.inbox import AddResult, AuditRecord, Inbox, Item, NewItem
+from iterable_recipes.store.inbox import AddResult, AuditRecord, Inbox, Item, NewItem, Outcome, Settled
 from iterable_recipes.store.migrate import migrate
 
-__all__ = ["AddResult", "AuditRecord", "Inbox", "Item", "NewItem", "make_engine", "migrate"]
+__all__ = [
+    "AddResult",
+    "AuditRecord",
+    "Inbox",
+    "Item",
+    "NewItem",
+    "Outcome",
+    "Settled",
+    "make_engine",
+    "migrate",
+]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, Select, and_, func, null, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+from iterable_recipes.masking import mask_emails
 from iterable_recipes.store.db import make_engine
 from iterable_recipes.store.schema import (
     OPEN_STATUSES,
@@ -97,6 +98,26 @@ class AuditRecord:
     at: datetime
     outcome: AuditOutcome
     iterable_response: Any
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a drain records for one item it claimed: delivered, retry (after ``delay``), dead or skipped."""
+
+    item_id: int
+    status: Literal["delivered", "retry", "dead", "skipped"]
+    reason: str = ""
+    delay: float | None = None
+
+
+@dataclass
+class Settled:
+    """What ``Inbox.settle`` wrote: counts per status, and the items that died (id, reason)."""
+
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0}
+    )
+    dead: list[tuple[int, str]] = field(default_factory=list)
 
 
 def _reason(reason: str | None) -> str | None:
@@ -323,6 +344,32 @@ class Inbox:
                 )
             )
         return int(result.rowcount)
+
+    def settle(self, outcomes: Sequence[Outcome], owner: str) -> Settled:
+        """Write each outcome, only for items ``owner`` still holds; reasons are masked on the way in.
+
+        Every write is conditional on the item's state, so settling the same list again after a failure
+        is safe. A retry past the item's last attempt is recorded dead (and listed as such).
+        """
+        settled = Settled()
+        delivered = [o.item_id for o in outcomes if o.status == "delivered"]
+        if delivered:
+            settled.counts["delivered"] = self.mark_delivered(delivered, owner=owner)
+        for outcome in outcomes:
+            reason = mask_emails(outcome.reason)
+            if outcome.status == "retry":
+                status = self.mark_retry(outcome.item_id, reason, delay=outcome.delay, owner=owner)
+                if status is not None:
+                    settled.counts[status] += 1
+                    if status == "dead":
+                        settled.dead.append((outcome.item_id, reason))
+            elif outcome.status == "dead":
+                if self.mark_dead(outcome.item_id, reason):
+                    settled.counts["dead"] += 1
+                    settled.dead.append((outcome.item_id, reason))
+            elif outcome.status == "skipped" and self.mark_skipped(outcome.item_id, reason):
+                settled.counts["skipped"] += 1
+        return settled
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed attempts: exponential, capped."""

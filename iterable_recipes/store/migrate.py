@@ -14,7 +14,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """An alembic Config pointing at inbox/migrations, so it works from an installed package."""
+    """An alembic Config pointing at the migrations beside this module (works from an installed wheel)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if url is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import SecretBytes, SecretStr
 
-from iterable_recipes.settings import Settings, get_settings
+from iterable_recipes.settings import Settings, load_settings
 
 # Block fields that are not connector arguments.
 _NOT_CONNECT_ARGS = {"block_type_slug", "private_key", "private_key_path", "private_key_passphrase"}
@@ -57,7 +57,7 @@ def params_from_block(block: Any, settings: Settings | None = None, **overrides:
     connecting. Database, schema and warehouse come from settings (the credentials block has none)
     unless given in ``overrides``.
     """
-    settings = settings or get_settings()
+    settings = settings or load_settings()
     dumped = block.model_dump(exclude_unset=True)
     params: dict[str, Any] = {k: _secret(v) for k, v in dumped.items() if k not in _NOT_CONNECT_ARGS}
     params = _location(settings) | params
@@ -70,7 +70,7 @@ def params_from_block(block: Any, settings: Settings | None = None, **overrides:
 
 def params_from_settings(settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """Connection params from SNOWFLAKE_* settings; a private key path means key-pair authentication."""
-    settings = settings or get_settings()
+    settings = settings or load_settings()
     if not settings.snowflake_account or not settings.snowflake_user:
         raise ValueError("SNOWFLAKE_ACCOUNT and SNOWFLAKE_USER must be set (or a credentials block given)")
     params: dict[str, Any] = {"account": settings.snowflake_account, "user": settings.snowflake_user}

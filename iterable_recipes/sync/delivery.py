@@ -3,42 +3,80 @@
 Batches are read from the staging table, sent a few at a time (``sync_batches_in_flight``), and every
 batch that finished is accepted in the background on a connection of its own, several per transaction:
 reading and sending never wait for the warehouse's writes, and at most ``sync_batches_in_flight`` batches
-are ever sent but not accepted, all a crash can make us send again.
+are ever sent but not accepted, all a crash can make us send again. The send of one batch is given in
+(the flow passes its task), so this module knows nothing of Prefect.
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from prefect.futures import PrefectFuture
-from prefect.utilities.annotations import quote
-
-from iterable_recipes.settings import get_settings
-from iterable_recipes.sync import (
-    accept_batch,
-    ensure_state,
-    finish_run,
-    iter_batches,
-    plan_changes,
-    sample_changes,
-    validate_against_warehouse,
-)
-from iterable_recipes.sync.definitions import SyncDefinition
-from iterable_recipes.sync.results import ChangeSetSummary
-from tasks.reporting import Progress
-from tasks.warehouse import BatchReport, deliver_batch, warehouse_connection
+from iterable_recipes.clients.batching import send_in_batches
+from iterable_recipes.clients.iterable import IterableClient
+from iterable_recipes.clients.iterable_models import FailureCategory
+from iterable_recipes.clients.lookups import look_up_many
+from iterable_recipes.masking import mask_emails
+from iterable_recipes.sync.accept import accept_batch
+from iterable_recipes.sync.batches import iter_batches
+from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
 
 
-def plan_run(conn: Any, defn: SyncDefinition, run_id: str, schema: str, dry_run: bool) -> ChangeSetSummary:
-    """Check the definition against the warehouse and materialise this run's change set once."""
-    ensure_state(conn, schema)
-    validate_against_warehouse(defn, conn)
-    return plan_changes(conn, defn, run_id, state_schema=schema, dry_run=dry_run)
+@dataclass
+class BatchReport:
+    """Iterable's answer to one sync batch by position: rejected (with reasons) and unknown people."""
+
+    batch_no: int
+    sent: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)
+    not_found: list[int] = field(default_factory=list)
+
+
+def looks_up_first(defn: SyncDefinition) -> bool:
+    """Update mode keyed by email: Iterable would create unknown people, so each is looked up first."""
+    return (
+        defn.kind is SyncKind.USER_PROFILES
+        and defn.mode is SyncMode.UPDATE
+        and defn.identity.kind is IdentityKind.EMAIL
+    )
+
+
+def deliver_batch(
+    client: IterableClient, defn: SyncDefinition, batch_no: int, items: Sequence[dict[str, Any]]
+) -> BatchReport:
+    """Send one batch (users/bulkUpdate or events/trackBulk); unknown people are reported, never created.
+
+    Raises the ``ApiError`` of a request that failed as a whole: the batch is then not accepted.
+    """
+    report = BatchReport(batch_no)
+    positions = list(range(len(items)))
+    if looks_up_first(defn):
+        known: list[int] = []
+        for position, found in zip(positions, look_up_many(client, [i["email"] for i in items]), strict=True):
+            if isinstance(found, Exception):
+                raise found  # a failed look-up is retryable or fatal for the batch, never "unknown"
+            (known if found is not None else report.not_found).append(position)
+        positions = known
+    if positions:
+        send = client.track_events if defn.kind is SyncKind.CUSTOM_EVENTS else client.bulk_update_users
+        result = send_in_batches([items[p] for p in positions], send)
+        report.sent = result.size
+        for index, failure in result.failures.items():
+            if failure.category is FailureCategory.NOT_FOUND:
+                report.not_found.append(positions[index])
+            else:
+                report.rejected[positions[index]] = mask_emails(f"{failure.category}: {failure.reason}")
+    return report
+
+
+DeliverBatch = Callable[[int, list[dict[str, Any]]], BatchReport]
 
 
 class _Accepter:
@@ -67,7 +105,7 @@ class _Accepter:
             self._raise_if_failed()
         self._raise_if_failed()
 
-    def finished(self, batch_no: int, identities: list[str], future: PrefectFuture[BatchReport]) -> None:
+    def finished(self, batch_no: int, identities: list[str], future: Future[BatchReport]) -> None:
         """A delivery ended (a done callback: runs on the task's thread); queue it for accepting."""
         self._done.put(_Finished(batch_no, identities, future))
 
@@ -142,32 +180,39 @@ class _Accepter:
 class _Finished:
     batch_no: int
     identities: list[str]
-    future: PrefectFuture[BatchReport]
+    future: Future[BatchReport]
 
 
-def send_batches(conn: Any, defn: Any, run_id: str, schema: str, total: int) -> dict[str, int]:
+def send_batches(
+    conn: Any,
+    accept_conn: Any,
+    defn: SyncDefinition,
+    run_id: str,
+    schema: str,
+    *,
+    deliver: DeliverBatch,
+    depth: int,
+    progress: Callable[[int], None] = lambda done: None,
+) -> dict[str, int]:
     """Deliver the planned batches a few at a time; accept finished ones in the background.
 
-    ``conn`` reads the batches; a second connection records what Iterable accepted.
+    ``conn`` reads the batches; ``accept_conn`` records what Iterable accepted. ``deliver(batch_no,
+    items)`` sends one batch; each runs on a worker thread in a copy of the caller's context.
+    ``progress(rows_done)`` is told how far the run got.
     """
-    depth = max(1, get_settings().sync_batches_in_flight)
-    progress = Progress(f"Rows of {defn.name} sent to Iterable")
-    quoted = quote(defn)
-    with warehouse_connection() as accept_conn:
-        accepter = _Accepter(accept_conn, defn, run_id, schema, depth)
-        try:
+    depth = max(1, depth)
+    accepter = _Accepter(accept_conn, defn, run_id, schema, depth)
+    try:
+        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="sync-batch") as pool:
             for batch in iter_batches(conn, defn, run_id, state_schema=schema):
                 accepter.reserve()
-                # quote: Prefect neither walks the items nor keeps them after the task ends.
-                future = deliver_batch.submit(quoted, batch.batch_no, quote(batch.items))  # type: ignore[call-overload]
+                context = contextvars.copy_context()
+                future = pool.submit(context.run, deliver, batch.batch_no, batch.items)
                 future.add_done_callback(partial(accepter.finished, batch.batch_no, batch.identities))
-                progress.update(accepter.counts().get("rows_done", 0), total)
+                progress(accepter.counts().get("rows_done", 0))
             accepter.close()
-        finally:
-            accepter.stop()
+    finally:
+        accepter.stop()
     counts = accepter.counts()
-    progress.update(counts.get("rows_done", 0), total)
+    progress(counts.get("rows_done", 0))
     return {"rows_sent": counts.get("rows_sent", 0), "failed_batches": counts.get("failed_batches", 0)}
-
-
-__all__ = ["finish_run", "plan_run", "sample_changes", "send_batches"]

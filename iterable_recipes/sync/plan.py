@@ -18,6 +18,7 @@ from iterable_recipes.sync.sql import (
     utc_text,
     value_columns,
 )
+from iterable_recipes.sync.validate import validate_against_warehouse
 
 REASONS = ("new", "changed", "rejected_retry", "not_found_retry")
 
@@ -215,3 +216,12 @@ def sample_changes(
         ]
     finally:
         cur.close()
+
+
+def plan_run(
+    conn: Any, defn: SyncDefinition, run_id: str, state_schema: str, dry_run: bool
+) -> ChangeSetSummary:
+    """Check the definition against the warehouse and materialise this run's change set once."""
+    state.ensure_state(conn, state_schema)
+    validate_against_warehouse(defn, conn)
+    return plan_changes(conn, defn, run_id, state_schema=state_schema, dry_run=dry_run)

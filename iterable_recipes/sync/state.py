@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from iterable_recipes.settings import get_settings
+from iterable_recipes.settings import load_settings
 
 SNAPSHOT = "SYNC_SNAPSHOT"
 REJECTED = "SYNC_REJECTED"
@@ -37,7 +37,7 @@ _DDL = {
 
 def state_schema_name(state_schema: str | None = None) -> str:
     """The state schema (settings.snowflake_state_schema by default), checked to be a plain identifier."""
-    name = state_schema or get_settings().snowflake_state_schema
+    name = state_schema or load_settings().snowflake_state_schema
     if not _SCHEMA.match(name):
         raise ValueError(f"state schema {name!r} is not a [DATABASE.]SCHEMA identifier")
     return name.upper()

@@ -1,4 +1,4 @@
-"""dev/bench/run_all.py (what `recipes bench` runs) on canned bench outputs: parsing, aggregation, goals, the table and the --json line."""
+"""dev/bench/run_all.py (what `recipes bench` runs) on canned outputs: parsing, goals, table, JSON line."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.e2e.processes import BIN, PROJECT
+from dev.processes import BIN, PROJECT
 
 
 def test_demo_runs_the_three_recipes_and_prints_a_summary():

@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from dev.processes import BIN, PROJECT, Processes, answers, wait_for
 from dev.standins.serving import free_port
 from iterable_recipes.clients.iterable_models import event_id_from
 from tests.conftest import scratch_database
-from tests.e2e.processes import BIN, PROJECT, Processes, answers, wait_for
+from tests.e2e.masking_probe import PROBE_ADDRESS
 from tests.integration import WEBHOOK_SECRET, customersdot_event, signed
 
 DRAIN = "customersdot-events/customersdot-drain"
@@ -140,6 +141,16 @@ def _send(receiver: str, event: dict[str, Any]) -> None:
     assert httpx.post(f"{receiver}/webhooks/customersdot", content=body, headers=headers).status_code == 202
 
 
+def _log_lines(api: str, run_id: Any) -> list[str]:
+    """The messages Prefect holds for one flow run."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with SyncPrefectClient(api) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return [log.message for log in logs]
+
+
 def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology: dict[str, Any]) -> None:
     api, receiver, iterable = topology["api"], topology["receiver"], topology["iterable"]
     procs: Processes = topology["procs"]
@@ -201,6 +212,30 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
     assert _writes(iterable, first_id) == 1
     stats = httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()
     assert stats["profile_writes"][first["person"]["email"]] == 1
+    # A flow run the worker starts in a process of its own masks what it logs (it installs the
+    # masker itself: no import side effect does).
+    procs.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "tests/e2e/masking_probe.py:masking_probe",
+         "--name", "probe", "--pool", "recipes-process"]
+    )  # fmt: skip
+    procs.run([str(BIN / "prefect"), "deployment", "run", "masking-probe/probe"])
+    probe = wait_for(
+        "the masking probe to complete",
+        lambda: next(
+            (r for r in _runs(api, "masking-probe/probe") if r.state and r.state.is_completed()), None
+        ),
+        120,
+        procs.log("worker"),
+    )
+    # Logs reach the API in batches, possibly after the run's final state.
+    lines = wait_for(
+        "the probe's log line",
+        lambda: (found := _log_lines(api, probe.id)) and any("looked up" in x for x in found) and found,  # type: ignore[attr-defined]
+        60,
+        procs.log("worker"),
+    )
+    assert any("looked up p***@e***.com" in line for line in lines), lines
+    assert not any(PROBE_ADDRESS in line for line in lines)
     # Nothing the receiver or the worker logged holds a raw email address.
     for name in ("receiver", "worker"):
         assert "@example.com" not in procs.log(name), name

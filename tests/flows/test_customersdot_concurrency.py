@@ -21,7 +21,7 @@ import pytest
 
 from iterable_recipes.store.inbox import Inbox, NewItem
 from tests.conftest import ROOT, scratch_database
-from tests.integration import IterableStandIn, customersdot_event, reset_process_caches
+from tests.integration import IterableStandIn, customersdot_event
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SOURCE = "customersdot"
@@ -127,7 +127,6 @@ def test_killed_drain_resends_only_its_batches_in_flight(
     batch_size, depth, lease = 5, 3, 2
     monkeypatch.setenv("INBOX_LEASE_SECONDS", str(lease))
     monkeypatch.setenv("DRAIN_BATCHES_IN_FLIGHT", str(depth))
-    reset_process_caches()
     sandbox = iterable_standin.sandbox
     inbox = Inbox(app_database)
     bodies = add_events(inbox, 80)
@@ -178,7 +177,6 @@ def own_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator
     with scratch_database("recipes_cdot") as url:
         migrate(url)
         monkeypatch.setenv("RECIPES_DATABASE_URL", url)
-        reset_process_caches()
         yield url
 
 

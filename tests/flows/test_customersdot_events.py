@@ -47,10 +47,8 @@ def test_a_refused_key_stops_claiming_puts_the_batches_back_and_fails_the_run(
     from flows.customersdot_events import customersdot_drain
     from iterable_recipes.clients.errors import ApiError
     from iterable_recipes.store.inbox import NewItem
-    from tests.integration import reset_process_caches
 
     monkeypatch.setenv("DRAIN_BATCHES_IN_FLIGHT", "2")
-    reset_process_caches()
     inbox = Inbox(app_database)
     bodies = [customersdot_event() for _ in range(40)]
     inbox.add_many([NewItem("customersdot", b["id"], b["type"], b) for b in bodies])
@@ -82,24 +80,3 @@ def test_fewer_collections_restores_the_collector():
         assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
-
-
-def test_inbox_calls_are_tried_again_like_the_tasks(monkeypatch):
-    import tasks.store
-
-    monkeypatch.setitem(tasks.store.INBOX_TASK_OPTIONS, "retry_delay_seconds", 0)
-    attempts: list[int] = []
-
-    def flaky() -> str:
-        attempts.append(1)
-        if len(attempts) < 3:
-            raise RuntimeError("database went away")
-        return "ok"
-
-    assert tasks.store._retried(flaky) == "ok" and len(attempts) == 3
-
-    def broken() -> str:
-        raise RuntimeError("still down")
-
-    with pytest.raises(RuntimeError):
-        tasks.store._retried(broken)

@@ -79,10 +79,8 @@ def receiver(app_database, monkeypatch):
 
     from dev.standins.serving import serving
     from iterable_recipes.receiver.app import create_app
-    from tests.integration import reset_process_caches
 
     monkeypatch.setenv("MARKETO_WEBHOOK_SECRET", MARKETO_SECRET)
-    reset_process_caches()
     with serving(create_app()) as base, httpx.Client(base_url=base) as http:
         yield http
 

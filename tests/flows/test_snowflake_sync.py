@@ -1,3 +1,4 @@
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -7,11 +8,9 @@ import pytest
 import yaml
 
 from dev.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
+from iterable_recipes.settings import load_settings
 from iterable_recipes.sync import connect
 from iterable_recipes.sync.definitions import SYNCS_DIR
-from tests.integration import (
-    reset_process_caches,
-)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 GITLAB = "gitlab_marketing_contacts"
@@ -36,7 +35,6 @@ def warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
         yaml.safe_dump(shipped | {"name": "contacts_upsert", "mode": "upsert"})
     )
     monkeypatch.setenv("SYNC_DEFINITIONS_DIR", str(tmp_path))
-    reset_process_caches()
     with fakesnow.patch():
         conn = connect(account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC")
         try:
@@ -139,22 +137,27 @@ def _small_batches(tmp_path_dir: str | None, monkeypatch: pytest.MonkeyPatch, in
         yaml.safe_dump(shipped | {"name": "contacts_small", "mode": "upsert", "batch_size": 100})
     )
     monkeypatch.setenv("SYNC_BATCHES_IN_FLIGHT", str(in_flight))
-    reset_process_caches()
     return "contacts_small"
 
 
-class _CountingTask:
-    """Stands in for ``deliver_batch``: counts submits, so a test can see what is in flight."""
+def _counting(sender: Any, ledger: dict[str, int]) -> Any:
+    """Wraps ``sync_batch_sender``: counts sends as they start, so a test can see what is in flight."""
+    lock = threading.Lock()
 
-    def __init__(self, task: Any, ledger: dict[str, int]) -> None:
-        self.task, self.ledger = task, ledger
+    def make(resources: Any, defn: Any) -> Any:
+        send = sender(resources, defn)
 
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
-        self.ledger["submitted"] += 1
-        self.ledger["most_unaccepted"] = max(
-            self.ledger["most_unaccepted"], self.ledger["submitted"] - self.ledger["accepted"]
-        )
-        return self.task.submit(*args, **kwargs)
+        def counted(batch_no: int, items: Any) -> Any:
+            with lock:
+                ledger["submitted"] += 1
+                ledger["most_unaccepted"] = max(
+                    ledger["most_unaccepted"], ledger["submitted"] - ledger["accepted"]
+                )
+            return send(batch_no, items)
+
+        return counted
+
+    return make
 
 
 def test_finished_batches_are_accepted_together_within_the_window(
@@ -162,10 +165,11 @@ def test_finished_batches_are_accepted_together_within_the_window(
 ):
     import time
 
+    import flows.snowflake_sync as flow_module
     import iterable_recipes.sync.delivery as module
     from flows.snowflake_sync import snowflake_sync
 
-    sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=3)
+    sync = _small_batches(load_settings().sync_definitions_dir, monkeypatch, in_flight=3)
     seed_model(warehouse, 1_500)
     ledger = {"submitted": 0, "accepted": 0, "most_unaccepted": 0}
     groups: list[list[int]] = []
@@ -178,7 +182,7 @@ def test_finished_batches_are_accepted_together_within_the_window(
         ledger["accepted"] += len(batch_no)
 
     monkeypatch.setattr(module, "accept_batch", slow_accept)
-    monkeypatch.setattr(module, "deliver_batch", _CountingTask(module.deliver_batch, ledger))
+    monkeypatch.setattr(flow_module, "sync_batch_sender", _counting(flow_module.sync_batch_sender, ledger))
     summary = snowflake_sync(sync)
     assert summary["rows_sent"] == summary["accepted"] == 1_500 and summary["failed_batches"] == 0
     assert sorted(n for g in groups for n in g) == list(range(15))  # each batch accepted exactly once
@@ -195,7 +199,7 @@ def test_a_failed_accept_fails_the_run_and_loses_nothing(
     import iterable_recipes.sync.delivery as module
     from flows.snowflake_sync import snowflake_sync
 
-    sync = _small_batches(module.get_settings().sync_definitions_dir, monkeypatch, in_flight=2)
+    sync = _small_batches(load_settings().sync_definitions_dir, monkeypatch, in_flight=2)
     seed_model(warehouse, 1_000)
     accept, calls = module.accept_batch, []
 

@@ -1,4 +1,4 @@
-"""tasks/resources.py builds clients from blocks, so its tests sit beside the block's."""
+"""Resources builds each part from settings or blocks, on first use, and closes what it built."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from iterable_recipes.clients.iterable import ITERABLE_RATE_LIMITS
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter
 from iterable_recipes.clients.shared_limiters import PostgresLimiter, RedisLimiter, SQLiteLimiter
 from iterable_recipes.config_files import ConfigError
-from iterable_recipes.resources import build_limiter, iterable_client, process_limiter
+from iterable_recipes.resources import Resources, build_limiter, provided, run_resources
 from iterable_recipes.settings import Settings
 
 
@@ -23,33 +23,64 @@ def settings(**values: object) -> Settings:
 
 
 def test_client_from_environment_settings() -> None:
-    with iterable_client(settings(iterable_api_key="env-key", iterable_region="eu")) as client:
+    with Resources(settings(iterable_api_key="env-key", iterable_region="eu")) as resources:
+        client = resources.iterable
         assert client.base_url == "https://api.eu.iterable.com"
         assert client._http.headers["Api-Key"] == "env-key"
         assert isinstance(client.limiter, InMemoryLimiter)
-    with iterable_client(settings(iterable_api_key="k", iterable_base_url="http://127.0.0.1:7/")) as client:
-        assert client.base_url == "http://127.0.0.1:7"
+        assert client.limiter is resources.limiter and resources.iterable is client
+    with Resources(settings(iterable_api_key="k", iterable_base_url="http://127.0.0.1:7/")) as resources:
+        assert resources.iterable.base_url == "http://127.0.0.1:7"
 
 
 def test_missing_key_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="ITERABLE_API_KEY is not set"):
-        iterable_client(settings())
+        _ = Resources(settings()).iterable
 
 
 def test_block_wins_over_environment(prefect_server: None) -> None:
     name = f"test-{uuid.uuid4().hex[:8]}"
     IterableCredentials(api_key=SecretStr("block-key"), base_url="http://127.0.0.1:5/").save(name)
     chosen = settings(iterable_api_key="env-key", iterable_credentials_block=name)
-    with iterable_client(chosen) as client:
+    with Resources(chosen) as resources:
+        client = resources.iterable
         assert client.base_url == "http://127.0.0.1:5"
         assert client._http.headers["Api-Key"] == "block-key"
-        assert client.limiter is process_limiter(chosen)
+        assert client.limiter is resources.limiter
 
 
-def test_process_limiter_is_built_once_per_configuration() -> None:
-    first = process_limiter(settings())
-    assert process_limiter(settings()) is first
-    assert process_limiter(settings(iterable_limits_enabled=False)) is not first
+def test_given_parts_are_used_and_left_open_built_parts_are_closed(tmp_path: Path) -> None:
+    from iterable_recipes.store import Inbox, migrate
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    migrate(url)
+    given = Inbox(url)
+    closed: list[str] = []
+    with Resources(settings(recipes_database_url=url), inbox=given) as resources:
+        assert resources.inbox is given
+        limiter = resources.limiter
+        limiter.close = lambda: closed.append("limiter")  # type: ignore[attr-defined]
+    assert closed == ["limiter"]
+    assert given.ping()  # still open for its owner
+    given.dispose()
+
+
+def test_run_resources_uses_what_is_provided_else_builds_its_own() -> None:
+    mine = Resources(settings())
+    with provided(mine), run_resources() as used:
+        assert used is mine
+    made: list[Resources] = []
+
+    def factory() -> Resources:
+        made.append(Resources(settings()))
+        return made[-1]
+
+    with provided(factory):
+        with run_resources() as first:
+            pass
+        with run_resources() as second:
+            pass
+    assert made == [first, second] and first is not second
 
 
 def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url: str) -> None:
@@ -70,7 +101,7 @@ def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url:
         for limiter in built:
             assert isinstance(limiter, SQLiteLimiter | RedisLimiter | PostgresLimiter)
             assert limiter.burst("users/bulkUpdate") == 5
-            assert limiter.burst("events/track") == ITERABLE_RATE_LIMITS["events/track"].limit // 10
+            assert limiter.burst("users/getByEmail") == ITERABLE_RATE_LIMITS["users/getByEmail"].limit // 10
             limiter.acquire("users/bulkUpdate")
     finally:
         for limiter in built:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dev.processes import BIN, PROJECT
 from tests.conftest import IN_CI
-from tests.e2e.processes import BIN, PROJECT
 
 SOAK_TEST = "tests/soak/test_soak.py::test_soak_small"
 

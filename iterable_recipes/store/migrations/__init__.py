@@ -1,1 +1,1 @@
-"""Alembic migrations of the app database (run by inbox.migrations_runner.migrate)."""
+"""Alembic migrations of the app database (run by iterable_recipes.store.migrate)."""

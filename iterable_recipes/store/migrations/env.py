@@ -1,4 +1,4 @@
-"""Alembic environment: runs online against the connection inbox.migrations_runner hands over (or the URL)."""
+"""Alembic environment: runs online against the connection store.migrate hands over (or the URL)."""
 
 from __future__ import annotations
 

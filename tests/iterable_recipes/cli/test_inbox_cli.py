@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from iterable_recipes.cli.main import app
 from iterable_recipes.store.inbox import Inbox, NewItem
 from iterable_recipes.store.schema import received_events
-from tests.integration import customersdot_event, reset_process_caches
+from tests.integration import customersdot_event
 
 runner = CliRunner()
 
@@ -129,7 +129,6 @@ def test_purge_drops_old_payloads_only(app_database: str) -> None:
 def test_fresh_database_is_migrated(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'new' / 'recipes.db'}"
     monkeypatch.setenv("RECIPES_DATABASE_URL", url)
-    reset_process_caches()
     assert "no items" in _invoke("list")
     assert (tmp_path / "new" / "recipes.db").exists()
     assert Inbox(url).counts() == {}

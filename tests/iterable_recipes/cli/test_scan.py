@@ -86,7 +86,6 @@ def test_the_three_flows_leave_no_email_or_secret_in_prefect(
 ) -> None:
     monkeypatch.setenv("MARKETO_WEBHOOK_SECRET", MARKETO_SECRET)
     monkeypatch.setenv("SNOWFLAKE_PASSWORD", "fakesnow-password-for-the-scan")
-    integration.reset_process_caches()
     caplog.set_level(logging.INFO)
     since = datetime.now(UTC) - timedelta(seconds=1)
     emails = _run_all_three(iterable_standin, marketo_standin, warehouse, tmp_path)

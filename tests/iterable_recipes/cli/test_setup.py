@@ -19,20 +19,13 @@ def test_setup_is_idempotent_and_wires_the_alert_block(prefect_server, monkeypat
     from prefect.blocks.notifications import SlackWebhook
     from prefect.client.orchestration import get_client
 
-    from iterable_recipes.settings import get_settings
-
     block_id = SlackWebhook(url="https://hooks.example.invalid/recipes-test").save(
         "recipes-ops", overwrite=True
     )
     monkeypatch.setenv("RECIPES_ALERT_BLOCK", "slack-webhook/recipes-ops")
     monkeypatch.setenv("RECIPES_WORK_POOL", "recipes-setup-test")
-    get_settings.cache_clear()
-    try:
-        first = runner.invoke(app, ["setup"])
-        second = runner.invoke(app, ["setup"])
-    finally:
-        get_settings.cache_clear()
-
+    first = runner.invoke(app, ["setup"])
+    second = runner.invoke(app, ["setup"])
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
     assert "work pool recipes-setup-test (process): created" in first.output

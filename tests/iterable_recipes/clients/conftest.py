@@ -1,4 +1,4 @@
-"""Client-test fixtures: cassettes live in cassettes/ beside these tests and are matched on JSON bodies too."""
+"""Client-test fixtures: cassettes live in cassettes/ beside these tests, matched on JSON bodies too."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -10,12 +11,17 @@ from iterable_recipes.clients.iterable import (
     ITERABLE_RATE_LIMITS,
     IterableClient,
     iterable_limiter,
-    mask_emails,
     paced_rates,
 )
-from iterable_recipes.clients.iterable_models import BulkUser, FailureCategory, TrackEventRequest
+from iterable_recipes.clients.iterable_models import (
+    BulkUser,
+    FailureCategory,
+    TrackEventRequest,
+    UpdateSubscriptionsRequest,
+)
 from iterable_recipes.clients.limiter import InMemoryLimiter, Rate
 from iterable_recipes.clients.retry import RetryPolicy
+from iterable_recipes.masking import mask_emails
 from tests.iterable_recipes.clients.fakes import Script, error, ok
 
 EMAIL = "ada@example.com"
@@ -77,19 +83,21 @@ def test_repr_hides_the_key() -> None:
 
 def test_limiter_is_acquired_per_endpoint_name() -> None:
     limiter = RecordingLimiter()
-    script = Script(ok({"user": {"email": EMAIL}}))
+    script = Script(ok({"user": {"email": EMAIL}}), ok({"successCount": 1, "failCount": 0}))
     with script.client(limiter=limiter) as client:
         client.get_user_by_email(EMAIL)
-        client.track_event({"eventName": "x", "email": EMAIL})
-    assert limiter.acquired == ["users/getByEmail", "events/track"]
+        client.track_events([{"eventName": "x", "email": EMAIL}])
+    assert limiter.acquired == ["users/getByEmail", "events/trackBulk"]
 
 
 def test_rate_limits_follow_the_spec() -> None:
     assert ITERABLE_RATE_LIMITS["users/bulkUpdate"] == Rate(5)
     assert ITERABLE_RATE_LIMITS["events/trackBulk"] == Rate(10)
-    assert ITERABLE_RATE_LIMITS["events/track"] == Rate(2000)
-    assert ITERABLE_RATE_LIMITS["users/update"] == Rate(500)
     assert ITERABLE_RATE_LIMITS["users/getByEmail"] == Rate(100)
+    assert ITERABLE_RATE_LIMITS["users/byUserId"] == Rate(100)
+    # No client method sends these single-item endpoints any more, so nothing paces them.
+    assert "events/track" not in ITERABLE_RATE_LIMITS
+    assert "users/update" not in ITERABLE_RATE_LIMITS
     assert isinstance(iterable_limiter(), InMemoryLimiter)
 
 
@@ -131,20 +139,21 @@ def test_retryable_failure_then_success() -> None:
 def test_429_plain_text_with_retry_after_slows_the_limiter() -> None:
     limiter = RecordingLimiter()
     script = Script(
-        error(429, None, "Rate limit exceeded. Please try again later.", **{"Retry-After": "0.01"}), ok()
+        error(429, None, "Rate limit exceeded. Please try again later.", **{"Retry-After": "0.01"}),
+        ok({"successCount": 1, "failCount": 0}),
     )
     with script.client(limiter=limiter) as client:
-        client.track_event({"eventName": "x", "userId": "u1"})
-    assert limiter.slowed == [("events/track", 0.01)]
-    assert limiter.acquired == ["events/track", "events/track"]
+        client.track_events([{"eventName": "x", "userId": "u1"}])
+    assert limiter.slowed == [("events/trackBulk", 0.01)]
+    assert limiter.acquired == ["events/trackBulk", "events/trackBulk"]
 
 
 def test_429_without_retry_after_slows_down_by_default() -> None:
     limiter = RecordingLimiter()
-    script = Script(error(429), ok())
+    script = Script(error(429), ok({"successCount": 1, "failCount": 0}))
     with script.client(limiter=limiter) as client:
-        client.track_event({"eventName": "x", "userId": "u1"})
-    assert limiter.slowed == [("events/track", 1.0)]
+        client.track_events([{"eventName": "x", "userId": "u1"}])
+    assert limiter.slowed == [("events/trackBulk", 1.0)]
 
 
 def test_retry_after_is_honoured_and_capped() -> None:
@@ -179,7 +188,7 @@ def test_too_large_splits(answer: httpx.Response) -> None:
     assert len(script.requests) == 1
 
 
-def test_field_type_mismatch_splits_bulk_but_is_permanent_for_one() -> None:
+def test_field_type_mismatch_splits_bulk_but_is_permanent_for_a_read() -> None:
     mismatch = httpx.Response(
         400,
         json={
@@ -193,7 +202,8 @@ def test_field_type_mismatch_splits_bulk_but_is_permanent_for_one() -> None:
         with pytest.raises(SplitBatchError) as bulk:
             client.bulk_update_users([{"email": EMAIL, "dataFields": {"plan": 1}}])
         with pytest.raises(PermanentError) as single:
-            client.update_user({"email": EMAIL, "dataFields": {"plan": 1}})
+            client.get_user_by_email(EMAIL)
+    assert not isinstance(single.value, SplitBatchError)
     for err in (bulk.value, single.value):
         assert err.code == "RequestFieldsTypesMismatched"
         assert "plan" in str(err)
@@ -214,13 +224,13 @@ def test_field_type_mismatch_splits_bulk_but_is_permanent_for_one() -> None:
 def test_other_4xx_are_permanent_with_code_and_message(status: int, code: str | None) -> None:
     script = Script(error(status, code, f"Invalid email: {EMAIL.replace('@', '%40')} and {EMAIL}"))
     with script.client() as client, pytest.raises(PermanentError) as info:
-        client.update_user({"email": EMAIL})
+        client.bulk_update_users([{"email": EMAIL}])
     assert len(script.requests) == 1
     assert info.value.status == status
     assert info.value.code == code
     text = str(info.value)
-    assert "ada" not in text and "%40" not in text
-    assert "<email>" in text
+    assert "ada@" not in text and "ada%40" not in text and "example.com" not in text
+    assert "a***%40e***.com" in text and "a***@e***.com" in text
 
 
 def test_error_messages_never_hold_the_url_or_key(caplog: pytest.LogCaptureFixture) -> None:
@@ -239,14 +249,14 @@ def test_error_messages_never_hold_the_url_or_key(caplog: pytest.LogCaptureFixtu
 
 
 def test_mask_emails() -> None:
-    assert mask_emails("x ada.l+1@example.co.uk y ada%40example.com") == "x <email> y <email>"
+    assert mask_emails("x ada.l+1@example.co.uk y ada%40example.com") == "x a***@e***.uk y a***%40e***.com"
 
 
 # ---- per-item outcomes ---------------------------------------------------------------------------
 
 
 def test_bulk_update_fail_count_becomes_item_outcomes() -> None:
-    users = [
+    users: list[BulkUser | dict[str, Any]] = [
         {"email": "ok@example.com"},
         {"email": "Bad@Example.com"},
         {"userId": "gone"},
@@ -286,7 +296,7 @@ def test_bulk_update_fail_count_becomes_item_outcomes() -> None:
 
 
 def test_track_bulk_disallowed_and_not_found() -> None:
-    events = [
+    events: list[TrackEventRequest | dict[str, Any]] = [
         TrackEventRequest(event_name="ok", email="a@example.com", id="e-1"),
         {"eventName": "blocked", "email": "b@example.com", "id": "e-2"},
         {"eventName": "ok", "userId": "nobody", "id": "e-3"},
@@ -362,14 +372,15 @@ def test_get_user_by_user_id_none_for_unknown() -> None:
 
 
 @pytest.mark.parametrize("status", [200, 202])
-def test_single_subscription_paths(status: int) -> None:
+def test_unsubscribe_paths(status: int) -> None:
     script = Script(httpx.Response(status) if status == 202 else ok())
     with script.client() as client:
-        client.subscribe("messageType", 101, email="a+b@example.com")
+        first_answer = client.unsubscribe("messageType", 101, email="a+b@example.com")
         client.unsubscribe("messageChannel", 1, user_id="user/1")
+    assert first_answer.code == ("Accepted" if status == 202 else "Success")
     first, second = script.requests
     assert (first.method, first.url.raw_path) == (
-        "PATCH",
+        "DELETE",
         b"/api/subscriptions/messageType/101/user/a%2Bb%40example.com",
     )
     assert (second.method, second.url.raw_path) == (
@@ -379,9 +390,12 @@ def test_single_subscription_paths(status: int) -> None:
     assert first.content == b""
 
 
-def test_single_subscription_needs_one_identity() -> None:
-    with Script(ok()).client() as client, pytest.raises(ValueError):
-        client.subscribe("messageType", 1, email="a@example.com", user_id="u")
+@pytest.mark.parametrize("who", [{"email": "a@example.com", "user_id": "u"}, {}], ids=["both", "neither"])
+def test_unsubscribe_needs_exactly_one_identity(who: dict[str, str]) -> None:
+    script = Script(ok())
+    with script.client() as client, pytest.raises(ValueError):
+        client.unsubscribe("messageType", 1, **who)
+    assert script.requests == []
 
 
 @pytest.mark.parametrize("status", [200, 202])
@@ -397,14 +411,22 @@ def test_bulk_subscription(status: int) -> None:
     assert script.bodies() == [{"users": [EMAIL], "usersByUserId": ["u1"]}]
 
 
-def test_update_subscriptions_sends_only_given_arrays() -> None:
-    script = Script(ok())
+def test_bulk_update_subscriptions_sends_only_given_arrays() -> None:
+    script = Script(ok({"successCount": 2, "failCount": 0}))
     with script.client() as client:
-        client.update_subscriptions(
-            {"email": EMAIL, "unsubscribedChannelIds": [1], "subscribedMessageTypeIds": []}
+        client.bulk_update_subscriptions(
+            [
+                {"email": EMAIL, "unsubscribedChannelIds": [1], "subscribedMessageTypeIds": []},
+                UpdateSubscriptionsRequest(user_id="u1", unsubscribed_message_type_ids=[101]),
+            ]
         )
     assert script.bodies() == [
-        {"email": EMAIL, "unsubscribedChannelIds": [1], "subscribedMessageTypeIds": []}
+        {
+            "updateSubscriptionsRequests": [
+                {"email": EMAIL, "unsubscribedChannelIds": [1], "subscribedMessageTypeIds": []},
+                {"userId": "u1", "unsubscribedMessageTypeIds": [101]},
+            ]
+        }
     ]
 
 

@@ -80,7 +80,7 @@ def test_bulk_update_writes_profiles(client: IterableClient, control: httpx.Clie
 
 
 def test_per_item_failures(client: IterableClient, control: httpx.Client) -> None:
-    batch = [
+    batch: list[dict[str, Any]] = [
         {"email": "ok@example.com", "dataFields": {"a": 1}},
         {"email": "not-an-email", "dataFields": {"a": 1}},
         {"userId": "nobody", "dataFields": {"a": 1}, "preferUserId": False},
@@ -230,16 +230,38 @@ def test_event_resend_with_same_id_updates(client: IterableClient, control: http
     assert control.get("/stats").json()["event_writes"][event["id"]] == 2
 
 
-def test_subscriptions_round_trip(client: IterableClient, control: httpx.Client) -> None:
+def subscriptions_of(client: IterableClient, email: str) -> dict[str, Any]:
+    user = client.get_user_by_email(email)
+    assert user is not None
+    return user.data_fields
+
+
+def test_subscriptions_round_trip(client: IterableClient, base_url: str, control: httpx.Client) -> None:
     control.post("/users", json=[{"email": "sub@example.com", "userId": "sub-1"}])
-    client.subscribe("messageType", 101, email="sub@example.com")
-    client.unsubscribe("messageChannel", 1, user_id="sub-1")
+    # Set-up through endpoints the client no longer sends (the stand-in still serves them).
+    api_key = {"Api-Key": KEY}
+    httpx.patch(
+        f"{base_url}/api/subscriptions/messageType/101/user/sub%40example.com", headers=api_key
+    ).raise_for_status()
+    httpx.post(
+        f"{base_url}/api/users/updateSubscriptions",
+        json={"email": "sub@example.com", "emailListIds": [7]},
+        headers=api_key,
+    ).raise_for_status()
+    before = subscriptions_of(client, "sub@example.com")
+    assert 101 in before["subscribedMessageTypeIds"] and before["emailListIds"] == [7]
+
+    assert client.unsubscribe("messageType", 101, email="sub@example.com").code == "Success"
+    assert client.unsubscribe("emailList", 7, user_id="sub-1").code == "Success"
+    after = subscriptions_of(client, "sub@example.com")
+    assert 101 not in after["subscribedMessageTypeIds"] and after["emailListIds"] == []
+
+    client.bulk_subscription("messageType", 101, "subscribe", emails=["sub@example.com"])
+    assert 101 in subscriptions_of(client, "sub@example.com")["subscribedMessageTypeIds"]
     client.bulk_subscription("messageType", 101, "unsubscribe", emails=["sub@example.com"])
-    client.update_subscriptions({"email": "sub@example.com", "unsubscribedChannelIds": [1]})
     result = client.bulk_update_subscriptions([{"email": "sub@example.com", "unsubscribedChannelIds": [1]}])
     assert result.accepted_count == 1
-    user = client.get_user_by_email("sub@example.com")
-    assert user is not None
-    assert 1 in (user.data_fields.get("unsubscribedChannelIds") or [])
+    final = subscriptions_of(client, "sub@example.com")
+    assert 1 in final["unsubscribedChannelIds"] and 101 not in final["subscribedMessageTypeIds"]
     types = {t.name: t.subscription_policy for t in client.get_message_types()}
     assert types["GitLab Marketing"] == "OptIn"

@@ -8,11 +8,11 @@ from pydantic import ValidationError
 
 from iterable_recipes.config_files import ConfigError
 from iterable_recipes.customersdot.contract import (
-    MarketoUnsubscribe,
-    openapi_schemas,
     parse_customersdot_event,
 )
 from iterable_recipes.customersdot.mapping import load_mapping, to_iterable
+from iterable_recipes.optouts.contract import MarketoUnsubscribe
+from iterable_recipes.receiver.app import openapi_schemas
 
 
 def event(type_: str = "saas_trial_started", **data: object) -> dict:

@@ -16,7 +16,7 @@ from iterable_recipes.optouts.consent import (
     OptOutChange,
     load_consent_policy,
 )
-from iterable_recipes.settings import get_settings
+from iterable_recipes.resources import Resources
 
 SHIPPED: dict[str, Any] = yaml.safe_load(DEFAULT_CONSENT_POLICY_PATH.read_text())
 
@@ -79,11 +79,7 @@ def test_consent_policy_path_setting_picks_another_file(
     raw["main_message_type_id"] = 111
     raw["opt_out"]["remove_subscribed_message_type_ids"] = [111, 102]
     monkeypatch.setenv("CONSENT_POLICY_PATH", str(write(tmp_path, raw)))
-    get_settings.cache_clear()
-    try:
-        assert load_consent_policy().main_message_type_id == 111
-    finally:
-        get_settings.cache_clear()
+    assert Resources.from_settings().consent_policy.main_message_type_id == 111
 
 
 def test_consent_error_is_a_config_error() -> None:

@@ -1,4 +1,4 @@
-"""Subprocesses for end-to-end tests: started in their own session, stopped by their id, logs kept."""
+"""Subprocesses for the e2e tests and the soak: each in its own session, stopped by id, logs kept."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 from iterable_recipes.cli.local_stack import stop_process
 
 BIN = Path(sys.executable).parent
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 class Processes:

@@ -1,0 +1,43 @@
+"""How people are named across the recipes: the one email normalisation, and the email and user-id shapes
+every contract accepts.
+
+The same person must be the same key everywhere (the receiver, the poll, the opt-out, the CustomersDot
+chain, the sync's identity in SQL): ``normalise_email`` is the one rule, and SQL that keys people by
+email applies ``TRIM_CHARS`` the same way. User ids compare exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+# Exactly the characters for which Python's str.isspace() is true (29 code points: tab, newline, NBSP,
+# U+2000-U+200A, U+3000, the line and paragraph separators, ...), plus four invisible characters that
+# are not whitespace to Python but arrive in pasted addresses: U+180E, U+200B, U+2060 and U+FEFF (BOM).
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+INVISIBLE = "\u180e\u200b\u2060\ufeff"
+TRIM_CHARS = PY_WHITESPACE + INVISIBLE
+
+
+def normalise_email(email: str) -> str:
+    """``email`` trimmed of every Unicode whitespace (and invisible) character at both ends, lower-cased.
+
+    Characters inside the address are left alone: an address with a space inside is not one, and the
+    contracts refuse it rather than guessing.
+    """
+    return email.strip(TRIM_CHARS).lower()
+
+
+def _int_to_str(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
+UserId = Annotated[str, BeforeValidator(_int_to_str), Field(min_length=1, max_length=64)]

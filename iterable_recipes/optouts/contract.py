@@ -1,0 +1,23 @@
+"""The body a Marketo "Call Webhook" step posts to us when a lead's Unsubscribed flag becomes true."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from iterable_recipes.identities import Email, UserId
+
+
+class MarketoUnsubscribe(BaseModel):
+    """The body a Marketo "Call Webhook" step posts when a lead's Unsubscribed flag becomes true.
+
+    Built from Marketo tokens, e.g. ``{"email": "{{lead.Email Address}}", "leadId": "{{lead.Id}}",
+    "unsubscribedAt": "{{system.dateTime}}"}``. Extra fields are ignored: admins edit the template by hand.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    email: Email
+    leadId: UserId
+    unsubscribedAt: str = Field(
+        min_length=1, max_length=64, description="Marketo's {{system.dateTime}} token"
+    )

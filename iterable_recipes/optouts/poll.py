@@ -1,0 +1,65 @@
+"""The poll behind Marketo's webhook: queue unsubscribes into the inbox from a stored cursor per stream.
+
+Two streams: type-9 activities (the unsubscribe link) and lead changes of ``unsubscribed`` (forms, the
+Salesforce opt-out sync, durable unsubscribes, flow steps). Each stream's cursor moves only after the
+page's items are committed, so a poll killed mid-page reads that page again and the inbox's keys drop
+the repeats.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from iterable_recipes.clients.marketo import MarketoClient
+from iterable_recipes.optouts.keys import poll_item
+from iterable_recipes.store import Inbox
+
+Stream = Literal["activities", "lead_changes"]
+STREAMS: tuple[Stream, ...] = ("activities", "lead_changes")
+CURSOR_NAMES: dict[Stream, str] = {"activities": "marketo.activities", "lead_changes": "marketo.lead_changes"}
+FIRST_POLL_LOOKBACK = timedelta(days=1)
+
+
+def poll_stream(
+    client: MarketoClient,
+    inbox: Inbox,
+    stream: Stream,
+    first_start: datetime | None = None,
+    max_pages: int = 10_000,
+) -> dict[str, int]:
+    """Queue every unsubscribe of ``stream`` since its cursor; returns counts (pages, seen, queued, ...).
+
+    ``first_start`` is where a stream without a cursor begins (default: a day ago).
+    """
+    cursor_name = CURSOR_NAMES[stream]
+    counts = {"pages": 0, "unsubscribes": 0, "queued": 0, "already_waiting": 0, "resubscribed": 0}
+    token = inbox.get_cursor(cursor_name)
+    if token is None:
+        token = client.get_paging_token(first_start or datetime.now(UTC) - FIRST_POLL_LOOKBACK)
+        inbox.set_cursor(cursor_name, token)
+    pages = client.iter_activities(token) if stream == "activities" else client.iter_lead_changes(token)
+    for page in pages:
+        counts["pages"] += 1
+        unsubscribes = [a for a in page.items if a.sets_unsubscribed()]
+        if unsubscribes:
+            leads = {lead.id: lead for lead in client.get_leads_by_ids({a.leadId for a in unsubscribes})}
+            items = []
+            for activity in unsubscribes:
+                lead = leads.get(activity.leadId)
+                if lead is None or not lead.email:
+                    continue
+                if lead.unsubscribed is False:
+                    # Subscribed again since: opting them out now would undo their choice.
+                    counts["resubscribed"] += 1
+                    continue
+                items.append(poll_item(activity.key, activity.leadId, lead.email, stream))
+            results = inbox.add_many(items)
+            counts["unsubscribes"] += len(unsubscribes)
+            counts["queued"] += sum(r.created for r in results)
+            counts["already_waiting"] += sum(not r.created for r in results)
+        # The page's items are committed: only now may the cursor pass them.
+        inbox.set_cursor(cursor_name, page.next_page_token)
+        if counts["pages"] >= max_pages:
+            break
+    return counts
