@@ -56,7 +56,8 @@ def iterable_standin(
     monkeypatch: pytest.MonkeyPatch, test_parts: dict[str, Any]
 ) -> Iterator[IterableStandIn]:
     """A stand-in Iterable with Iterable's limits; every request our tasks send is checked by the spec."""
-    server = ServerThread(create_iterable(SandboxOptions())).start()
+    app = create_iterable(SandboxOptions())
+    server = ServerThread(app).start()
     transport = SpecCheckingTransport(httpx.HTTPTransport())
     client = IterableClient(
         "sandbox-key",
@@ -71,7 +72,7 @@ def iterable_standin(
     # The flows' real client, over a real socket, with a transport that validates each body first.
     test_parts["iterable"] = client
     try:
-        yield IterableStandIn(server.url, server._server.config.app.state.sandbox, transport)
+        yield IterableStandIn(server.url, app.state.sandbox, transport)
     finally:
         client.close()
         server.stop()
@@ -145,7 +146,8 @@ def marketo_standin(monkeypatch: pytest.MonkeyPatch, test_parts: dict[str, Any])
     from iterable_recipes.clients.marketo import MarketoClient
     from tests.contract.marketo_spec import MarketoSpecCheckingTransport
 
-    server = ServerThread(create_marketo()).start()
+    app = create_marketo()
+    server = ServerThread(app).start()
     transport = MarketoSpecCheckingTransport(httpx.HTTPTransport())
     monkeypatch.setenv("MARKETO_BASE_URL", server.url)
     monkeypatch.setenv("MARKETO_CLIENT_ID", "sandbox-client")
@@ -158,7 +160,7 @@ def marketo_standin(monkeypatch: pytest.MonkeyPatch, test_parts: dict[str, Any])
 
     test_parts["marketo"] = client
     try:
-        yield MarketoStandIn(server.url, server._server.config.app.state.sandbox, transport)
+        yield MarketoStandIn(server.url, app.state.sandbox, transport)
     finally:
         server.stop()
         assert transport.violations == [], transport.violations

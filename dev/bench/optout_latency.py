@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -132,7 +132,16 @@ def measure_latency(receiver: str, iterable: str, secret: str, people: int, over
     return [seen[a] - posted[a] for a in posted if a in seen]
 
 
-def drain_runs(api_url: str) -> dict[str, float]:
+class DrainRuns(TypedDict):
+    """The drain's flow runs as ``drain_runs`` counts them."""
+
+    optout_flow_runs: float
+    optout_flow_run_states: dict[str, int]
+    optout_run_created_to_started_p50_seconds: float
+    optout_run_started_to_ended_p50_seconds: float
+
+
+def drain_runs(api_url: str) -> DrainRuns:
     """The drain's flow runs: how many, median seconds from creation to start and from start to end."""
     runs = httpx.post(f"{api_url}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
     waits, spans = [], []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from dev.bench.common import last_json_line
@@ -287,8 +287,14 @@ def verdicts(figures: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 def render(figures: Mapping[str, Any], results: Sequence[BenchResult], console: Console) -> None:
     """The goals table, then one line per bench (seconds taken, or why it failed)."""
     table = Table(title=f"recipes bench ({figures.get('cpu_count')} CPUs)")
-    for column, justify in (("figure", "left"), ("value", "right"), ("goal", "left"), ("", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("figure", "left"),
+        ("value", "right"),
+        ("goal", "left"),
+        ("", "left"),
+    ]
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
     colours = {"pass": "green", "miss": "red", "failed": "red"}
     for label, value, goal, verdict in verdicts(figures):
         table.add_row(

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ def connect(port: int) -> Any:
 # --- the child: one sync run, instrumented ---------------------------------------------------------
 
 
-def _timed(timers: Counter[str], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _timed(timers: defaultdict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter()
         try:
@@ -88,7 +88,7 @@ def child(sync: str) -> None:
     import iterable_recipes.sync.delivery as delivery
     import tasks.warehouse as task_module
 
-    timers: Counter[str] = Counter()
+    timers: defaultdict[str, float] = defaultdict(float)
     lock = threading.Lock()
     send_bulk = delivery.send_in_batches
 
@@ -145,7 +145,7 @@ def child(sync: str) -> None:
     timers.pop("first_submit_at", None)
     accounted = sum(v for k, v in timers.items() if not k.startswith("http_"))
     timers["waiting_for_batches_s"] = max(0.0, send_s - sum(
-        timers[k] for k in ("read_batches_s", "accept_batch_s")))  # fmt: skip
+        timers.get(k, 0.0) for k in ("read_batches_s", "accept_batch_s")))  # fmt: skip
     timers["flow_start_and_other_s"] = max(0.0, total - accounted - timers["waiting_for_batches_s"])
     print_json_line(
         {
@@ -320,7 +320,9 @@ def main(argv: list[str] | None = None) -> None:
             }
             if args.in_flight:
                 env["SYNC_BATCHES_IN_FLIGHT"] = str(args.in_flight)
-            in_flight = int(env.get("SYNC_BATCHES_IN_FLIGHT") or os.environ.get("SYNC_BATCHES_IN_FLIGHT", 4))
+            in_flight = int(
+                env.get("SYNC_BATCHES_IN_FLIGHT") or os.environ.get("SYNC_BATCHES_IN_FLIGHT", "4")
+            )
 
             changed = seed_changed(snow.port, args.rows_limited, "BENCH_LIMITED", folder / "syncs")
             limited = run_sync(

@@ -50,7 +50,7 @@ def test_block_type_is_registered_under_its_slug(block_name: str) -> None:
     ],
 )
 def test_get_client_points_at_the_right_data_center(region: str, base_url: str | None, expected: str) -> None:
-    block = IterableCredentials(api_key=SecretStr("k"), region=region, base_url=base_url)  # type: ignore[arg-type]
+    block = IterableCredentials(api_key=SecretStr("k"), region=region, base_url=base_url)
     with block.get_client() as client:
         assert isinstance(client, IterableClient)
         assert client.base_url == expected

@@ -55,7 +55,7 @@ def test_identity_url_from_the_block() -> None:
 
 def test_from_settings() -> None:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         marketo_base_url="https://m.test",
         marketo_client_id="cid",
         marketo_client_secret=SecretStr("csecret"),
@@ -63,5 +63,5 @@ def test_from_settings() -> None:
     block = MarketoCredentials.from_settings(settings)
     assert (block.base_url, block.client_secret.get_secret_value()) == ("https://m.test", "csecret")
     with pytest.raises(ValueError, match="MARKETO_CLIENT_SECRET"):
-        incomplete = Settings(_env_file=None, marketo_base_url="x", marketo_client_id="y")  # type: ignore[call-arg]
+        incomplete = Settings(_env_file=None, marketo_base_url="x", marketo_client_id="y")
         MarketoCredentials.from_settings(incomplete)

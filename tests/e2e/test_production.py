@@ -199,14 +199,14 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
 
     # The key is fixed; the operator retries that run: same run id, it completes, nothing is re-sent.
     httpx.delete(f"{iterable}/_sandbox/faults", timeout=5).raise_for_status()
-    procs.run([str(BIN / "prefect"), "flow-run", "retry", str(failed.id)])  # type: ignore[attr-defined]
+    procs.run([str(BIN / "prefect"), "flow-run", "retry", str(failed.id)])
     retried = wait_for(
         "the retried run to complete",
-        lambda: (run := _run(api, failed.id)).state.is_completed() and run,  # type: ignore[attr-defined]
+        lambda: (run := _run(api, failed.id)).state.is_completed() and run,
         120,
         procs.log("worker"),
     )
-    assert retried.run_count >= 2  # type: ignore[attr-defined]
+    assert retried.run_count >= 2
     wait_for("the second event in Iterable", lambda: _writes(iterable, second_id) >= 1, 60)
     assert _writes(iterable, second_id) == 1
     assert _writes(iterable, first_id) == 1
@@ -230,7 +230,7 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
     # Logs reach the API in batches, possibly after the run's final state.
     lines = wait_for(
         "the probe's log line",
-        lambda: (found := _log_lines(api, probe.id)) and any("looked up" in x for x in found) and found,  # type: ignore[attr-defined]
+        lambda: (found := _log_lines(api, probe.id)) and any("looked up" in x for x in found) and found,
         60,
         procs.log("worker"),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -11,15 +12,20 @@ from pydantic import SecretStr
 from blocks.iterable import IterableCredentials
 from iterable_recipes.clients.iterable import ITERABLE_RATE_LIMITS
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter
-from iterable_recipes.clients.shared_limiters import PostgresLimiter, RedisLimiter, SQLiteLimiter
+from iterable_recipes.clients.shared_limiters import (
+    PostgresLimiter,
+    RedisLimiter,
+    SharedLimiter,
+    SQLiteLimiter,
+)
 from iterable_recipes.config_files import ConfigError
 from iterable_recipes.resources import Resources, build_limiter, provided, run_resources
 from iterable_recipes.settings import Settings
 
 
-def settings(**values: object) -> Settings:
+def settings(**values: Any) -> Settings:
     values.setdefault("limiter_backend", "memory")
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def test_client_from_environment_settings() -> None:
@@ -97,7 +103,7 @@ def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url:
         ),
     ]
     try:
-        assert [type(b) for b in built] == [SQLiteLimiter, RedisLimiter, PostgresLimiter]
+        assert tuple(type(b) for b in built) == (SQLiteLimiter, RedisLimiter, PostgresLimiter)
         for limiter in built:
             assert isinstance(limiter, SQLiteLimiter | RedisLimiter | PostgresLimiter)
             assert limiter.burst("users/bulkUpdate") == 5
@@ -105,7 +111,8 @@ def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url:
             limiter.acquire("users/bulkUpdate")
     finally:
         for limiter in built:
-            limiter.close()  # type: ignore[attr-defined]
+            if isinstance(limiter, SharedLimiter):
+                limiter.close()
         import redis
 
         client = redis.Redis.from_url(redis_url)

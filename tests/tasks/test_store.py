@@ -36,7 +36,7 @@ def url(tmp_path: Any) -> str:
 def test_claim_is_tried_again_after_a_database_hiccup(url: str) -> None:
     inbox = FlakyInbox(url)
     inbox.add_many([NewItem("customersdot", f"e{i}", "kind", {"n": i}) for i in range(3)])
-    resources = Resources(Settings(_env_file=None, recipes_database_url=url), inbox=inbox)  # type: ignore[call-arg]
+    resources = Resources(Settings(_env_file=None, recipes_database_url=url), inbox=inbox)
     claim = store_tasks.claim_items.with_options(retry_delay_seconds=0)
     items = claim(resources, "customersdot", 10, "drain-a")
     assert [item.source_id for item in items] == ["e0", "e1", "e2"] and inbox.failures == 0
@@ -52,7 +52,7 @@ def test_outcomes_settle_only_the_drains_own_items_and_dead_ones_are_announced(
     inbox.add_many([NewItem("customersdot", f"e{i}", "kind", {"n": i}) for i in range(3)])
     mine = inbox.claim("customersdot", limit=2, owner="drain-a")
     theirs = inbox.claim("customersdot", limit=1, owner="drain-b")
-    resources = Resources(Settings(_env_file=None, recipes_database_url=url), inbox=inbox)  # type: ignore[call-arg]
+    resources = Resources(Settings(_env_file=None, recipes_database_url=url), inbox=inbox)
     outcomes = [
         Outcome(mine[0].id, "delivered"),
         Outcome(mine[1].id, "dead", "refused for a@example.com"),
@@ -60,7 +60,8 @@ def test_outcomes_settle_only_the_drains_own_items_and_dead_ones_are_announced(
     ]
     counts = store_tasks.record_outcomes(resources, "customersdot", outcomes, "drain-a")
     assert counts == {"delivered": 1, "retry": 0, "dead": 1, "skipped": 0}
-    assert inbox.get(theirs[0].id).status == "in_flight"  # type: ignore[union-attr]
+    left = inbox.get(theirs[0].id)
+    assert left is not None and left.status == "in_flight"
     assert [e["payload"]["item_id"] for e in announced] == [mine[1].id]
     assert "a@example.com" not in str(announced) and "a***@e***.com" in str(announced)
     inbox.dispose()

@@ -18,6 +18,7 @@ def test_without_an_alert_block_only_the_lost_runs_automation_is_kept():
 def test_setup_is_idempotent_and_wires_the_alert_block(prefect_server, monkeypatch, tmp_path: Path):
     from prefect.blocks.notifications import SlackWebhook
     from prefect.client.orchestration import get_client
+    from prefect.events.actions import SendNotification
 
     block_id = SlackWebhook(url="https://hooks.example.invalid/recipes-test").save(
         "recipes-ops", overwrite=True
@@ -36,6 +37,8 @@ def test_setup_is_idempotent_and_wires_the_alert_block(prefect_server, monkeypat
     with get_client(sync_client=True) as client:
         dead = client.read_automations_by_name("recipes-inbox-item-dead")
         assert len(dead) == 1
-        assert str(dead[0].actions[0].block_document_id) == str(block_id)
+        notify = dead[0].actions[0]
+        assert isinstance(notify, SendNotification)
+        assert str(notify.block_document_id) == str(block_id)
         assert client.read_block_type_by_slug("marketo-credentials").slug == "marketo-credentials"
         assert client.read_work_pool("recipes-setup-test").type == "process"

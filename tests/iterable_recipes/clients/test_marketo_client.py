@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from iterable_recipes.clients.errors import PermanentError, QuotaExhaustedError, RetryableError
+from iterable_recipes.clients.errors import ApiError, PermanentError, QuotaExhaustedError, RetryableError
 from iterable_recipes.clients.marketo import Lead
 from iterable_recipes.clients.retry import NO_RETRY
 from tests.iterable_recipes.clients.marketo_fakes import (
@@ -138,15 +138,15 @@ def test_token_refused_again_after_renewal_is_retryable_not_a_loop() -> None:
         ("1003", PermanentError),
     ],
 )
-def test_error_codes_map_onto_the_error_tree(code: str, error: type[Exception]) -> None:
+def test_error_codes_map_onto_the_error_tree(code: str, error: type[ApiError]) -> None:
     fake = FakeMarketo()
     fake.queue(ACTIVITIES, fail(code))
     client, _ = make_client(fake, retry=NO_RETRY)
     with client, pytest.raises(error) as info:
         list(client.iter_activities("TOKEN"))
     assert type(info.value) is error
-    assert info.value.code == code  # type: ignore[attr-defined]
-    assert info.value.endpoint == ACTIVITIES  # type: ignore[attr-defined]
+    assert info.value.code == code
+    assert info.value.endpoint == ACTIVITIES
 
 
 def test_606_sets_a_20s_hint_and_slows_the_shared_limiter() -> None:

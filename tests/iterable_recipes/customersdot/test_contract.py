@@ -31,7 +31,9 @@ def test_trial_maps_to_saas_trials_with_profile_and_event_fields() -> None:
         json.dumps(event(company="ACME", latest_trial_start_date="2024-06-11", userRole="dev"))
     )
     assert parsed.person.user_id == "42"
-    profile, name, fields = to_iterable(parsed, load_mapping())
+    mapped = to_iterable(parsed, load_mapping())
+    assert mapped is not None, "a trial is forwarded"
+    profile, name, fields = mapped
     assert name == "SaaS Trials"
     assert fields == {"company": "ACME", "latest_trial_start_date": "2024-06-11", "userRole": "dev"}
     assert profile == fields, "absent fields are left out, never sent as null"

@@ -22,7 +22,7 @@ def test_accepts_stores_and_nudges_the_drain(receiver: Receiver) -> None:
     assert answer.status_code == 202
     item = receiver.inbox.get(answer.json()["id"])
     assert item is not None and item.status == "pending" and item.source_id == "evt-1"
-    assert item.payload["person"]["email"] == "person@example.com"
+    assert item.payload is not None and item.payload["person"]["email"] == "person@example.com"
     assert item.webhook_id == "customersdot:msg-1"
     receiver.nudger.stop()
     assert [c[0] for c in receiver.trigger.calls] == ["customersdot-events/customersdot-drain"]
@@ -49,7 +49,8 @@ def test_personal_registrations_are_stored_as_skipped_and_not_nudged(receiver: R
     body = dumps(event)
     answer = post(receiver, body, sign(body, "msg-1"))
     assert answer.status_code == 202
-    assert receiver.inbox.get(answer.json()["id"]).status == "skipped"
+    item = receiver.inbox.get(answer.json()["id"])
+    assert item is not None and item.status == "skipped"
     receiver.nudger.stop()
     assert receiver.trigger.calls == []
 

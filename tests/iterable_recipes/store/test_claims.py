@@ -90,5 +90,6 @@ def test_items_of_a_killed_claimer_are_claimed_again_after_the_lease(
         again += [i.id for i in store.claim("customersdot", 10, 60, "survivor")]
         time.sleep(0.1)
     assert sorted(again) == taken
-    assert all(store.get(i).attempts == 2 for i in taken)
+    settled = [store.get(i) for i in taken]
+    assert all(item is not None and item.attempts == 2 for item in settled)
     store.dispose()

@@ -4,7 +4,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from iterable_recipes.store import Inbox, NewItem, migrate
+from iterable_recipes.store import Inbox, Item, NewItem, migrate
+
+
+def stored(inbox: Inbox, item_id: int) -> Item:
+    """The stored item ``item_id``; fails the test when there is none."""
+    item = inbox.get(item_id)
+    assert item is not None, f"no stored item {item_id}"
+    return item
 
 
 def test_migrate_creates_the_sqlite_folder_and_is_idempotent(tmp_path: Path) -> None:
@@ -23,7 +30,7 @@ def test_a_repeat_by_source_id_or_webhook_id_is_stored_once(inbox: Inbox) -> Non
     assert first.created and not same_source_id.created and not same_webhook_id.created
     assert same_source_id.id == same_webhook_id.id == first.id
     assert other_source.created and other_source.id != first.id
-    assert inbox.get(first.id).payload == {"n": 1}
+    assert stored(inbox, first.id).payload == {"n": 1}
     assert inbox.counts() == {"customersdot": {"pending": 1}, "marketo": {"pending": 1}}
 
 
@@ -57,7 +64,7 @@ def test_claim_leases_and_an_expired_lease_is_claimed_again(inbox: Inbox) -> Non
     assert [(i.id, i.attempts, i.lease_owner) for i in second] == [(added.id, 2, "b")]
     assert inbox.mark_retry(added.id, "late", owner="a") is None, "the stale drain may not overwrite"
     assert inbox.mark_delivered([added.id], owner="b") == 1
-    assert inbox.get(added.id).status == "delivered"
+    assert stored(inbox, added.id).status == "delivered"
 
 
 def test_retry_backs_off_exponentially_and_dies_after_max_attempts(inbox: Inbox) -> None:
@@ -66,7 +73,7 @@ def test_retry_backs_off_exponentially_and_dies_after_max_attempts(inbox: Inbox)
     inbox.claim("customersdot", 1, 60, "a")
     before = datetime.now(UTC)
     assert inbox.mark_retry(added.id, "503 from Iterable") == "retry"
-    item = inbox.get(added.id)
+    item = stored(inbox, added.id)
     assert item.status == "retry" and item.last_error == "503 from Iterable"
     assert item.next_attempt_at >= before + timedelta(seconds=9)
     assert inbox.claim("customersdot", 10, 60, "a") == [], "not due before its backoff"
@@ -76,8 +83,9 @@ def test_retry_backs_off_exponentially_and_dies_after_max_attempts(inbox: Inbox)
         assert inbox.mark_retry(other.id, f"failure {attempt}", delay=0) == "retry"
     assert inbox.claim("customersdot", 10, 60, "a")
     assert inbox.mark_retry(other.id, "failure 3", delay=0) == "dead"
-    dead = inbox.get(other.id)
-    assert dead.status == "dead" and "max attempts (3)" in dead.last_error and "failure 3" in dead.last_error
+    dead = stored(inbox, other.id)
+    assert dead.status == "dead" and dead.last_error is not None
+    assert "max attempts (3)" in dead.last_error and "failure 3" in dead.last_error
 
 
 def test_permanent_failures_dead_and_operator_retry(inbox: Inbox) -> None:
@@ -88,7 +96,7 @@ def test_permanent_failures_dead_and_operator_retry(inbox: Inbox) -> None:
     assert inbox.mark_skipped(b.id, "personal registration")
     assert [i.id for i in inbox.list_items(status="dead")] == [a.id]
     assert inbox.retry_dead("customersdot") == 1
-    assert inbox.get(a.id).status == "pending" and inbox.get(a.id).attempts == 0
+    assert stored(inbox, a.id).status == "pending" and stored(inbox, a.id).attempts == 0
     assert inbox.retry(b.id) is True
     assert inbox.retry(b.id) is False, "already pending"
 
@@ -111,8 +119,8 @@ def test_purge_drops_payloads_of_finished_items_only(inbox: Inbox) -> None:
     inbox.mark_delivered([done.id])
     assert inbox.purge(timedelta(days=30)) == 0
     assert inbox.purge(timedelta(seconds=-1)) == 1
-    assert inbox.get(done.id).payload is None
-    assert inbox.get(waiting.id).payload == {"email": "other@example.com"}
+    assert stored(inbox, done.id).payload is None
+    assert stored(inbox, waiting.id).payload == {"email": "other@example.com"}
     assert not inbox.add("customersdot", "done", "k", {}).created, "a purged event is still a repeat"
 
 

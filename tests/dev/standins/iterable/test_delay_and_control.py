@@ -11,6 +11,7 @@ import httpx
 from dev.standins.iterable import IterableSandbox
 from dev.standins.serving import free_port
 from tests.conftest import ROOT
+from tests.dev.standins.iterable.users import known_user
 
 
 def test_delayed_profile_is_invisible_until_applied(
@@ -42,9 +43,9 @@ def test_delayed_fields_appear_once_the_delay_passes(api: httpx.Client, sandbox:
     api.post(
         "/users/bulkUpdate", json={"users": [{"email": "a@example.com", "dataFields": {"plan": "premium"}}]}
     )
-    assert sandbox.user("a@example.com")["dataFields"]["plan"] == "free"
+    assert known_user(sandbox, "a@example.com")["dataFields"]["plan"] == "free"
     deadline = time.monotonic() + 5
-    while sandbox.user("a@example.com")["dataFields"]["plan"] != "premium":
+    while known_user(sandbox, "a@example.com")["dataFields"]["plan"] != "premium":
         assert time.monotonic() < deadline, "delayed write never applied"
         time.sleep(0.05)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from dev.standins.iterable import IterableSandbox
@@ -24,7 +26,7 @@ def test_track_answers_envelope_with_id(api: httpx.Client, sandbox: IterableSand
 
 def test_track_bulk_resend_updates_and_counts_writes(api: httpx.Client, sandbox: IterableSandbox) -> None:
     sandbox.seed_users([{"email": "a@example.com"}, {"email": "b@example.com", "userId": "b-1"}])
-    batch = {
+    batch: dict[str, list[dict[str, Any]]] = {
         "events": [
             {"email": "a@example.com", "eventName": "trial", "id": "src-1", "dataFields": {"plan": "free"}},
             {"userId": "b-1", "eventName": "trial", "id": "src-2"},

@@ -6,6 +6,7 @@ import httpx
 
 from dev.standins.iterable import IterableSandbox
 from tests.dev.standins.iterable.spec import assert_matches
+from tests.dev.standins.iterable.users import known_user
 
 
 def _bulk(api: httpx.Client, users: list[dict], **extra: object) -> httpx.Response:
@@ -34,9 +35,9 @@ def test_merge_nested_objects(api: httpx.Client, sandbox: IterableSandbox) -> No
         api,
         [{"email": "n@example.com", "dataFields": {"prefs": {"email": True}}, "mergeNestedObjects": True}],
     )
-    assert sandbox.user("n@example.com")["dataFields"]["prefs"] == {"mobile": True, "email": True}
+    assert known_user(sandbox, "n@example.com")["dataFields"]["prefs"] == {"mobile": True, "email": True}
     _bulk(api, [{"email": "n@example.com", "dataFields": {"prefs": {"sms": False}}}])
-    assert sandbox.user("n@example.com")["dataFields"]["prefs"] == {"sms": False}
+    assert known_user(sandbox, "n@example.com")["dataFields"]["prefs"] == {"sms": False}
 
 
 def test_invalid_emails_fail_per_item(api: httpx.Client, sandbox: IterableSandbox) -> None:
@@ -64,7 +65,7 @@ def test_user_id_only_creates_nobody_unless_prefer_user_id(
     body = response.json()
     assert body["successCount"] == 1
     assert body["failedUpdates"]["notFoundUserIds"] == ["u-404"]
-    assert sandbox.user("known@example.com")["dataFields"] == {"plan": "free"}
+    assert known_user(sandbox, "known@example.com")["dataFields"] == {"plan": "free"}
     assert "users/bulkUpdate" not in sandbox.stats()["users_created"]
 
     created = _bulk(api, [{"userId": "u-new", "preferUserId": True, "dataFields": {}}])
@@ -121,7 +122,7 @@ def test_create_new_fields_false_filters_unknown_fields(api: httpx.Client, sandb
         api, [{"email": "f@example.com", "dataFields": {"known": 2, "fresh": "x"}}], createNewFields=False
     )
     assert response.json()["filteredOutFields"] == ["fresh"]
-    assert sandbox.user("f@example.com")["dataFields"] == {"known": 2}
+    assert known_user(sandbox, "f@example.com")["dataFields"] == {"known": 2}
 
 
 def test_get_user_unknown_is_empty_object_and_known_has_subscription_arrays(

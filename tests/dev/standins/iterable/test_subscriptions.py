@@ -6,6 +6,7 @@ import httpx
 
 from dev.standins.iterable import IterableSandbox
 from tests.dev.standins.iterable.spec import assert_matches
+from tests.dev.standins.iterable.users import known_user
 
 
 def test_update_subscriptions_overwrites_only_arrays_sent(
@@ -17,17 +18,17 @@ def test_update_subscriptions_overwrites_only_arrays_sent(
     )
     assert response.status_code == 200
     assert_matches("IterableApiResponse", response.json())
-    user = sandbox.user("a@example.com")
+    user = known_user(sandbox, "a@example.com")
     assert user["unsubscribedChannelIds"] == [3]
     assert user["emailListIds"] == [7] and user["unsubscribedMessageTypeIds"] == [102]
     api.post("/users/updateSubscriptions", json={"email": "a@example.com", "emailListIds": []})
-    assert sandbox.user("a@example.com")["emailListIds"] == []
+    assert known_user(sandbox, "a@example.com")["emailListIds"] == []
     assert sandbox.stats()["subscription_writes"] == {"a@example.com": 2}
 
 
 def test_update_subscriptions_creates_unknown_users(api: httpx.Client, sandbox: IterableSandbox) -> None:
     api.post("/users/updateSubscriptions", json={"email": "new@example.com", "unsubscribedChannelIds": [1]})
-    assert sandbox.user("new@example.com")["unsubscribedChannelIds"] == [1]
+    assert known_user(sandbox, "new@example.com")["unsubscribedChannelIds"] == [1]
     assert sandbox.stats()["users_created"] == {"users/updateSubscriptions": 1}
 
 
@@ -38,12 +39,12 @@ def test_channel_alignment_refuses_single_request(api: httpx.Client, sandbox: It
     )
     assert refused.status_code == 400
     assert_matches("IterableApiResponse", refused.json())
-    assert sandbox.user("a@example.com")["unsubscribedChannelIds"] == []
+    assert known_user(sandbox, "a@example.com")["unsubscribedChannelIds"] == []
 
     # The opt-out the design prescribes: leave the channel and drop its types in the same request.
     opt_out = {"email": "a@example.com", "unsubscribedChannelIds": [1], "subscribedMessageTypeIds": []}
     assert api.post("/users/updateSubscriptions", json=opt_out).status_code == 200
-    assert sandbox.user("a@example.com")["unsubscribedChannelIds"] == [1]
+    assert known_user(sandbox, "a@example.com")["unsubscribedChannelIds"] == [1]
 
     dormant = {"email": "b@example.com", "unsubscribedChannelIds": [1], "subscribedMessageTypeIds": [101]}
     assert (
@@ -74,7 +75,7 @@ def test_bulk_update_subscriptions_fails_misaligned_items_only(
     assert body["validEmailFailures"] == ["in@example.com"]
     assert body["validUserIdFailures"] == ["in-1"]
     assert body["invalidEmails"] == ["bad-address"]
-    assert sandbox.user("in@example.com")["unsubscribedChannelIds"] == []
+    assert known_user(sandbox, "in@example.com")["unsubscribedChannelIds"] == []
     assert sandbox.stats()["users_created"] == {"_sandbox/seed": 1, "users/bulkUpdateSubscriptions": 1}
 
 
@@ -82,15 +83,15 @@ def test_additive_endpoints_follow_policies_and_create_users(
     api: httpx.Client, sandbox: IterableSandbox
 ) -> None:
     assert api.patch("/subscriptions/messageType/101/user/a@example.com").status_code == 200
-    assert sandbox.user("a@example.com")["subscribedMessageTypeIds"] == [101]
+    assert known_user(sandbox, "a@example.com")["subscribedMessageTypeIds"] == [101]
     assert api.delete("/subscriptions/MESSAGETYPE/101/user/a@example.com").status_code == 200
-    assert sandbox.user("a@example.com")["subscribedMessageTypeIds"] == []
+    assert known_user(sandbox, "a@example.com")["subscribedMessageTypeIds"] == []
     api.delete("/subscriptions/messageType/102/user/a@example.com")
-    assert sandbox.user("a@example.com")["unsubscribedMessageTypeIds"] == [102]
+    assert known_user(sandbox, "a@example.com")["unsubscribedMessageTypeIds"] == [102]
     api.delete("/subscriptions/messagechannel/1/user/a@example.com")
-    assert sandbox.user("a@example.com")["unsubscribedChannelIds"] == [1]
+    assert known_user(sandbox, "a@example.com")["unsubscribedChannelIds"] == [1]
     api.patch("/subscriptions/emailList/55/user/a@example.com")
-    assert sandbox.user("a@example.com")["emailListIds"] == [55]
+    assert known_user(sandbox, "a@example.com")["emailListIds"] == [55]
 
     # An unsubscribe of a stranger creates the stranger: the pessimistic reading of Iterable's docs.
     api.delete("/subscriptions/messageChannel/1/user/stranger@example.com")
@@ -99,7 +100,7 @@ def test_additive_endpoints_follow_policies_and_create_users(
 
     sandbox.seed_users([{"email": "byid@example.com", "userId": "id-9"}])
     assert api.patch("/subscriptions/messageType/301/byUserId/id-9").status_code == 200
-    assert sandbox.user("byid@example.com")["subscribedMessageTypeIds"] == [301]
+    assert known_user(sandbox, "byid@example.com")["subscribedMessageTypeIds"] == [301]
     assert api.patch("/subscriptions/messageType/301/byUserId/unknown-id").status_code == 400
 
 
@@ -109,7 +110,7 @@ def test_additive_subscribe_under_left_channel_is_refused(
     sandbox.seed_users([{"email": "a@example.com", "unsubscribedChannelIds": [1]}])
     response = api.patch("/subscriptions/messageType/101/user/a@example.com")
     assert response.status_code == 400
-    assert sandbox.user("a@example.com")["subscribedMessageTypeIds"] == []
+    assert known_user(sandbox, "a@example.com")["subscribedMessageTypeIds"] == []
     assert api.patch("/subscriptions/messageType/999/user/a@example.com").status_code == 400
     assert api.patch("/subscriptions/nonsense/1/user/a@example.com").status_code == 400
 
@@ -124,8 +125,8 @@ def test_bulk_subscription_action(api: httpx.Client, sandbox: IterableSandbox) -
     assert response.status_code == 202
     assert response.json()["params"]["successCount"] == 2
     assert response.json()["params"]["invalidEmails"] == ["broken"]
-    assert sandbox.user("a@example.com")["unsubscribedChannelIds"] == [1]
-    assert sandbox.user("b@example.com")["unsubscribedChannelIds"] == [1]
+    assert known_user(sandbox, "a@example.com")["unsubscribedChannelIds"] == [1]
+    assert known_user(sandbox, "b@example.com")["unsubscribedChannelIds"] == [1]
     assert sandbox.stats()["users_created"]["subscriptions/bulkUnsubscribe"] == 1
     bad_action = api.put("/subscriptions/messageChannel/1", params={"action": "toggle"}, json={"users": []})
     assert bad_action.status_code == 400

@@ -112,7 +112,8 @@ def test_how_decides_what_is_logged() -> None:
     assert len(sandbox.unsubscribe(3, "salesforce", at=T0)) == 1
     assert len(sandbox.unsubscribe(3, "form", at=T0)) == 0  # already unsubscribed: no change logged
     assert len(sandbox.unsubscribe(1, "link", at=T0)) == 1  # a click still logs type 9
-    assert sandbox.lead(2) is not None and sandbox.lead(2)["unsubscribed"] is True  # type: ignore[index]
+    lead = sandbox.lead(2)
+    assert lead is not None and lead["unsubscribed"] is True
     with pytest.raises(KeyError):
         sandbox.unsubscribe(99, "form")
     with pytest.raises(ValueError):

@@ -94,15 +94,19 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 start_blocking_portal() as portal,
                 portal.wrap_async_context_manager(app.router.lifespan_context(app)),
             ):
-                client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fuzz")
+                asgi_client = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://fuzz"
+                )
                 try:
                     yield Target(
                         "asgi",
                         inbox,
-                        lambda p, c, h: portal.call(functools.partial(client.post, p, content=c, headers=h)),
+                        lambda p, c, h: portal.call(
+                            functools.partial(asgi_client.post, p, content=c, headers=h)
+                        ),
                     )
                 finally:
-                    portal.call(client.aclose)
+                    portal.call(asgi_client.aclose)
     finally:
         nudger.stop()
         inbox.dispose()

@@ -32,7 +32,15 @@ CDOT = "/webhooks/customersdot"
 MARKETO = "/webhooks/marketo/unsubscribe"
 EMAIL = "secret.person@example.com"
 DB_PASSWORD = "db-password-never-shown-7c1e"
-FORBIDDEN = (NEW_SECRET, OLD_SECRET, NEW_SECRET[6:], OLD_SECRET[6:], MARKETO_SECRET, EMAIL, DB_PASSWORD)
+FORBIDDEN: tuple[str, ...] = (
+    NEW_SECRET,
+    OLD_SECRET,
+    NEW_SECRET[6:],
+    OLD_SECRET[6:],
+    MARKETO_SECRET,
+    EMAIL,
+    DB_PASSWORD,
+)
 FORBIDDEN += ("secret.person%40example.com",)
 UNKNOWN = "whsec_" + "dW5rbm93bi1zZWNyZXQtdW5rbm93bi1zZWNyZXQhIQ=="
 
