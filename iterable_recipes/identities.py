@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
-
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 # Exactly the characters for which Python's str.isspace() is true (29 code points: tab, newline, NBSP,
 # U+2000-U+200A, U+3000, the line and paragraph separators, ...), plus four invisible characters that
@@ -24,6 +22,11 @@ PY_WHITESPACE = (
 )
 INVISIBLE = "\u180e\u200b\u2060\ufeff"
 TRIM_CHARS = PY_WHITESPACE + INVISIBLE
+# No address holds "@" or any of TRIM_CHARS inside a part. Written out, not as `\s`: the published JSON
+# Schema is read in the ECMA-262 dialect, whose `\s` lacks U+0085 and U+001C-U+001F, so a client would
+# admit addresses this server refuses.
+_NOT_IN_ADDRESS = "@" + "".join(f"\\u{ord(char):04x}" for char in TRIM_CHARS)
+EMAIL_PATTERN = rf"^[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\.[^{_NOT_IN_ADDRESS}]+$"
 
 
 def normalise_email(email: str) -> str:
@@ -36,8 +39,28 @@ def normalise_email(email: str) -> str:
 
 
 def _int_to_str(value: Any) -> Any:
+    """Integers (and JSON numbers such as 3.0 that are integers) become their digits."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
-UserId = Annotated[str, BeforeValidator(_int_to_str), Field(min_length=1, max_length=64)]
+USER_ID_MAX_CHARS = 64
+# Published as the server reads it: a string, or an integer (written out, it fits the same length).
+_USER_ID_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": USER_ID_MAX_CHARS},
+        {
+            "type": "integer",
+            "minimum": 1 - 10 ** (USER_ID_MAX_CHARS - 1),
+            "maximum": 10**USER_ID_MAX_CHARS - 1,
+        },
+    ]
+}
+UserId = Annotated[
+    str,
+    BeforeValidator(_int_to_str),
+    Field(min_length=1, max_length=USER_ID_MAX_CHARS),
+    WithJsonSchema(_USER_ID_SCHEMA),
+]

@@ -97,8 +97,11 @@ customersdot_event_adapter: TypeAdapter[CustomersDotEvent] = TypeAdapter(Custome
 
 
 def parse_customersdot_event(body: bytes | str) -> SaasTrialStarted | FreeRegistration | NamespaceUserInvited:
-    """Validate a raw JSON body; raises pydantic.ValidationError (its errors name the field)."""
-    return customersdot_event_adapter.validate_json(body)
+    """Validate a raw JSON body; raises pydantic.ValidationError (its errors name the field).
+
+    Strict, as the published JSON Schema reads: a number is no date, a string no boolean.
+    """
+    return customersdot_event_adapter.validate_json(body, strict=True)
 
 
 def is_forwardable(event: SaasTrialStarted | FreeRegistration | NamespaceUserInvited) -> bool:

@@ -21,3 +21,8 @@ class MarketoUnsubscribe(BaseModel):
     unsubscribedAt: str = Field(
         min_length=1, max_length=64, description="Marketo's {{system.dateTime}} token"
     )
+
+
+def parse_marketo_unsubscribe(body: bytes | str) -> MarketoUnsubscribe:
+    """Validate a raw JSON body strictly, as the published JSON Schema reads; raises ValidationError."""
+    return MarketoUnsubscribe.model_validate_json(body, strict=True)

@@ -27,9 +27,10 @@ from iterable_recipes.customersdot.contract import (
 )
 from iterable_recipes.customersdot.mapping import EventMapping, load_mapping, to_iterable
 from iterable_recipes.optouts import keys as optouts
-from iterable_recipes.optouts.contract import MarketoUnsubscribe
+from iterable_recipes.optouts.contract import MarketoUnsubscribe, parse_marketo_unsubscribe
 from iterable_recipes.receiver.errors import Rejected
 from iterable_recipes.receiver.intake import GroupCommitter
+from iterable_recipes.receiver.limits import HEADER_MAX_CHARS, check_lengths, webhook_id_max_chars
 from iterable_recipes.receiver.nudge import Nudger
 from iterable_recipes.receiver.signature import Verifier
 from iterable_recipes.settings import Settings, load_settings
@@ -40,6 +41,12 @@ T = TypeVar("T")
 SOURCE = "customersdot"
 CUSTOMERSDOT_PATH = "/webhooks/customersdot"
 MARKETO_PATH = "/webhooks/marketo/unsubscribe"
+# The stored webhook_id is "customersdot:<webhook-id>", within its column.
+CUSTOMERSDOT_HEADER_LIMITS = {
+    "webhook-id": webhook_id_max_chars(f"{SOURCE}:"),
+    "webhook-timestamp": HEADER_MAX_CHARS,
+    "webhook-signature": HEADER_MAX_CHARS,
+}
 _ERROR = {
     "content": {
         "application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}
@@ -49,13 +56,13 @@ CUSTOMERSDOT_OPERATION: dict[str, Any] = {
     "summary": "Receive one CustomersDot event (Standard Webhooks signature)",
     "operationId": "receive_customersdot_event",
     "parameters": [
-        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
-        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string", "maxLength": limit}}
+        for name, limit in CUSTOMERSDOT_HEADER_LIMITS.items()
     ],
     "responses": {
         "202": {"description": "Stored: the inbox item's id"},
         "200": {"description": "A repeat of an accepted event (same webhook-id or event id): the stored id"},
-        "400": {"description": "Malformed JSON or body", **_ERROR},
+        "400": {"description": "Malformed JSON or body, or a header longer than its maxLength", **_ERROR},
         "401": {
             "description": "Missing or bad signature, or timestamp outside the 5-minute window",
             **_ERROR,
@@ -71,7 +78,7 @@ MARKETO_OPERATION: dict[str, Any] = {
     "responses": {
         "202": {"description": "Stored: the inbox item's id"},
         "200": {"description": "A repeat, or the lead is already waiting for its opt-out: the stored id"},
-        "400": {"description": "Malformed JSON or body", **_ERROR},
+        "400": {"description": "Malformed JSON or body, or a header longer than its maxLength", **_ERROR},
         "401": {"description": "Missing or wrong shared secret header", **_ERROR},
         "413": {"description": "Body too large", **_ERROR},
         "422": {"description": "Does not match the template (email, leadId, unsubscribedAt)", **_ERROR},
@@ -152,6 +159,7 @@ class Receiver:
     async def customersdot(self, request: Request) -> Response:
         """Verify, validate, commit, nudge; 202 when stored now, 200 for a repeat, 4xx with a reason."""
         try:
+            check_lengths(request.headers, CUSTOMERSDOT_HEADER_LIMITS)
             if not self.verifier.configured:
                 return error(503, "no CustomersDot signing secret is configured")
             body = await read_body(request, self.settings.webhook_max_body_bytes)
@@ -175,15 +183,17 @@ class Receiver:
     async def marketo_unsubscribe(self, request: Request) -> Response:
         """Marketo's "Call Webhook" step: shared secret, validate, commit keyed per lead, nudge the drain."""
         secrets = [s.get_secret_value().encode() for s in self.settings.marketo_webhook_secret]
+        header = self.settings.marketo_webhook_header
         try:
+            check_lengths(request.headers, {header: HEADER_MAX_CHARS})
             if not any(secrets):
                 return error(503, "no Marketo webhook secret is configured")
-            sent = request.headers.get(self.settings.marketo_webhook_header, "").encode()
+            sent = request.headers.get(header, "").encode()
             # Every secret is compared (no early exit), each in constant time.
             if not sum(hmac.compare_digest(sent, secret) for secret in secrets if secret):
-                raise Rejected(401, f"missing or wrong {self.settings.marketo_webhook_header} header")
+                raise Rejected(401, f"missing or wrong {header} header")
             body = await read_body(request, self.settings.webhook_max_body_bytes)
-            unsubscribe = validated(MarketoUnsubscribe.model_validate_json, body)
+            unsubscribe = validated(parse_marketo_unsubscribe, body)
         except Rejected as rejected:
             log.info("refused a Marketo request: %s", rejected.reason)
             return error(rejected.status, rejected.reason)
@@ -234,7 +244,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return error(exc.status_code, str(exc.detail))
+        answer = error(exc.status_code, str(exc.detail))
+        # Starlette's 405 carries Allow (RFC 9110 requires it); keep every header it set.
+        answer.headers.update(exc.headers or {})
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -257,8 +270,8 @@ def openapi_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     return schema, components
 
 
-def _install_openapi(app: FastAPI) -> None:
-    """Publish the CustomersDot contract as the endpoint's request body schema."""
+def _install_openapi(app: FastAPI, secret_header: str) -> None:
+    """Publish both contracts as the endpoints' request bodies, with the headers each one requires."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -270,8 +283,11 @@ def _install_openapi(app: FastAPI) -> None:
         operation = CUSTOMERSDOT_OPERATION | {"requestBody": {"required": True, "content": content}}
         schema["paths"][CUSTOMERSDOT_PATH] = {"post": operation}
         marketo_body = {"application/json": {"schema": {"$ref": "#/components/schemas/MarketoUnsubscribe"}}}
+        secret = {"type": "string", "maxLength": HEADER_MAX_CHARS}
+        marketo_header = {"name": secret_header, "in": "header", "required": True, "schema": secret}
         schema["paths"][MARKETO_PATH] = {
-            "post": MARKETO_OPERATION | {"requestBody": {"required": True, "content": marketo_body}}
+            "post": MARKETO_OPERATION
+            | {"parameters": [marketo_header], "requestBody": {"required": True, "content": marketo_body}}
         }
         app.openapi_schema = schema
         return schema
@@ -334,5 +350,5 @@ def create_app(
     app.add_api_route(
         "/healthz", receiver.healthz, methods=["GET"], summary="Database and Prefect reachability"
     )
-    _install_openapi(app)
+    _install_openapi(app, settings.marketo_webhook_header)
     return app
