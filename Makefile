@@ -1,7 +1,8 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they need first.
+# `make soak` is the reliability soak at its small size, which CI runs after the tests.
 UV := $(shell command -v uv 2>/dev/null)
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench soak
 
 setup:
 ifndef UV
@@ -22,3 +23,6 @@ test: setup lint
 
 bench: setup
 	uv run recipes bench
+
+soak: setup
+	RECIPES_SOAK=1 uv run pytest tests/soak

@@ -11,7 +11,7 @@ stand-in answers about 10 % of requests with a 429, a 5xx, a held answer (past t
 a dropped connection. Once the sync is under way Iterable goes down for ``outage_seconds``; during the
 outage the worker and its flow-run processes are killed with SIGKILL and a new worker is started (as a
 supervisor would). Flow runs heartbeat every 30 s (Prefect's minimum) and the lost-runs automation is
-installed with a 60 s window (the stuck-pending one, for runs the worker took but never started,
+installed with a 90 s window (the stuck-pending one, for runs the worker took but never started,
 with 90 s), so the killed runs must turn Crashed, release their slots, and are then retried as an
 operator would (`prefect flow-run retry ID`). The sync is run again after a change of the
 model and after its rejected rows are fixed. Afterwards every promise of the reliability issue is
@@ -54,7 +54,7 @@ SYNC_DEPLOYMENT = "snowflake-sync/snowflake-sync-gitlab-marketing-contacts"
 POLL_DEPLOYMENT = "marketo-unsubscribe-poll/marketo-unsubscribe-poll"
 DRAINS = ("customersdot-events/customersdot-drain", "marketo-opt-outs/marketo-opt-out-drain")
 HEARTBEAT_SECONDS = 30  # Prefect's minimum (flow_engine.MINIMUM_HEARTBEAT_INTERVAL)
-LOST_RUN_SECONDS = 60  # the lost-runs automation's window: twice the heartbeat
+LOST_RUN_SECONDS = 90  # the lost-runs automation's window: three heartbeats (events are read late)
 STUCK_PENDING_SECONDS = 90  # the stuck-pending automation's window: above a loaded worker's start time
 ITERABLE_TIMEOUT_SECONDS = 5.0
 SUBSCRIPTION_ENDPOINTS = (
@@ -750,7 +750,7 @@ class Soak:
             bool(retried) and all(r.state.is_completed() for r in retried.values()),
             ", ".join(
                 f"{next(k.deployment for k in lost if k.flow_run_id == i)} {r.state.name} "
-                f"run_count {r.run_count}"
+                f"run_count {r.run_count}" + ("" if r.state.is_completed() else f" ({r.state.message})")
                 for i, r in retried.items()
             ),
         )
@@ -1019,7 +1019,12 @@ class Soak:
             "no live run crashed by mistake (every run ends Completed or Failed)",
             crashed_now <= subflows and set(states) <= {"Completed", "Failed", "Crashed", "Scheduled"},
             f"{len(crashed_now)} Crashed at the end ({len(crashed_now & subflows)} killed subflow(s), never "
-            f"retried alone); {misfires} automation action(s) on runs already finished (refused, harmless)",
+            f"retried alone); {misfires} automation action(s) on runs already finished (refused, harmless)"
+            + "".join(
+                f"; {r.name} Crashed by mistake: {r.state.message}"
+                for r in runs
+                if str(r.id) in crashed_now - subflows
+            ),
         )
         self.check(
             "no run left Running or holding a slot",

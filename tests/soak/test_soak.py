@@ -1,5 +1,5 @@
-"""The reliability soak at its small size (CI): 500 events, 5,000 rows, 50 unsubscribes, a 10 s outage,
-one SIGKILL of the worker and its flow-run processes.
+"""The reliability soak at its small size (`make soak`, run by CI after the suite): 500 events,
+5,000 rows, 50 unsubscribes, a 10 s outage, one SIGKILL of the worker and its flow-run processes.
 
 The soak was started when collection finished (tests/soak/conftest.py); this test waits for it.
 The full size is run by hand: `uv run python -m dev.soak --size full`.
