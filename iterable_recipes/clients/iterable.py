@@ -80,6 +80,7 @@ ITERABLE_RATE_LIMITS: dict[str, Rate] = {
 # every per-second limit Iterable states).
 DEFAULT_SLOW_DOWN_SECONDS = 1.0
 NO_USER_WITH_ID = "error.users.noUserWithIdExists"
+UNEXPECTED = "UnexpectedResponse"  # our code for an answer that is not what the spec promises
 
 
 # Pacing exactly at a limit meets a strict 1-second sliding window with no room for network jitter:
@@ -268,7 +269,7 @@ class IterableClient:
             # Field locations only (inputs are hidden): the answer is not what the spec promises.
             where = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
             raise PermanentError(
-                f"unexpected answer shape ({where})", endpoint=name, code="UnexpectedResponse"
+                f"unexpected answer shape ({where})", endpoint=name, code=UNEXPECTED
             ) from None
 
     def _envelope_call(
@@ -317,7 +318,10 @@ class IterableClient:
         return read_bulk_result(name, users, answer.fail_count, answer.failed_updates, answer)
 
     def get_user_by_email(self, email: str) -> IterableUser | None:
-        """``GET /api/users/getByEmail``: the profile, or None when Iterable knows no such email."""
+        """``GET /api/users/getByEmail``: the profile, or None when Iterable answers exactly ``{}``.
+
+        Any other answer without a user raises ``RetryableError`` (code ``UnexpectedResponse``).
+        """
         return self._get_user("users/getByEmail", "/api/users/getByEmail", {"email": email})
 
     def get_user_by_user_id(self, user_id: str) -> IterableUser | None:
@@ -330,10 +334,25 @@ class IterableClient:
             raise
 
     def _get_user(self, name: str, path: str, params: Mapping[str, str]) -> IterableUser | None:
-        data = self._json(name, self._request(name, "GET", path, params=params))
-        user = self._parse(name, UserResponse, data).user
-        if user is None or not (user.email or user.user_id):
+        response = self._request(name, "GET", path, params=params)
+        # Read the body even when empty: _json's "no body is {}" would turn an empty answer into nobody.
+        data = self._json(name, response) if response.content else None
+        # Only {} means nobody. Anything else without a user (an error envelope under 200, no body, a
+        # user without an identity) may hide a person who exists, and "not in Iterable" makes the
+        # opt-out skip them: an answer we cannot read is retried, never taken for a miss.
+        if isinstance(data, dict) and not data:
             return None
+        unexpected = RetryableError(
+            "answer is neither {} nor a user", endpoint=name, status=response.status_code, code=UNEXPECTED
+        )
+        if not isinstance(data, dict) or not isinstance(data.get("user"), dict):
+            raise unexpected
+        try:
+            user = self._parse(name, UserResponse, data).user
+        except PermanentError:
+            raise unexpected from None
+        if user is None or not (user.email or user.user_id):
+            raise unexpected
         return user
 
     # ---- subscriptions ----------------------------------------------------------------------------

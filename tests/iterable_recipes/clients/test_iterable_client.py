@@ -347,7 +347,9 @@ def test_get_user_by_email_none_for_empty_answer() -> None:
     script = Script(ok({}), ok({"user": {}}), ok({"user": {"email": EMAIL, "dataFields": {"a": 1}}}))
     with script.client() as client:
         assert client.get_user_by_email(EMAIL) is None
-        assert client.get_user_by_email(EMAIL) is None
+        # A user without an identity is not the documented {}: read as "cannot tell", not "nobody".
+        with pytest.raises(RetryableError):
+            client.get_user_by_email(EMAIL)
         user = client.get_user_by_email(EMAIL)
     assert user is not None and user.data_fields == {"a": 1}
     assert script.requests[0].url.path == "/api/users/getByEmail"

@@ -102,6 +102,32 @@ def test_get_user_by_email_and_user_id(client: IterableClient, control: httpx.Cl
     assert client.get_user_by_user_id("nope") is None
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"body": {"code": "BadParams", "msg": "email is required"}},
+        {"body": {"msg": "Something went wrong", "code": "GenericError", "params": None}},
+        {"body": {"user": None}},
+        {"body": {"user": {}}},
+        {"body": []},
+        {"body": ""},
+        {"text": ""},
+    ],
+    ids=["bad-params", "generic-error", "user-null", "user-empty", "list", "string", "no-body"],
+)
+def test_get_by_email_reads_only_an_empty_object_as_not_found(
+    client: IterableClient, control: httpx.Client, answer: dict[str, Any]
+) -> None:
+    control.post("/users", json=[{"email": "seed@example.com"}]).raise_for_status()
+    faults(control, endpoint="users/getByEmail", fail_next=[answer])
+    with pytest.raises(RetryableError) as info:
+        client.get_user_by_email("seed@example.com")
+    assert info.value.code == "UnexpectedResponse" and "@" not in str(info.value)
+    # The next answer is Iterable's own again: the person is there, and {} still means unknown.
+    assert client.get_user_by_email("seed@example.com") is not None
+    assert client.get_user_by_email("nobody@example.com") is None
+
+
 def test_server_errors_are_retried(client: IterableClient, control: httpx.Client) -> None:
     faults(control, endpoint="users/bulkUpdate", fail_next=[503, 500, 502])
     result = client.bulk_update_users(users(2))
