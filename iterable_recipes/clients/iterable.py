@@ -8,8 +8,9 @@ holds the spec's per-project limits), then is sent and classified into the proje
     every other 4xx                                  PermanentError with Iterable's code and message
 
 A 200 bulk answer with ``failCount > 0`` is read item by item into a ``BulkResult``
-(clients.iterable_bulk). Error messages carry the endpoint name, status, Iterable's code and its
-message with email addresses masked; never a URL, an email or the key.
+(clients.iterable_bulk); when its failures cannot all be pinned on items, every item is retryable.
+Error messages carry the endpoint name, status, Iterable's code and its message with email addresses
+masked; never a URL, an email or the key.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from iterable_recipes.clients.iterable_models import (
 )
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter, Rate, RateLimiter
 from iterable_recipes.clients.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries
+from iterable_recipes.identities import email_match_key
 from iterable_recipes.masking import mask_emails
 
 __all__ = [
@@ -301,7 +303,7 @@ class IterableClient:
                 "event name disallowed by the project",
                 answer.fail_count,
             )
-        return result
+        return result.fail_closed()
 
     # ---- users ------------------------------------------------------------------------------------
 
@@ -315,7 +317,7 @@ class IterableClient:
             body["createNewFields"] = create_new_fields
         data = self._json(name, self._request(name, "POST", "/api/users/bulkUpdate", body=body, bulk=True))
         answer = self._parse(name, BulkUpdateUsersResponse, data)
-        return read_bulk_result(name, users, answer.fail_count, answer.failed_updates, answer)
+        return read_bulk_result(name, users, answer.fail_count, answer.failed_updates, answer).fail_closed()
 
     def get_user_by_email(self, email: str) -> IterableUser | None:
         """``GET /api/users/getByEmail``: the profile, or None when Iterable answers exactly ``{}``.
@@ -367,18 +369,18 @@ class IterableClient:
         answer = self._parse(name, BulkUpdateSubscriptionsResponse, self._json(name, response))
         failed = FailedUpdates(invalid_emails=answer.invalid_emails, invalid_user_ids=answer.invalid_user_ids)
         result = read_bulk_result(name, requests, answer.fail_count, failed, None)
-        retry = {e.lower() for e in answer.valid_email_failures}
+        retry = {email_match_key(e) for e in answer.valid_email_failures}
         retry_ids = set(answer.valid_user_id_failures)
         if retry or retry_ids:
             matching = []
             for index, item in enumerate(requests):
                 mail, uid = item_ids(item)
-                if (mail and mail.lower() in retry) or (uid and uid in retry_ids):
+                if (mail and email_match_key(mail) in retry) or (uid and uid in retry_ids):
                     matching.append(index)
             mark_failures(
                 result, matching, FailureCategory.RETRY, "failed inside Iterable; retry", answer.fail_count
             )
-        return result
+        return result.fail_closed()
 
     def unsubscribe(
         self, group: SubscriptionGroup, group_id: int, *, email: str | None = None, user_id: str | None = None

@@ -28,6 +28,8 @@ SubscriptionGroup = Literal["emailList", "messageType", "messageChannel"]
 SubscriptionAction = Literal["subscribe", "unsubscribe"]
 
 EVENT_ID_MAX_BYTES = 512
+# The code of failures made retryable because a bulk answer's failures could not be pinned on items.
+UNATTRIBUTED = "UnattributedFailures"
 _EVENT_ID = re.compile(r"[A-Za-z0-9-]+")
 _NOT_ID_CHAR = re.compile(r"[^A-Za-z0-9-]+")
 
@@ -339,7 +341,8 @@ class BulkResult:
     """What happened to each item of one or more bulk requests, in the order the items were given.
 
     ``identities`` holds each item's email or userId (data, not for logs: reprs leave them out).
-    ``unattributed_failures`` counts failures Iterable reported that no item could be matched to.
+    ``unattributed_failures`` counts failures Iterable reported that no item could be matched to; a
+    request with any is failed closed (``fail_closed``: every item retryable).
     """
 
     endpoint: str
@@ -398,6 +401,25 @@ class BulkResult:
             f for f in other.filtered_out_fields if f not in self.filtered_out_fields
         )
         self.created_fields.extend(f for f in other.created_fields if f not in self.created_fields)
+        return self
+
+    def fail_closed(self) -> BulkResult:
+        """When some failures could not be pinned on items, every item becomes retryable; returns ``self``.
+
+        A failure Iterable counted but named in no form we sent could be any item's, so no item of the
+        request can be called accepted (an opt-out audited "opted out" that was not). Call it once a
+        request's answer is fully read, before merging it with other requests' results.
+        """
+        if self.unattributed_failures <= 0:
+            return self
+        reason = (
+            f"{self.unattributed_failures} failure(s) named no item of the request; "
+            "which items were applied cannot be told"
+        )
+        self.failures = {
+            i: ItemFailure(i, FailureCategory.RETRY, reason, identity, code=UNATTRIBUTED)
+            for i, identity in enumerate(self.identities)
+        }
         return self
 
     @classmethod

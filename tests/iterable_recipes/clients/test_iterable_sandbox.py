@@ -128,6 +128,37 @@ def test_get_by_email_reads_only_an_empty_object_as_not_found(
     assert client.get_user_by_email("nobody@example.com") is None
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "answer"),
+    [
+        ("users/bulkUpdate", {"successCount": 1, "failCount": 1, "failedUpdates": {}}),
+        (
+            "users/bulkUpdate",
+            {"successCount": 1, "failCount": 1, "failedUpdates": {"invalidEmails": ["x@example.org"]}},
+        ),
+        ("events/trackBulk", {"successCount": 1, "failCount": 1, "failedUpdates": {}}),
+        ("events/trackBulk", {"successCount": 0, "failCount": 2, "invalidEmails": ["user0@example.com"]}),
+    ],
+    ids=["users-none-named", "users-stranger-named", "events-none-named", "events-one-of-two-named"],
+)
+def test_bulk_failures_no_item_can_take_leave_every_item_retryable(
+    client: IterableClient, control: httpx.Client, endpoint: str, answer: dict[str, Any]
+) -> None:
+    faults(control, endpoint=endpoint, fail_next=[{"body": answer}])
+    if endpoint == "users/bulkUpdate":
+        result = client.bulk_update_users(users(2))
+    else:
+        result = client.track_events(
+            [
+                {"email": u["email"], "eventName": "signup", "id": event_id_from("t", str(i))}
+                for i, u in enumerate(users(2))
+            ]
+        )
+    assert result.accepted_indexes() == []
+    assert [f.category for f in result.retryable()] == [FailureCategory.RETRY] * 2
+    assert "@" not in str(result.failures[0].reason)
+
+
 def test_server_errors_are_retried(client: IterableClient, control: httpx.Client) -> None:
     faults(control, endpoint="users/bulkUpdate", fail_next=[503, 500, 502])
     result = client.bulk_update_users(users(2))

@@ -38,3 +38,37 @@ def test_an_error_shape_under_200_from_get_by_email_is_retried_never_not_in_iter
     # Once Iterable answers properly, the same item goes through.
     (again,) = opt_out(client, [KNOWN])
     assert again.outcome == "opted_out"
+
+
+UNICODE = "ada@bücher.example"
+
+
+@pytest.mark.parametrize(
+    ("answer", "retryable"),
+    [
+        # failCount > 0 and nobody named: which of them was applied cannot be told.
+        ({"successCount": 0, "failCount": 1}, True),
+        ({"successCount": 1, "failCount": 1, "invalidEmails": ["someone.else@example.com"]}, True),
+        # Named in another form (the punycode of the address we sent): pinned on that item.
+        ({"successCount": 0, "failCount": 1, "invalidEmails": ["ada@xn--bcher-kva.example"]}, False),
+        ({"successCount": 0, "failCount": 1, "validEmailFailures": ["ADA@XN--BCHER-KVA.example"]}, True),
+    ],
+    ids=["none-named", "stranger-named", "punycode-invalid", "punycode-valid-failure"],
+)
+def test_a_bulk_failure_that_cannot_be_pinned_on_the_item_is_never_opted_out(
+    client: IterableClient, iterable_standin: IterableStandIn, answer: dict[str, Any], retryable: bool
+) -> None:
+    iterable_standin.sandbox.seed_users([{"email": UNICODE, "subscribedMessageTypeIds": [101]}])
+    full: dict[str, Any] = {
+        "invalidEmails": [],
+        "invalidUserIds": [],
+        "validEmailFailures": [],
+        "validUserIdFailures": [],
+    }
+    iterable_standin.sandbox.set_faults(
+        endpoint="users/bulkUpdateSubscriptions", fail_next=[{"body": full | answer}]
+    )
+    (decision,) = opt_out(client, [UNICODE])
+    assert decision.outcome == "failed", decision
+    assert decision.retryable is retryable
+    assert "@" not in decision.detail
