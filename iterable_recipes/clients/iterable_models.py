@@ -24,6 +24,31 @@ from pydantic.alias_generators import to_camel
 from iterable_recipes.clients.errors import ApiError, RetryableError
 from iterable_recipes.masking import mask_emails
 
+# Profile fields that hold a person's subscriptions. users/bulkUpdate writes emailListIds, and the
+# unsubscribed arrays in projects without opt-in message types, when a profile's dataFields carry them
+# (api-docs.json): a sync or mapping naming one could undo an opt-out, so the loaders refuse them.
+SUBSCRIPTION_FIELDS: frozenset[str] = frozenset(
+    {
+        "emailListIds",
+        "unsubscribedChannelIds",
+        "unsubscribedMessageTypeIds",
+        "subscribedMessageTypeIds",
+        "userListIds",
+    }
+)
+
+
+def refuse_subscription_field(name: str) -> str:
+    """``name``, unless it is one of ``SUBSCRIPTION_FIELDS`` (ValueError naming it and why)."""
+    if name in SUBSCRIPTION_FIELDS:
+        raise ValueError(
+            f"{name!r} is a subscription field: profile writes would overwrite the person's "
+            "subscriptions with it, so it may not be a target (subscriptions change only through "
+            "the opt-out)"
+        )
+    return name
+
+
 SubscriptionGroup = Literal["emailList", "messageType", "messageChannel"]
 SubscriptionAction = Literal["subscribe", "unsubscribe"]
 
