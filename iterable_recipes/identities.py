@@ -3,7 +3,8 @@ every contract accepts.
 
 The same person must be the same key everywhere (the receiver, the poll, the opt-out, the CustomersDot
 chain, the sync's identity in SQL): ``normalise_email`` is the one rule, and SQL that keys people by
-email applies ``TRIM_CHARS`` the same way. User ids compare exactly.
+email applies ``TRIM_CHARS`` the same way. ``email_match_key`` adds IDNA to it, for matching a vendor's
+answer to what we sent. User ids compare exactly.
 """
 
 from __future__ import annotations
@@ -36,6 +37,25 @@ def normalise_email(email: str) -> str:
     contracts refuse it rather than guessing.
     """
     return email.strip(TRIM_CHARS).lower()
+
+
+def email_match_key(email: str) -> str:
+    """``email`` normalised, its domain in Unicode (punycode labels decoded): the form two spellings of
+    one address share, for pinning a vendor's answer on what we sent (``xn--bcher-kva.de`` is
+    ``bücher.de``).
+
+    A domain IDNA cannot read (an empty or over-long label, ...) keeps its normalised form.
+    """
+    address = normalise_email(email)
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address
+    try:
+        # Encoding first turns both spellings into the ASCII form; decoding gives one Unicode form.
+        domain = domain.encode("idna").decode("idna")
+    except UnicodeError:
+        return address
+    return f"{local}@{domain.lower()}"
 
 
 def _int_to_str(value: Any) -> Any:

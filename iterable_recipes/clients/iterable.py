@@ -8,8 +8,9 @@ holds the spec's per-project limits), then is sent and classified into the proje
     every other 4xx                                  PermanentError with Iterable's code and message
 
 A 200 bulk answer with ``failCount > 0`` is read item by item into a ``BulkResult``
-(clients.iterable_bulk). Error messages carry the endpoint name, status, Iterable's code and its
-message with email addresses masked; never a URL, an email or the key.
+(clients.iterable_bulk); when its failures cannot all be pinned on items, every item is retryable.
+Error messages carry the endpoint name, status, Iterable's code and its message with email addresses
+masked; never a URL, an email or the key.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from iterable_recipes.clients.iterable_models import (
 )
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter, Rate, RateLimiter
 from iterable_recipes.clients.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries
+from iterable_recipes.identities import email_match_key
 from iterable_recipes.masking import mask_emails
 
 __all__ = [
@@ -80,6 +82,7 @@ ITERABLE_RATE_LIMITS: dict[str, Rate] = {
 # every per-second limit Iterable states).
 DEFAULT_SLOW_DOWN_SECONDS = 1.0
 NO_USER_WITH_ID = "error.users.noUserWithIdExists"
+UNEXPECTED = "UnexpectedResponse"  # our code for an answer that is not what the spec promises
 
 
 # Pacing exactly at a limit meets a strict 1-second sliding window with no room for network jitter:
@@ -268,7 +271,7 @@ class IterableClient:
             # Field locations only (inputs are hidden): the answer is not what the spec promises.
             where = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
             raise PermanentError(
-                f"unexpected answer shape ({where})", endpoint=name, code="UnexpectedResponse"
+                f"unexpected answer shape ({where})", endpoint=name, code=UNEXPECTED
             ) from None
 
     def _envelope_call(
@@ -300,7 +303,7 @@ class IterableClient:
                 "event name disallowed by the project",
                 answer.fail_count,
             )
-        return result
+        return result.fail_closed()
 
     # ---- users ------------------------------------------------------------------------------------
 
@@ -314,10 +317,13 @@ class IterableClient:
             body["createNewFields"] = create_new_fields
         data = self._json(name, self._request(name, "POST", "/api/users/bulkUpdate", body=body, bulk=True))
         answer = self._parse(name, BulkUpdateUsersResponse, data)
-        return read_bulk_result(name, users, answer.fail_count, answer.failed_updates, answer)
+        return read_bulk_result(name, users, answer.fail_count, answer.failed_updates, answer).fail_closed()
 
     def get_user_by_email(self, email: str) -> IterableUser | None:
-        """``GET /api/users/getByEmail``: the profile, or None when Iterable knows no such email."""
+        """``GET /api/users/getByEmail``: the profile, or None when Iterable answers exactly ``{}``.
+
+        Any other answer without a user raises ``RetryableError`` (code ``UnexpectedResponse``).
+        """
         return self._get_user("users/getByEmail", "/api/users/getByEmail", {"email": email})
 
     def get_user_by_user_id(self, user_id: str) -> IterableUser | None:
@@ -330,10 +336,25 @@ class IterableClient:
             raise
 
     def _get_user(self, name: str, path: str, params: Mapping[str, str]) -> IterableUser | None:
-        data = self._json(name, self._request(name, "GET", path, params=params))
-        user = self._parse(name, UserResponse, data).user
-        if user is None or not (user.email or user.user_id):
+        response = self._request(name, "GET", path, params=params)
+        # Read the body even when empty: _json's "no body is {}" would turn an empty answer into nobody.
+        data = self._json(name, response) if response.content else None
+        # Only {} means nobody. Anything else without a user (an error envelope under 200, no body, a
+        # user without an identity) may hide a person who exists, and "not in Iterable" makes the
+        # opt-out skip them: an answer we cannot read is retried, never taken for a miss.
+        if isinstance(data, dict) and not data:
             return None
+        unexpected = RetryableError(
+            "answer is neither {} nor a user", endpoint=name, status=response.status_code, code=UNEXPECTED
+        )
+        if not isinstance(data, dict) or not isinstance(data.get("user"), dict):
+            raise unexpected
+        try:
+            user = self._parse(name, UserResponse, data).user
+        except PermanentError:
+            raise unexpected from None
+        if user is None or not (user.email or user.user_id):
+            raise unexpected
         return user
 
     # ---- subscriptions ----------------------------------------------------------------------------
@@ -348,18 +369,18 @@ class IterableClient:
         answer = self._parse(name, BulkUpdateSubscriptionsResponse, self._json(name, response))
         failed = FailedUpdates(invalid_emails=answer.invalid_emails, invalid_user_ids=answer.invalid_user_ids)
         result = read_bulk_result(name, requests, answer.fail_count, failed, None)
-        retry = {e.lower() for e in answer.valid_email_failures}
+        retry = {email_match_key(e) for e in answer.valid_email_failures}
         retry_ids = set(answer.valid_user_id_failures)
         if retry or retry_ids:
             matching = []
             for index, item in enumerate(requests):
                 mail, uid = item_ids(item)
-                if (mail and mail.lower() in retry) or (uid and uid in retry_ids):
+                if (mail and email_match_key(mail) in retry) or (uid and uid in retry_ids):
                     matching.append(index)
             mark_failures(
                 result, matching, FailureCategory.RETRY, "failed inside Iterable; retry", answer.fail_count
             )
-        return result
+        return result.fail_closed()
 
     def unsubscribe(
         self, group: SubscriptionGroup, group_id: int, *, email: str | None = None, user_id: str | None = None

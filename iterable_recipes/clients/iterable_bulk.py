@@ -1,4 +1,8 @@
-"""How a bulk answer's failures are pinned on the items sent: Iterable names them by email or userId."""
+"""How a bulk answer's failures are pinned on the items sent: Iterable names them by email or userId.
+
+Emails are compared by ``identities.email_match_key`` on both sides (Iterable may name an address in
+another case or its domain in punycode); user ids compare exactly.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from iterable_recipes.clients.iterable_models import (
     ItemFailure,
     item_identity,
 )
+from iterable_recipes.identities import email_match_key
 
 
 def mark_failures(
@@ -53,7 +58,10 @@ def read_bulk_result(
     answer: BulkTrackResponse | BulkUpdateUsersResponse | None,
 ) -> BulkResult:
     """Attribute a bulk answer's ``failCount`` to its items through ``failedUpdates`` (and the
-    deprecated top-level lists); what cannot be attributed is counted as unattributed."""
+    deprecated top-level lists); what cannot be attributed is counted as unattributed.
+
+    The caller may attribute more (``mark_failures``), then calls ``BulkResult.fail_closed``.
+    """
     result = BulkResult(name, identities=[item_identity(i) for i in items])
     if answer is not None:
         result.filtered_out_fields = list(answer.filtered_out_fields)
@@ -65,18 +73,20 @@ def read_bulk_result(
     lists = list(_FAILURE_LISTS)
     for email_list, id_list, category, reason in lists:
         for value in getattr(failed, email_list):
-            by_email.setdefault(value.lower(), (category, reason))
+            by_email.setdefault(email_match_key(value), (category, reason))
         for value in getattr(failed, id_list):
             by_user_id.setdefault(value, (category, reason))
     if answer is not None:
         # The deprecated top-level lists still arrive from some endpoints.
         for value in answer.invalid_emails:
-            by_email.setdefault(value.lower(), (FailureCategory.INVALID, "identifier is not valid"))
+            by_email.setdefault(email_match_key(value), (FailureCategory.INVALID, "identifier is not valid"))
         for value in answer.invalid_user_ids:
             by_user_id.setdefault(value, (FailureCategory.INVALID, "identifier is not valid"))
     for index, item in enumerate(items):
         mail, uid = item_ids(item)
-        hit = (by_email.get(mail.lower()) if mail else None) or (by_user_id.get(uid) if uid else None)
+        hit = (by_email.get(email_match_key(mail)) if mail else None) or (
+            by_user_id.get(uid) if uid else None
+        )
         if hit is not None:
             result.failures[index] = ItemFailure(index, hit[0], hit[1], result.identities[index])
     result.unattributed_failures = max(0, fail_count - len(result.failures))

@@ -24,10 +24,37 @@ from pydantic.alias_generators import to_camel
 from iterable_recipes.clients.errors import ApiError, RetryableError
 from iterable_recipes.masking import mask_emails
 
+# Profile fields that hold a person's subscriptions. users/bulkUpdate writes emailListIds, and the
+# unsubscribed arrays in projects without opt-in message types, when a profile's dataFields carry them
+# (api-docs.json): a sync or mapping naming one could undo an opt-out, so the loaders refuse them.
+SUBSCRIPTION_FIELDS: frozenset[str] = frozenset(
+    {
+        "emailListIds",
+        "unsubscribedChannelIds",
+        "unsubscribedMessageTypeIds",
+        "subscribedMessageTypeIds",
+        "userListIds",
+    }
+)
+
+
+def refuse_subscription_field(name: str) -> str:
+    """``name``, unless it is one of ``SUBSCRIPTION_FIELDS`` (ValueError naming it and why)."""
+    if name in SUBSCRIPTION_FIELDS:
+        raise ValueError(
+            f"{name!r} is a subscription field: profile writes would overwrite the person's "
+            "subscriptions with it, so it may not be a target (subscriptions change only through "
+            "the opt-out)"
+        )
+    return name
+
+
 SubscriptionGroup = Literal["emailList", "messageType", "messageChannel"]
 SubscriptionAction = Literal["subscribe", "unsubscribe"]
 
 EVENT_ID_MAX_BYTES = 512
+# The code of failures made retryable because a bulk answer's failures could not be pinned on items.
+UNATTRIBUTED = "UnattributedFailures"
 _EVENT_ID = re.compile(r"[A-Za-z0-9-]+")
 _NOT_ID_CHAR = re.compile(r"[^A-Za-z0-9-]+")
 
@@ -339,7 +366,8 @@ class BulkResult:
     """What happened to each item of one or more bulk requests, in the order the items were given.
 
     ``identities`` holds each item's email or userId (data, not for logs: reprs leave them out).
-    ``unattributed_failures`` counts failures Iterable reported that no item could be matched to.
+    ``unattributed_failures`` counts failures Iterable reported that no item could be matched to; a
+    request with any is failed closed (``fail_closed``: every item retryable).
     """
 
     endpoint: str
@@ -398,6 +426,25 @@ class BulkResult:
             f for f in other.filtered_out_fields if f not in self.filtered_out_fields
         )
         self.created_fields.extend(f for f in other.created_fields if f not in self.created_fields)
+        return self
+
+    def fail_closed(self) -> BulkResult:
+        """When some failures could not be pinned on items, every item becomes retryable; returns ``self``.
+
+        A failure Iterable counted but named in no form we sent could be any item's, so no item of the
+        request can be called accepted (an opt-out audited "opted out" that was not). Call it once a
+        request's answer is fully read, before merging it with other requests' results.
+        """
+        if self.unattributed_failures <= 0:
+            return self
+        reason = (
+            f"{self.unattributed_failures} failure(s) named no item of the request; "
+            "which items were applied cannot be told"
+        )
+        self.failures = {
+            i: ItemFailure(i, FailureCategory.RETRY, reason, identity, code=UNATTRIBUTED)
+            for i, identity in enumerate(self.identities)
+        }
         return self
 
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from iterable_recipes.clients.iterable_models import refuse_subscription_field
 from iterable_recipes.config_files import ConfigError, load_yaml_model
 from iterable_recipes.customersdot.contract import FreeRegistration, NamespaceUserInvited, SaasTrialStarted
 
@@ -54,7 +55,8 @@ class EventMapping(BaseModel):
 
 
 def check_mapping(mapping: EventMapping, source: str = "event mapping") -> EventMapping:
-    """Refuse a mapping that misses an event type or names a field the contract does not have."""
+    """Refuse a mapping that misses an event type, names a field the contract does not have, or targets
+    a subscription field."""
     problems = [f"{source}: events.{kind}: missing" for kind in DATA_MODELS if kind not in mapping.events]
     for kind, rule in mapping.events.items():
         model = DATA_MODELS.get(kind)
@@ -66,6 +68,12 @@ def check_mapping(mapping: EventMapping, source: str = "event mapping") -> Event
             for field in getattr(rule, part) or {}:
                 if field not in known:
                     problems.append(f"{source}: events.{kind}.{part}.{field}: no such field in the contract")
+        for part in ("event_fields", "profile_fields"):
+            for field, target in getattr(rule, part).items():
+                try:
+                    refuse_subscription_field(target)
+                except ValueError as refused:
+                    problems.append(f"{source}: events.{kind}.{part}.{field}: {refused}")
     if problems:
         raise ConfigError("\n".join(problems))
     return mapping

@@ -17,6 +17,7 @@ from iterable_recipes.clients.batching import send_in_batches
 from iterable_recipes.clients.errors import ApiError, PermanentError, RetryableError
 from iterable_recipes.clients.iterable import IterableClient
 from iterable_recipes.clients.lookups import look_up_many
+from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.optouts.consent import ConsentPolicy
 from iterable_recipes.store import Item, Outcome
@@ -46,7 +47,12 @@ def checked_policy(client: IterableClient, policy: ConsentPolicy) -> ConsentPoli
 def opt_out_people(
     client: IterableClient, policy: ConsentPolicy, emails: Sequence[str], additive: bool
 ) -> list[OptOutDecision]:
-    """Opt people out of marketing email, only those Iterable already knows; one decision per position."""
+    """Opt people out of marketing email, only those Iterable already knows; one decision per position.
+
+    Each address is normalised first, so an item queued before keys were normalised (or by any other
+    caller) is looked up and written as the same person.
+    """
+    emails = [normalise_email(email) for email in emails]
     decisions: list[OptOutDecision | None] = [None] * len(emails)
     writes: list[tuple[int, dict[str, Any]]] = []
     for position, (email, found) in enumerate(zip(emails, look_up_many(client, emails), strict=True)):

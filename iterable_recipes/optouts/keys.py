@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from iterable_recipes.identities import normalise_email
 from iterable_recipes.store.inbox import NewItem
 
 SOURCE = "marketo"
@@ -9,24 +10,35 @@ KIND = "unsubscribe"
 
 
 def webhook_item(lead_id: str, email: str, unsubscribed_at: str) -> NewItem:
-    """The item for one Marketo "Call Webhook" request; a repeat of the same request has the same id."""
+    """The item for one Marketo "Call Webhook" request; a repeat of the same request has the same id.
+
+    The payload holds ``email`` normalised, as every item of this source does.
+    """
     return NewItem(
         source=SOURCE,
         source_id=f"webhook-{lead_id}-{unsubscribed_at}",
         kind=KIND,
-        payload={"email": email, "leadId": str(lead_id), "trigger": "webhook", "activityIds": []},
+        payload={
+            "email": normalise_email(email),
+            "leadId": str(lead_id),
+            "trigger": "webhook",
+            "activityIds": [],
+        },
         dedupe_key=str(lead_id),
     )
 
 
 def poll_item(activity_key: str, lead_id: int | str, email: str, stream: str) -> NewItem:
-    """The item for one unsubscribe the poll found; ``activity_key`` (the marketoGUID) is its identity."""
+    """The item for one unsubscribe the poll found; ``activity_key`` (the marketoGUID) is its identity.
+
+    The payload holds ``email`` normalised: Marketo returns addresses as typed, padding included.
+    """
     return NewItem(
         source=SOURCE,
         source_id=activity_key,
         kind=KIND,
         payload={
-            "email": email,
+            "email": normalise_email(email),
             "leadId": str(lead_id),
             "trigger": "poll",
             "activityIds": [activity_key],

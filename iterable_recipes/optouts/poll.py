@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from iterable_recipes.clients.marketo import MarketoClient
+from iterable_recipes.identities import normalise_email
 from iterable_recipes.optouts.keys import poll_item
 from iterable_recipes.store import Inbox
 
@@ -47,13 +48,15 @@ def poll_stream(
             items = []
             for activity in unsubscribes:
                 lead = leads.get(activity.leadId)
-                if lead is None or not lead.email:
+                # An address of padding alone is no address: normalise before asking.
+                email = normalise_email(lead.email) if lead is not None and lead.email else ""
+                if lead is None or not email:
                     continue
                 if lead.unsubscribed is False:
                     # Subscribed again since: opting them out now would undo their choice.
                     counts["resubscribed"] += 1
                     continue
-                items.append(poll_item(activity.key, activity.leadId, lead.email, stream))
+                items.append(poll_item(activity.key, activity.leadId, email, stream))
             results = inbox.add_many(items)
             counts["unsubscribes"] += len(unsubscribes)
             counts["queued"] += sum(r.created for r in results)

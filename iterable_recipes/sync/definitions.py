@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from iterable_recipes.clients.iterable_models import refuse_subscription_field
 from iterable_recipes.config_files import ConfigError, load_yaml_model
 
 SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
@@ -86,6 +87,12 @@ class FieldMapping(BaseModel):
         if "." in value:
             raise ValueError("an Iterable field name may not contain '.'")
         return value
+
+    @field_validator("field")
+    @classmethod
+    def _no_subscription_field(cls, value: str) -> str:
+        """Subscriptions are never a sync's to write (refused for events too: one rule, no exceptions)."""
+        return refuse_subscription_field(value)
 
     @field_validator("source_type")
     @classmethod

@@ -37,6 +37,7 @@ class OptionsPatch(BaseModel):
     rate_limits: dict[str, float] | None = None
     max_body_bytes: int | None = None
     create_new_fields_default: bool | None = None
+    opt_in_message_types: bool | None = None
 
 
 def _sandbox(request: Request) -> IterableSandbox:

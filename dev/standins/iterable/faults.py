@@ -1,18 +1,31 @@
-"""Injected failures (errors, 429s, latency, hangs, dropped connections, outages), chosen reproducibly."""
+"""Injected failures (errors, 429s, scripted bodies, latency, hangs, dropped connections, outages), chosen
+reproducibly."""
 
 from __future__ import annotations
 
 import random
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ALL = "*"
 
+
+class ScriptedAnswer(BaseModel):
+    """An answer given instead of handling the request: a JSON ``body`` (or a verbatim ``text``, "" for
+    none) with ``status``. Shapes the spec does not promise, such as an error envelope under 200."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: int = Field(200, ge=100, le=599)
+    body: Any = None
+    text: str | None = Field(None, description="sent as it is instead of body")
+
+
 # "pass" handles that request normally, so a test can fail the third request and not the first two.
-FailNext = int | Literal["drop", "timeout", "pass"]
+FailNext = int | Literal["drop", "timeout", "pass"] | ScriptedAnswer
 
 
 class FaultSpec(BaseModel):
@@ -24,7 +37,11 @@ class FaultSpec(BaseModel):
     error_rate: float = Field(0.0, ge=0, le=1, description="fraction answered 500/502/503")
     rate_429: float = Field(0.0, ge=0, le=1, description="fraction answered 429 (plain text)")
     retry_after: int = Field(1, ge=0, description="Retry-After seconds on injected 429s")
-    fail_next: list[FailNext] = Field(default_factory=list, description="answers for the next requests")
+    fail_next: list[FailNext] = Field(
+        default_factory=list,
+        description="answers for the next requests: a status, drop, timeout, pass, or"
+        " a scripted answer {status, body | text}",
+    )
     latency_seconds: float = Field(0.0, ge=0, description="added before every answer")
     timeout_rate: float = Field(0.0, ge=0, le=1, description="fraction whose answer is held hang_seconds")
     hang_seconds: float = Field(30.0, ge=0)
@@ -42,6 +59,7 @@ class Decision:
     drop: bool = False  # close the connection before the request is handled
     delay: float = 0.0  # sleep before handling
     hang: float = 0.0  # handle, then hold the answer this long (a client timeout sees nothing)
+    scripted: ScriptedAnswer | None = None  # answer this instead of handling the request
 
 
 class FaultBook:
@@ -89,6 +107,8 @@ class FaultBook:
                     return Decision(drop=True)
                 if head == "timeout":
                     return Decision(hang=spec.hang_seconds)
+                if isinstance(head, ScriptedAnswer):
+                    return Decision(scripted=head)
                 return Decision(status=head, retry_after=spec.retry_after if head == 429 else None)
         decision = Decision()
         for spec in specs:

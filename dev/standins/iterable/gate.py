@@ -102,6 +102,14 @@ class Gate:
             return
         if decision.delay:
             await asyncio.sleep(decision.delay)
+        if decision.scripted is not None:
+            scripted = decision.scripted
+            sb.count_request(endpoint, scripted.status)
+            if scripted.text is not None:
+                await respond(send, scripted.status, scripted.text.encode(), "text/plain; charset=utf-8")
+            else:
+                await respond(send, scripted.status, json.dumps(scripted.body).encode(), "application/json")
+            return
         if decision.status is not None:
             sb.count_request(endpoint, decision.status)
             await respond_status(send, decision.status, decision.retry_after)

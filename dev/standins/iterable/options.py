@@ -56,6 +56,9 @@ class SandboxOptions:
     message_types: list[dict[str, Any]] = field(default_factory=_message_types)
     # What the project does with unknown fields when a request omits createNewFields.
     create_new_fields_default: bool = True
+    # Iterable's opt-in message types feature (the seeded catalogue has opt-in types, so on). With it
+    # on, users/bulkUpdate cannot write unsubscribedChannelIds / unsubscribedMessageTypeIds (spec).
+    opt_in_message_types: bool = True
 
     def copy(self) -> SandboxOptions:
         """A deep copy, so a reset can return to the options the sandbox was created with."""

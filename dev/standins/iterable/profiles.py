@@ -8,8 +8,10 @@ from typing import Any
 from dev.standins.iterable.answers import Answer, bad_params, fail, failure_lists, ok
 from dev.standins.iterable.fields import (
     MANAGED_FIELDS,
+    bulk_update_writable,
     check_types,
     mismatch_message,
+    subscription_ids,
     valid_email,
     valid_user_id,
 )
@@ -73,16 +75,24 @@ def _stage(
     if not isinstance(fields, dict):
         raise _BadItem("dataFields must be an object")
     kept: dict[str, Any] = {}
+    subs: dict[str, list[int]] = {}
     known = sb.user_field_types
+    writable = bulk_update_writable(sb.options.opt_in_message_types) if endpoint == "users/bulkUpdate" else ()
     for key, value in fields.items():
-        if key in MANAGED_FIELDS or (
+        if key in writable:
+            ids = subscription_ids(value)
+            if ids is None:
+                raise _BadItem(f"{key} must be an array of integer ids")
+            subs[key] = ids
+        elif key in MANAGED_FIELDS or (
             not batch.create_new and key not in known and key not in batch.new_types
         ):
             batch.filtered.add(key)
         else:
             kept[key] = value
     check_types(kept, known, batch.new_types, batch.type_errors, "user")
-    batch.writes.append(ProfileWrite(endpoint, email, user_id, kept, item.get("mergeNestedObjects") is True))
+    merge = item.get("mergeNestedObjects") is True
+    batch.writes.append(ProfileWrite(endpoint, email, user_id, kept, merge, subs))
 
 
 def _mismatch(batch: _Batch) -> Answer:

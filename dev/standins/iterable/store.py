@@ -78,6 +78,8 @@ class ProfileWrite:
     user_id: str | None
     fields: dict[str, Any]
     merge_nested: bool
+    # Subscription arrays this write replaces (users/bulkUpdate writes some of them, see fields.py).
+    subs: dict[str, list[int]] = field(default_factory=dict)
 
 
 class IterableSandbox:
@@ -158,6 +160,8 @@ class IterableSandbox:
         elif write.user_id is not None:
             self.set_user_id(user, write.user_id)
         merge_fields(user.data, write.fields, write.merge_nested)
+        for name, ids in write.subs.items():
+            user.subs[name] = list(ids)
         user.updated_at = iterable_now()
 
     def settle(self, everything: bool = False) -> int:

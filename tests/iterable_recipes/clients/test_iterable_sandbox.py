@@ -102,6 +102,63 @@ def test_get_user_by_email_and_user_id(client: IterableClient, control: httpx.Cl
     assert client.get_user_by_user_id("nope") is None
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"body": {"code": "BadParams", "msg": "email is required"}},
+        {"body": {"msg": "Something went wrong", "code": "GenericError", "params": None}},
+        {"body": {"user": None}},
+        {"body": {"user": {}}},
+        {"body": []},
+        {"body": ""},
+        {"text": ""},
+    ],
+    ids=["bad-params", "generic-error", "user-null", "user-empty", "list", "string", "no-body"],
+)
+def test_get_by_email_reads_only_an_empty_object_as_not_found(
+    client: IterableClient, control: httpx.Client, answer: dict[str, Any]
+) -> None:
+    control.post("/users", json=[{"email": "seed@example.com"}]).raise_for_status()
+    faults(control, endpoint="users/getByEmail", fail_next=[answer])
+    with pytest.raises(RetryableError) as info:
+        client.get_user_by_email("seed@example.com")
+    assert info.value.code == "UnexpectedResponse" and "@" not in str(info.value)
+    # The next answer is Iterable's own again: the person is there, and {} still means unknown.
+    assert client.get_user_by_email("seed@example.com") is not None
+    assert client.get_user_by_email("nobody@example.com") is None
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "answer"),
+    [
+        ("users/bulkUpdate", {"successCount": 1, "failCount": 1, "failedUpdates": {}}),
+        (
+            "users/bulkUpdate",
+            {"successCount": 1, "failCount": 1, "failedUpdates": {"invalidEmails": ["x@example.org"]}},
+        ),
+        ("events/trackBulk", {"successCount": 1, "failCount": 1, "failedUpdates": {}}),
+        ("events/trackBulk", {"successCount": 0, "failCount": 2, "invalidEmails": ["user0@example.com"]}),
+    ],
+    ids=["users-none-named", "users-stranger-named", "events-none-named", "events-one-of-two-named"],
+)
+def test_bulk_failures_no_item_can_take_leave_every_item_retryable(
+    client: IterableClient, control: httpx.Client, endpoint: str, answer: dict[str, Any]
+) -> None:
+    faults(control, endpoint=endpoint, fail_next=[{"body": answer}])
+    if endpoint == "users/bulkUpdate":
+        result = client.bulk_update_users(users(2))
+    else:
+        result = client.track_events(
+            [
+                {"email": u["email"], "eventName": "signup", "id": event_id_from("t", str(i))}
+                for i, u in enumerate(users(2))
+            ]
+        )
+    assert result.accepted_indexes() == []
+    assert [f.category for f in result.retryable()] == [FailureCategory.RETRY] * 2
+    assert "@" not in str(result.failures[0].reason)
+
+
 def test_server_errors_are_retried(client: IterableClient, control: httpx.Client) -> None:
     faults(control, endpoint="users/bulkUpdate", fail_next=[503, 500, 502])
     result = client.bulk_update_users(users(2))

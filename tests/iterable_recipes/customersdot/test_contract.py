@@ -97,3 +97,30 @@ def test_a_bad_mapping_file_names_the_file_key_and_problem(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match=r"saas_trial_started.event_fields.compny: no such field"):
         load_mapping(unknown_field)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "emailListIds",
+        "unsubscribedChannelIds",
+        "unsubscribedMessageTypeIds",
+        "subscribedMessageTypeIds",
+        "userListIds",
+    ],
+)
+@pytest.mark.parametrize("part", ["profile_fields", "event_fields"])
+def test_a_subscription_field_is_refused_as_a_mapping_target(tmp_path: Path, target: str, part: str) -> None:
+    # users/bulkUpdate writes these arrays as sent: a mapping naming one would overwrite consent.
+    path = tmp_path / "mapping.yaml"
+    path.write_text(
+        "events:\n"
+        f"  saas_trial_started: {{event_name: A, {part}: {{company: {target}}}}}\n"
+        "  free_registration: {event_name: B}\n"
+        "  namespace_user_invited: {event_name: C}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_mapping(path)
+    message = str(err.value)
+    assert f"{path}: events.saas_trial_started.{part}.company" in message
+    assert f"{target!r} is a subscription field" in message

@@ -113,3 +113,24 @@ def test_events_carry_stable_ids_and_no_email_in_the_id(seeded: Any, tmp_path: P
     again = next(iter_batches(seeded, defn, "e2", state_schema=STATE)).items[0]
     assert first == again and first["eventName"] == "namespaceDetails"
     assert len(first["id"]) == 64 and "@" not in first["id"] and first["dataFields"]["plan"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "emailListIds",
+        "unsubscribedChannelIds",
+        "unsubscribedMessageTypeIds",
+        "subscribedMessageTypeIds",
+        "userListIds",
+    ],
+)
+@pytest.mark.parametrize("kind", ["", "kind: custom_events\nevent_name: Synced\n"])
+def test_a_subscription_field_is_refused_as_a_target(tmp_path: Path, target: str, kind: str) -> None:
+    # users/bulkUpdate writes these arrays as sent: a sync naming one would overwrite consent.
+    path = write(tmp_path, kind + GOOD + f"  PLAN_IDS: {{field: {target}, type: object}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(path)
+    message = str(err.value)
+    assert f"{path}: fields.PLAN_IDS.field" in message
+    assert f"{target!r} is a subscription field" in message

@@ -104,3 +104,20 @@ def test_faults_over_the_control_api(
     assert control.post("/faults", json={"error_rte": 0.5}).status_code == 422  # misspelt names are refused
     assert control.delete("/faults").status_code == 200
     assert control.get("/faults").json() == []
+
+
+def test_fail_next_answers_a_scripted_body_without_handling_the_request(
+    api: httpx.Client, sandbox: IterableSandbox
+) -> None:
+    # Shapes the spec does not promise but a proxy or a bad deploy can send: a client must not read
+    # them as "not found" or "accepted".
+    shape = {"code": "BadParams", "msg": "Something went wrong"}
+    sandbox.set_faults(endpoint="users/bulkUpdate", fail_next=[{"body": shape}, {"status": 400, "body": []}])
+    first = api.post("/users/bulkUpdate", json={"users": [{"email": "a@example.com"}]})
+    assert first.status_code == 200 and first.json() == shape
+    second = api.post("/users/bulkUpdate", json={"users": [{"email": "a@example.com"}]})
+    assert second.status_code == 400 and second.json() == []
+    # Neither was handled: nothing was written.
+    assert sandbox.users() == []
+    assert api.post("/users/bulkUpdate", json={"users": []}).status_code == 200
+    assert sandbox.stats()["requests"]["users/bulkUpdate"] == {"200": 2, "400": 1}

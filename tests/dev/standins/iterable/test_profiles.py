@@ -172,3 +172,52 @@ def test_seeded_fields_join_the_schema(api: httpx.Client, sandbox: IterableSandb
     response = _bulk(api, [{"email": "other@example.com", "dataFields": {"plan": 3}}])
     assert response.status_code == 400
     assert response.json()["params"]["validationErrors"]["plan"]["expectedType"] == "string"
+
+
+def test_bulk_update_writes_the_subscription_arrays_the_spec_says_it_writes(
+    api: httpx.Client, sandbox: IterableSandbox
+) -> None:
+    # api-docs.json, users/bulkUpdate: emailListIds is written; unsubscribedChannelIds and
+    # unsubscribedMessageTypeIds are written only in projects without opt-in message types.
+    sandbox.set_options(opt_in_message_types=False)
+    sandbox.seed_users([{"email": "s@example.com", "emailListIds": [7], "subscribedMessageTypeIds": [101]}])
+    fields = {"emailListIds": [9], "unsubscribedChannelIds": [1], "unsubscribedMessageTypeIds": [102]}
+    response = _bulk(api, [{"email": "s@example.com", "dataFields": fields | {"plan": "free"}}])
+    assert response.status_code == 200 and response.json()["filteredOutFields"] == []
+    user = known_user(sandbox, "s@example.com")
+    # Each array sent replaces the stored one, as on every subscription write.
+    assert user["emailListIds"] == [9]
+    assert user["unsubscribedChannelIds"] == [1] and user["unsubscribedMessageTypeIds"] == [102]
+    assert user["dataFields"] == {"plan": "free"}
+
+
+def test_bulk_update_in_a_project_with_opt_in_message_types(
+    api: httpx.Client, sandbox: IterableSandbox
+) -> None:
+    sandbox.set_options(opt_in_message_types=True)  # the seeded catalogue has opt-in types
+    sandbox.seed_users([{"email": "o@example.com", "unsubscribedChannelIds": [3]}])
+    fields = {
+        "emailListIds": [9],
+        "unsubscribedChannelIds": [],
+        "unsubscribedMessageTypeIds": [102],
+        "subscribedMessageTypeIds": [101],
+    }
+    response = _bulk(api, [{"email": "o@example.com", "dataFields": fields}])
+    assert response.status_code == 200
+    user = known_user(sandbox, "o@example.com")
+    assert user["emailListIds"] == [9]
+    # The unsubscribed arrays cannot be written here: kept, and reported as filtered out.
+    assert user["unsubscribedChannelIds"] == [3] and user["unsubscribedMessageTypeIds"] == []
+    assert {"unsubscribedChannelIds", "unsubscribedMessageTypeIds"} <= set(
+        response.json()["filteredOutFields"]
+    )
+    # Uncertain in the spec; the stand-in assumes the pessimistic reading (it is written).
+    assert user["subscribedMessageTypeIds"] == [101]
+
+
+def test_a_subscription_array_that_is_not_ids_is_bad_params(
+    api: httpx.Client, sandbox: IterableSandbox
+) -> None:
+    response = _bulk(api, [{"email": "b@example.com", "dataFields": {"emailListIds": ["nine"]}}])
+    assert response.status_code == 400 and response.json()["code"] == "BadParams"
+    assert sandbox.users() == []
