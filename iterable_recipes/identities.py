@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 # Exactly the characters for which Python's str.isspace() is true (29 code points: tab, newline, NBSP,
 # U+2000-U+200A, U+3000, the line and paragraph separators, ...), plus four invisible characters that
@@ -27,7 +27,11 @@ TRIM_CHARS = PY_WHITESPACE + INVISIBLE
 # Schema is read in the ECMA-262 dialect, whose `\s` lacks U+0085 and U+001C-U+001F, so a client would
 # admit addresses this server refuses.
 _NOT_IN_ADDRESS = "@" + "".join(f"\\u{ord(char):04x}" for char in TRIM_CHARS)
-EMAIL_PATTERN = rf"^[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\.[^{_NOT_IN_ADDRESS}]+$"
+_ADDRESS = rf"[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\.[^{_NOT_IN_ADDRESS}]+"
+EMAIL_PATTERN = rf"^{_ADDRESS}$"
+# An address as a person typed it into a form: padded with any of TRIM_CHARS at either end.
+_PAD = "".join(f"\\u{ord(char):04x}" for char in TRIM_CHARS)
+TYPED_EMAIL_PATTERN = rf"^[{_PAD}]*{_ADDRESS}[{_PAD}]*$"
 
 
 def normalise_email(email: str) -> str:
@@ -66,6 +70,11 @@ def _int_to_str(value: Any) -> Any:
 
 
 Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
+# For bodies a person's typing reaches unchanged (Marketo's lead tokens): padding is accepted, then
+# trimmed and lower-cased, so " X@example.com" is the same person as "x@example.com", never a refusal.
+TypedEmail = Annotated[
+    str, Field(min_length=3, max_length=254, pattern=TYPED_EMAIL_PATTERN), AfterValidator(normalise_email)
+]
 USER_ID_MAX_CHARS = 64
 # Published as the server reads it: a string, or an integer (written out, it fits the same length).
 _USER_ID_SCHEMA = {

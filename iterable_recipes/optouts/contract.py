@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from iterable_recipes.identities import Email, UserId
+from iterable_recipes.identities import TypedEmail, UserId
 
 
 class MarketoUnsubscribe(BaseModel):
@@ -16,7 +16,7 @@ class MarketoUnsubscribe(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    email: Email
+    email: TypedEmail  # Marketo sends the address as typed; it is stored normalised
     leadId: UserId
     unsubscribedAt: str = Field(
         min_length=1, max_length=64, description="Marketo's {{system.dateTime}} token"
