@@ -19,7 +19,7 @@ lint: setup
 	uv run mypy
 
 test: setup lint
-	uv run pytest
+	uv run pytest -n 2 --dist worksteal
 
 bench: setup
 	uv run recipes bench

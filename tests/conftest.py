@@ -135,8 +135,12 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """A real Prefect server (temporary SQLite database) for the whole session, started on first use."""
+    """A real Prefect server (temporary SQLite database) for the whole session, started on first use.
+
+    One per pytest worker (`make test` runs two). Its start migrates a new database, which on two busy
+    cores has taken over a minute: the timeout leaves room for that.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=240):
         yield

@@ -108,3 +108,15 @@ def test_bulk_result_extend_shifts_indexes() -> None:
 def test_item_identity_prefers_email() -> None:
     assert item_identity({"email": "a@example.com", "userId": "u"}) == "a@example.com"
     assert item_identity(BulkUser(user_id="u")) == "u"
+
+
+def test_the_subscription_fields_are_the_five_arrays_bulk_update_can_write() -> None:
+    from iterable_recipes.clients.iterable_models import SUBSCRIPTION_FIELDS
+
+    assert {
+        "emailListIds",
+        "unsubscribedChannelIds",
+        "unsubscribedMessageTypeIds",
+        "subscribedMessageTypeIds",
+        "userListIds",
+    } == SUBSCRIPTION_FIELDS

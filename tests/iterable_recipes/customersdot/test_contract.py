@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from iterable_recipes.clients.iterable_models import SUBSCRIPTION_FIELDS
 from iterable_recipes.config_files import ConfigError
 from iterable_recipes.customersdot.contract import (
     parse_customersdot_event,
@@ -99,16 +100,7 @@ def test_a_bad_mapping_file_names_the_file_key_and_problem(tmp_path: Path) -> No
         load_mapping(unknown_field)
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        "emailListIds",
-        "unsubscribedChannelIds",
-        "unsubscribedMessageTypeIds",
-        "subscribedMessageTypeIds",
-        "userListIds",
-    ],
-)
+@pytest.mark.parametrize("target", sorted(SUBSCRIPTION_FIELDS))
 @pytest.mark.parametrize("part", ["profile_fields", "event_fields"])
 def test_a_subscription_field_is_refused_as_a_mapping_target(tmp_path: Path, target: str, part: str) -> None:
     # users/bulkUpdate writes these arrays as sent: a mapping naming one would overwrite consent.

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from dev.warehouse import MODEL_TABLE
+from iterable_recipes.clients.iterable_models import SUBSCRIPTION_FIELDS
 from iterable_recipes.config_files import ConfigError
 from iterable_recipes.sync import validate_against_warehouse
 from iterable_recipes.sync.definitions import SYNCS_DIR, FieldType, all_sync_definitions, load_sync_definition
@@ -115,16 +116,7 @@ def test_events_carry_stable_ids_and_no_email_in_the_id(seeded: Any, tmp_path: P
     assert len(first["id"]) == 64 and "@" not in first["id"] and first["dataFields"]["plan"]
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        "emailListIds",
-        "unsubscribedChannelIds",
-        "unsubscribedMessageTypeIds",
-        "subscribedMessageTypeIds",
-        "userListIds",
-    ],
-)
+@pytest.mark.parametrize("target", sorted(SUBSCRIPTION_FIELDS))
 @pytest.mark.parametrize("kind", ["", "kind: custom_events\nevent_name: Synced\n"])
 def test_a_subscription_field_is_refused_as_a_target(tmp_path: Path, target: str, kind: str) -> None:
     # users/bulkUpdate writes these arrays as sent: a sync naming one would overwrite consent.
