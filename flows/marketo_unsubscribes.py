@@ -61,6 +61,9 @@ def marketo_poll(start: datetime | None = None, drain: bool = True) -> dict[str,
         queued = counts["activities_queued"] + counts["lead_changes_queued"]
         summary = dict(counts) | {"queued": queued}
         publish_counts("marketo-unsubscribe-poll", summary, "Marketo unsubscribes queued for opt-out")
+        unresolved = counts["activities_unresolved"] + counts["lead_changes_unresolved"]
+        if unresolved:
+            emit_alert("marketo-unsubscribe-poll", "optouts.unresolved", {"unresolved": unresolved})
         if drain and queued:
             marketo_optout_drain()
         return summary

@@ -34,7 +34,14 @@ def poll_stream(
     ``first_start`` is where a stream without a cursor begins (default: a day ago).
     """
     cursor_name = CURSOR_NAMES[stream]
-    counts = {"pages": 0, "unsubscribes": 0, "queued": 0, "already_waiting": 0, "resubscribed": 0}
+    counts = {
+        "pages": 0,
+        "unsubscribes": 0,
+        "queued": 0,
+        "already_waiting": 0,
+        "resubscribed": 0,
+        "unresolved": 0,
+    }
     token = inbox.get_cursor(cursor_name)
     if token is None:
         token = client.get_paging_token(first_start or datetime.now(UTC) - FIRST_POLL_LOOKBACK)
@@ -51,6 +58,8 @@ def poll_stream(
                 # An address of padding alone is no address: normalise before asking.
                 email = normalise_email(lead.email) if lead is not None and lead.email else ""
                 if lead is None or not email:
+                    counts["unresolved"] += 1
+                    record_unresolved(inbox, activity.leadId, activity.key, lead is None)
                     continue
                 if lead.unsubscribed is False:
                     # Subscribed again since: opting them out now would undo their choice.
@@ -66,3 +75,12 @@ def poll_stream(
         if counts["pages"] >= max_pages:
             break
     return counts
+
+
+def record_unresolved(inbox: Inbox, lead_id: int, activity_key: str, lead_missing: bool) -> None:
+    """Audit an unsubscribe the poll cannot act on (no address, or the lead deleted or merged away),
+    once per activity, before the cursor passes it: an unsubscribe never vanishes without a trace."""
+    if any(activity_key in record.activity_ids for record in inbox.list_audit(lead_id)):
+        return  # the same page read again after a poll was killed before its cursor moved
+    reason = "the lead was not found (deleted or merged)" if lead_missing else "the lead has no email address"
+    inbox.add_audit("poll", lead_id, [activity_key], "unresolved", {"reason": reason})

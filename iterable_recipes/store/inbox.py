@@ -27,7 +27,8 @@ from iterable_recipes.store.schema import (
 )
 
 Status = Literal["pending", "in_flight", "retry", "delivered", "dead", "skipped"]
-AuditOutcome = Literal["opted_out", "not_in_iterable", "already_opted_out", "failed"]
+# "unresolved": the poll found an unsubscribe whose lead it could not turn into an address.
+AuditOutcome = Literal["opted_out", "not_in_iterable", "already_opted_out", "failed", "unresolved"]
 MAX_REASON_CHARS = 2000
 ADD_CHUNK = 500  # rows per INSERT: well under SQLite's 32,766 bound parameters
 T = received_events

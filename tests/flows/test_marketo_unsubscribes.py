@@ -59,6 +59,24 @@ def test_poll_opts_out_known_people_only(iterable_standin, marketo_standin, app_
     }
 
 
+def test_an_unsubscribe_without_an_address_is_audited_and_alerted(
+    iterable_standin, marketo_standin, app_database, monkeypatch
+):
+    import tasks.reporting
+    from flows.marketo_unsubscribes import marketo_poll
+
+    announced: list[dict] = []
+    monkeypatch.setattr(tasks.reporting, "emit_event", lambda **event: announced.append(event))
+    marketo_standin.sandbox.add_lead(7, "")
+    marketo_standin.sandbox.unsubscribe(7, how="form")
+    summary = marketo_poll(start=START)
+
+    assert summary["lead_changes_unresolved"] == 1 and summary["queued"] == 0
+    assert [r.outcome for r in Inbox(app_database).list_audit(7)] == ["unresolved"]
+    alerts = [e for e in announced if e["event"] == "recipes.optouts.unresolved"]
+    assert [e["payload"] for e in alerts] == [{"unresolved": 1}]
+
+
 def test_second_poll_queues_nothing_new_and_writes_nothing(iterable_standin, marketo_standin, app_database):
     from flows.marketo_unsubscribes import marketo_poll
 

@@ -155,6 +155,11 @@ class MarketoSandbox:
             self.add_lead(int(lead["id"]), str(lead["email"]), bool(lead.get("unsubscribed", False)))
         return len(leads)
 
+    def delete_lead(self, lead_id: int) -> None:
+        """Delete a lead (or merge it away): its activities stay in the log, GET leads no longer finds it."""
+        with self._lock:
+            self._leads.pop(lead_id, None)
+
     def lead(self, lead_id: int) -> dict[str, Any] | None:
         """A copy of a lead, or None."""
         with self._lock:

@@ -13,6 +13,7 @@ def test_without_an_alert_block_only_the_lost_runs_automation_is_kept():
     assert [a.name for a in loaded] == ["recipes-lost-runs-crashed", "recipes-stuck-pending-crashed"]
     assert loaded[0].trigger.posture == "Proactive"
     assert "recipes-inbox-item-dead" in skipped and "recipes-flow-run-failed" in skipped
+    assert "recipes-optouts-unresolved" in skipped
 
 
 def test_setup_is_idempotent_and_wires_the_alert_block(prefect_server, monkeypatch, tmp_path: Path):

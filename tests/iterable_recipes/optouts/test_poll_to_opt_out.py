@@ -65,3 +65,28 @@ def test_the_decision_looks_up_the_normalised_address(
     decisions = opt_out_people(client, policy, ["\tAda@Example.COM\u2003"], additive=False)
     assert [d.outcome for d in decisions] == ["opted_out"]
     assert 1 in iterable_standin.sandbox.user("ada@example.com")["unsubscribedChannelIds"]
+
+
+def test_a_lead_the_poll_cannot_resolve_is_audited_and_counted_never_skipped_silently(
+    marketo_standin: MarketoStandIn, app_database: str, test_parts: dict[str, Any]
+) -> None:
+    marketo_standin.sandbox.add_lead(1, "")  # no address: nothing to opt out, but the promise is kept
+    marketo_standin.sandbox.add_lead(2, "gone@example.com")
+    marketo_standin.sandbox.add_lead(3, " kept@example.com")
+    for lead_id in (1, 2, 3):
+        marketo_standin.sandbox.unsubscribe(lead_id, how="form")
+    marketo_standin.sandbox.delete_lead(2)  # deleted (or merged away) before the poll read it
+    inbox = Inbox(app_database)
+    with test_parts["marketo"]() as marketo:
+        counts = poll_stream(marketo, inbox, "lead_changes", START)
+        # The same page read again (a poll killed before its cursor moved) records nothing twice.
+        inbox.set_cursor("marketo.lead_changes", marketo.get_paging_token(START))
+        again = poll_stream(marketo, inbox, "lead_changes", START)
+
+    assert (counts["queued"], counts["unresolved"]) == (1, 2)
+    assert again["unresolved"] == 2
+    unresolved = {r.lead_id: r for r in inbox.list_audit() if r.outcome == "unresolved"}
+    assert sorted(unresolved) == ["1", "2"]
+    assert len(inbox.list_audit()) == 2
+    assert unresolved["1"].iterable_response == {"reason": "the lead has no email address"}
+    assert unresolved["2"].iterable_response == {"reason": "the lead was not found (deleted or merged)"}
