@@ -9,25 +9,28 @@ again there, and the run ends when nothing is due.
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from iterable_recipes.customersdot.drain import SOURCE, CustomersDotDrain, fewer_collections
 from iterable_recipes.pipeline import BatchPipeline
 from iterable_recipes.resources import run_resources
 from tasks.iterable import event_sender, profile_sender
 from tasks.reporting import Progress, emit_alert, publish_counts
-from tasks.store import claim_items, outcome_recorder
+from tasks.store import claim_items, outcome_recorder, release_ended_runs, release_leases, run_owner
 
 
 @flow(
     name="customersdot-events",
     description="Drain CustomersDot events from the inbox into Iterable (profiles, then events).",
+    on_failure=[release_leases],
+    on_cancellation=[release_leases],
+    on_crashed=[release_leases],
 )
 def customersdot_drain(batch_size: int | None = None, max_batches: int | None = None) -> dict[str, int]:
     """Deliver every due CustomersDot event; returns counts (received, sent, skipped, failed, dead)."""
     with run_resources() as resources, fewer_collections():
         settings = resources.settings
-        owner = f"customersdot-drain-{flow_run.id or 'local'}"
+        owner = run_owner()
+        release_ended_runs(resources, SOURCE, owner)
         drain = CustomersDotDrain(
             resources.event_mapping,
             send_profiles=profile_sender(resources),

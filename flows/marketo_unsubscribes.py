@@ -13,7 +13,6 @@ from collections import Counter
 from datetime import datetime
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from iterable_recipes.optouts.decisions import item_email, outcome_for
 from iterable_recipes.optouts.keys import SOURCE
@@ -22,18 +21,41 @@ from iterable_recipes.resources import run_resources
 from tasks.iterable import opt_out
 from tasks.marketo import poll_unsubscribes
 from tasks.reporting import emit_alert, publish_counts
-from tasks.store import claim_items, record_audit, record_outcomes
+from tasks.store import (
+    claim_items,
+    record_audit,
+    record_outcomes,
+    release_ended_runs,
+    release_leases,
+    run_owner,
+)
 
 OPT_OUT_BATCH = 500
-OPT_OUT_COUNTS = ("received", "opted_out", "not_in_iterable", "already_opted_out", "failed", "retry", "dead")
+OPT_OUT_COUNTS = (
+    "received",
+    "opted_out",
+    "not_in_iterable",
+    "already_opted_out",
+    "failed",
+    "retry",
+    "dead",
+    "refused",
+)
 
 
-@flow(name="marketo-opt-outs", description="Opt Marketo unsubscribes out of Iterable marketing email.")
+@flow(
+    name="marketo-opt-outs",
+    description="Opt Marketo unsubscribes out of Iterable marketing email.",
+    on_failure=[release_leases],
+    on_cancellation=[release_leases],
+    on_crashed=[release_leases],
+)
 def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None = None) -> dict[str, int]:
     """Drain every due opt-out; returns counts (received, opted_out, not_in_iterable, ... , dead)."""
     with run_resources() as resources:
         use_additive = resources.settings.iterable_optout_additive if additive is None else additive
-        owner = f"marketo-opt-out-{flow_run.id or 'local'}"
+        owner = run_owner()
+        release_ended_runs(resources, SOURCE, owner)
         counts: Counter[str] = Counter()
         while items := claim_items(resources, SOURCE, batch_size, owner):
             counts["received"] += len(items)

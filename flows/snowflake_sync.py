@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from iterable_recipes.resources import run_resources
-from iterable_recipes.sync.definitions import SYNCS_DIR, all_sync_definitions
+from iterable_recipes.sync.definitions import SYNCS_DIR, load_named_sync
 from iterable_recipes.sync.delivery import send_batches
 from tasks.iterable import sync_batch_sender
 from tasks.reporting import Progress, emit_alert, publish_counts
@@ -46,10 +46,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
     """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` counts and samples only."""
     with run_resources() as resources:
         settings = resources.settings
-        definitions = all_sync_definitions(settings.sync_definitions_dir or SYNCS_DIR)
-        if sync not in definitions:
-            raise ValueError(f"unknown sync {sync!r}; known: {', '.join(sorted(definitions))}")
-        defn = definitions[sync]
+        defn = load_named_sync(sync, settings.sync_definitions_dir or SYNCS_DIR)
         schema = settings.snowflake_state_schema
         run_id = _run_id()
         with resources.warehouse() as conn:

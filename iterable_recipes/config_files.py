@@ -24,6 +24,13 @@ def describe_errors(path: Path | str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The parser's problem and where, on one line (its own text spans several, quoting the file)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
 def load_yaml_model(path: Path | str, model: type[ModelT]) -> ModelT:
     """Read ``path`` and validate it as ``model``; raise ConfigError naming file, key and problem."""
     path = Path(path)
@@ -32,7 +39,7 @@ def load_yaml_model(path: Path | str, model: type[ModelT]) -> ModelT:
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     try:
         return model.model_validate(raw if raw is not None else {}, context={"path": str(path)})
     except ValidationError as exc:

@@ -3,23 +3,58 @@
 Variable names are the field names in upper case (ITERABLE_API_KEY, RECIPES_DATABASE_URL, ...).
 When a ``*_credentials_block`` name is set, that Prefect block is loaded instead and wins. Each entry
 point reads the settings once and passes them on (iterable_recipes.resources); nothing caches them.
+An empty value counts as unset (a .env or compose file often leaves ``NAME=``). Bad values raise
+``SettingsError``: one line per bad setting, named by its variable, never quoting a secret.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from iterable_recipes.clients.iterable import BASE_URLS, DEFAULT_HEADROOM
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+class SettingsError(ValueError):
+    """Some settings are invalid; the message has one line per bad setting: ``VARIABLE: problem``."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{name}: {problem}" for name, problem in sorted(problems.items())))
+
+    def report(self) -> str:
+        """What an entry point tells the operator: a heading, then the bad settings one line each."""
+        return f"Invalid settings (from the environment and .env):\n{self}"
+
+
+def describe_settings_errors(err: ValidationError) -> dict[str, str]:
+    """The problems of ``err`` by variable name, several problems of one variable joined on its line."""
+    problems: dict[str, list[str]] = {}
+    for problem in err.errors(include_url=False, include_input=False):
+        name = str(problem["loc"][0]).upper() if problem["loc"] else "SETTINGS"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        problems.setdefault(name, []).append(message)
+    return {name: "; ".join(messages) for name, messages in problems.items()}
 
 
 class Settings(BaseSettings):
     """The project's configuration; see README "Configuration" for each variable."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter=None)
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        extra="ignore",
+        env_nested_delimiter=None,
+        env_ignore_empty=True,
+        # Error texts reach logs and terminals: they must not quote a secret's value.
+        hide_input_in_errors=True,
+    )
 
     # Iterable
     iterable_api_key: SecretStr | None = None
@@ -111,6 +146,39 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("customersdot_webhook_secrets")
+    @classmethod
+    def _standard_webhooks_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        """Each secret is "whsec_" + base64, as Standard Webhooks senders show it: refused here, at start,
+        rather than by a 401 on every webhook (no prefix) or a crash (bad base64)."""
+        problems = []
+        for number, secret in enumerate(value, start=1):
+            raw = secret.get_secret_value()
+            if not raw.startswith(WEBHOOK_SECRET_PREFIX):
+                problems.append(f"entry {number} lacks the {WEBHOOK_SECRET_PREFIX} prefix")
+                continue
+            try:
+                key = base64.b64decode(raw.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not key:
+                problems.append(f"entry {number} is not valid base64 after {WEBHOOK_SECRET_PREFIX}")
+        if problems:
+            raise ValueError(f"{'; '.join(problems)} (each secret is {WEBHOOK_SECRET_PREFIX} + base64)")
+        return value
+
+    @field_validator("iterable_region", mode="before")
+    @classmethod
+    def _region_in_any_case(cls, value: object) -> object:
+        """US, us, EU, eu: the data center's name in any case."""
+        if not isinstance(value, str):
+            return value
+        region = value.strip().lower()
+        if region not in BASE_URLS:
+            allowed = ", ".join(BASE_URLS)
+            raise ValueError(f"{value!r} is not an Iterable region; allowed: {allowed} (any case)")
+        return region
+
     @property
     def iterable_url(self) -> str:
         """The explicit base URL when set, else the region's data center."""
@@ -118,5 +186,9 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """The settings as the environment (and .env) give them now: read anew on every call."""
-    return Settings()
+    """The settings as the environment (and .env) give them now: read anew on every call; raises
+    SettingsError (one line per bad setting) when any is invalid."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_errors(exc)) from None

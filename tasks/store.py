@@ -1,21 +1,34 @@
-"""Tasks over the app database: claim inbox items with a lease, write each item's outcome, audit opt-outs.
+"""Tasks over the app database: claim inbox items with a lease, write each item's outcome, audit opt-outs,
+and give back the leases of runs that ended.
 
 A failed database call is tried again by the task (twice, two seconds apart); every write is
 conditional on the item's state, so trying again after a failure is safe.
+
+A drain's lease owner is its flow run's id. A run that fails, is cancelled or crashes gives its leases
+back on the way out (``release_leases``, the drains' state hooks), and each drain at its start gives
+back those of runs Prefect holds as ended (``release_ended_runs``): a run killed with no chance to run
+its hooks and marked Crashed by the lost-runs automation, or this run's own earlier attempt (a retried
+run keeps its id). Either way the items are due again at once, not when the lease runs out.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from prefect import task
+from prefect import Flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.events import emit_event
+from prefect.logging.loggers import flow_run_logger
+from prefect.runtime import flow_run as current_run
 
 from iterable_recipes.optouts.decisions import OptOutDecision
-from iterable_recipes.resources import Resources
-from iterable_recipes.store import Item, Outcome
+from iterable_recipes.resources import Resources, run_resources
+from iterable_recipes.store import Item, Outcome, Released
 from tasks import unwalked
 
 STORE_TASK_OPTIONS: dict[str, Any] = {
@@ -24,6 +37,68 @@ STORE_TASK_OPTIONS: dict[str, Any] = {
     "retries": 2,
     "retry_delay_seconds": 2,
 }
+
+
+def run_owner() -> str:
+    """The lease owner of this flow run's claims: the run's id (a new id outside a flow run)."""
+    return str(current_run.id) if current_run.id else f"local-{uuid.uuid4().hex[:12]}"
+
+
+def _announce_dead(source: str, item_id: int, reason: str) -> None:
+    emit_event(
+        event="recipes.inbox.item.dead",
+        resource={"prefect.resource.id": f"recipes.inbox.{source}.{item_id}", "recipes.source": source},
+        payload={"item_id": item_id, "reason": reason},
+    )
+
+
+def _released(resources: Resources, owner: str, reason: str) -> Released:
+    released = resources.inbox.release(owner, reason)
+    for source, item_id in released.dead:
+        _announce_dead(source, item_id, f"max attempts reached: {reason}")
+    return released
+
+
+def release_leases(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    """State hook of the drains (failed, cancelled, crashed): give back every item the run still holds,
+    due at once, so `prefect flow-run retry` or the next drain takes them without waiting for the lease."""
+    with run_resources() as resources:
+        released = _released(resources, str(flow_run.id), f"lease released: the run ended {state.name}")
+    flow_run_logger(flow_run, flow).info(
+        "Gave back %d inbox item(s) this run held (due again now); %d were on their last attempt (dead)",
+        len(released.retry),
+        len(released.dead),
+    )
+
+
+@task(name="release-ended-runs-leases", **STORE_TASK_OPTIONS)
+def release_ended_runs(resources: Resources, source: str, owner: str) -> int:
+    """Give back the items of ``source`` leased to flow runs that have ended, and to ``owner`` itself
+    (this run's earlier attempt: no lease can be this run's yet); returns how many are due again."""
+    holders = resources.inbox.lease_holders(source)
+    ended = [owner] if owner in holders else []
+    run_ids = []
+    for holder in holders:
+        try:
+            run_ids.append(uuid.UUID(holder))
+        except ValueError:
+            continue  # not a flow run's id (a claimer outside Prefect): its lease runs out on its own
+    run_ids = [run_id for run_id in run_ids if str(run_id) != owner]
+    if run_ids:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)), limit=len(run_ids)
+            )
+        ended += [str(run.id) for run in runs if run.state is not None and run.state.is_final()]
+    given_back = 0
+    for holder in ended:
+        released = _released(resources, holder, f"lease released: run {holder} had ended")
+        given_back += len(released.retry)
+    if ended:
+        get_run_logger().info(
+            "Gave back %d %s item(s) held by %d run(s) that had ended", given_back, source, len(ended)
+        )
+    return given_back
 
 
 @task(name="claim-inbox-items", **STORE_TASK_OPTIONS)
@@ -37,13 +112,16 @@ def claim_items(resources: Resources, source: str, limit: int, owner: str) -> li
 def record_outcomes(
     resources: Resources, source: str, outcomes: Sequence[Outcome], owner: str
 ) -> dict[str, int]:
-    """Write outcomes back (only for items this drain still holds); emits an event per dead item."""
+    """Write outcomes back (only for items this drain still holds, the others counted as refused);
+    emits an event per dead item."""
     settled = resources.inbox.settle(outcomes, owner)
     for item_id, reason in settled.dead:
-        emit_event(
-            event="recipes.inbox.item.dead",
-            resource={"prefect.resource.id": f"recipes.inbox.{source}.{item_id}", "recipes.source": source},
-            payload={"item_id": item_id, "reason": reason},
+        _announce_dead(source, item_id, reason)
+    if settled.counts["refused"]:
+        get_run_logger().warning(
+            "%d outcome(s) not written: their leases ran out and another drain holds the items "
+            "(raise INBOX_LEASE_SECONDS or lower the batch size)",
+            settled.counts["refused"],
         )
     return settled.counts
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from iterable_recipes.masking import install_masking
 
+
+class _Commands(TyperGroup):
+    """The command group; bad settings end any command with their report and exit status 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # Any: typer's own (vendored) click Context is private
+        """Run the command; a SettingsError becomes its report instead of a traceback."""
+        from iterable_recipes.settings import SettingsError  # here: `recipes --help` stays fast
+
+        try:
+            return super().invoke(ctx)
+        except SettingsError as err:
+            typer.echo(err.report(), err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="iterable-recipes: Prefect flows that feed Iterable from CustomersDot, Marketo and Snowflake.",
     no_args_is_help=True,
     add_completion=False,

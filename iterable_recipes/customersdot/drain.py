@@ -176,7 +176,7 @@ class CustomersDotDrain:
     def summary(self) -> dict[str, int]:
         """The counts every CustomersDot drain run reports."""
         counts = dict(self.counts)
-        names = ("received", "sent", "delivered", "skipped", "retry", "dead")
+        names = ("received", "sent", "delivered", "skipped", "retry", "dead", "refused")
         summary = {name: counts.get(name, 0) for name in names}
         summary["failed"] = summary["retry"] + summary["dead"]
         return summary

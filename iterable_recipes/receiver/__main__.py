@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import uvicorn
 
 from iterable_recipes.masking import install_masking
 from iterable_recipes.receiver.app import create_app
-from iterable_recipes.settings import Settings, load_settings
+from iterable_recipes.settings import Settings, SettingsError, load_settings
 from iterable_recipes.store import migrate
 
 
@@ -32,7 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     install_masking()
     logging.basicConfig(level=args.log_level.upper())
-    serve(args.host, args.port, log_level=args.log_level)
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        print(err.report(), file=sys.stderr)
+        raise SystemExit(2) from None
+    serve(args.host, args.port, settings, log_level=args.log_level)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,16 @@ It knows no recipe: sources, kinds and payloads are what the recipes give it.
 """
 
 from iterable_recipes.store.db import make_engine
-from iterable_recipes.store.inbox import AddResult, AuditRecord, Inbox, Item, NewItem, Outcome, Settled
+from iterable_recipes.store.inbox import (
+    AddResult,
+    AuditRecord,
+    Inbox,
+    Item,
+    NewItem,
+    Outcome,
+    Released,
+    Settled,
+)
 from iterable_recipes.store.migrate import migrate
 
 __all__ = [
@@ -14,6 +23,7 @@ __all__ = [
     "Item",
     "NewItem",
     "Outcome",
+    "Released",
     "Settled",
     "make_engine",
     "migrate",

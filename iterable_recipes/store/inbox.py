@@ -1,7 +1,8 @@
 """The inbox API: add received events once, claim them with a lease, record outcomes, operate on them.
 
 Delivery is at least once: an item is claimed with a lease, and an item whose lease ran out (its drain
-was killed) is claimed again. Every state change is committed before the call returns.
+was killed) is claimed again. Only the drain holding an item's lease settles it, and a drain that ends
+without settling gives its leases back. Every state change is committed before the call returns.
 """
 
 from __future__ import annotations
@@ -113,12 +114,22 @@ class Outcome:
 
 @dataclass
 class Settled:
-    """What ``Inbox.settle`` wrote: counts per status, and the items that died (id, reason)."""
+    """What ``Inbox.settle`` wrote: counts per status, "refused" for outcomes not written (the item was
+    no longer the drain's: its lease ran out and another drain took it), and the items that died."""
 
     counts: dict[str, int] = field(
-        default_factory=lambda: {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0}
+        default_factory=lambda: {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0, "refused": 0}
     )
     dead: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Released:
+    """What ``Inbox.release`` gave back: ids due again at once, and (source, id) of items that were on
+    their last attempt, now dead."""
+
+    retry: list[int]
+    dead: list[tuple[str, int]]
 
 
 def _reason(reason: str | None) -> str | None:
@@ -321,20 +332,19 @@ class Inbox:
         due = union_all(*(select(b.c.id, b.c.next_attempt_at) for b in branches)).subquery()
         return select(due.c.id).order_by(due.c.next_attempt_at, due.c.id).limit(limit)
 
-    def _owned(self, ids: Iterable[int], owner: str | None) -> ColumnElement[bool]:
-        condition: ColumnElement[bool] = T.c.id.in_(list(ids))
-        if owner is not None:
-            # A drain whose lease ran out must not overwrite the state set by the drain that took over.
-            condition = and_(condition, T.c.lease_owner == owner)
-        return condition
+    @staticmethod
+    def _held(ids: Iterable[int], owner: str) -> ColumnElement[bool]:
+        """The given items still in flight for ``owner``: a drain whose lease ran out must not overwrite
+        the state set by the drain that took over, nor settle an item it never claimed."""
+        return and_(T.c.id.in_(list(ids)), T.c.lease_owner == owner, T.c.status == "in_flight")
 
-    def mark_delivered(self, ids: Iterable[int], owner: str | None = None) -> int:
-        """Record delivery of ``ids``; returns how many rows changed."""
+    def mark_delivered(self, ids: Iterable[int], *, owner: str) -> int:
+        """Record delivery of the ``ids`` ``owner`` holds; returns how many rows changed."""
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(T)
-                .where(self._owned(ids, owner), T.c.status == "in_flight")
+                .where(self._held(ids, owner))
                 .values(
                     status="delivered",
                     delivered_at=now,
@@ -347,7 +357,8 @@ class Inbox:
         return int(result.rowcount)
 
     def settle(self, outcomes: Sequence[Outcome], owner: str) -> Settled:
-        """Write each outcome, only for items ``owner`` still holds; reasons are masked on the way in.
+        """Write each outcome, only for items ``owner`` still holds (the rest are counted as refused);
+        reasons are masked on the way in.
 
         Every write is conditional on the item's state, so settling the same list again after a failure
         is safe. A retry past the item's last attempt is recorded dead (and listed as such).
@@ -356,20 +367,21 @@ class Inbox:
         delivered = [o.item_id for o in outcomes if o.status == "delivered"]
         if delivered:
             settled.counts["delivered"] = self.mark_delivered(delivered, owner=owner)
+            settled.counts["refused"] += len(delivered) - settled.counts["delivered"]
         for outcome in outcomes:
             reason = mask_emails(outcome.reason)
+            written: str | None = None
             if outcome.status == "retry":
-                status = self.mark_retry(outcome.item_id, reason, delay=outcome.delay, owner=owner)
-                if status is not None:
-                    settled.counts[status] += 1
-                    if status == "dead":
-                        settled.dead.append((outcome.item_id, reason))
+                written = self.mark_retry(outcome.item_id, reason, delay=outcome.delay, owner=owner)
             elif outcome.status == "dead":
-                if self.mark_dead(outcome.item_id, reason):
-                    settled.counts["dead"] += 1
-                    settled.dead.append((outcome.item_id, reason))
-            elif outcome.status == "skipped" and self.mark_skipped(outcome.item_id, reason):
-                settled.counts["skipped"] += 1
+                written = "dead" if self.mark_dead(outcome.item_id, reason, owner=owner) else None
+            elif outcome.status == "skipped":
+                written = "skipped" if self.mark_skipped(outcome.item_id, reason, owner=owner) else None
+            else:
+                continue
+            settled.counts[written or "refused"] += 1
+            if written == "dead":
+                settled.dead.append((outcome.item_id, reason))
         return settled
 
     def backoff(self, attempts: int) -> float:
@@ -377,17 +389,13 @@ class Inbox:
         exponent = max(attempts - 1, 0)
         return float(min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** min(exponent, 30)))
 
-    def mark_retry(
-        self, id: int, reason: str, delay: float | None = None, owner: str | None = None
-    ) -> Status | None:
+    def mark_retry(self, id: int, reason: str, delay: float | None = None, *, owner: str) -> Status | None:
         """Schedule another attempt after ``delay`` seconds (default: the backoff for its attempts);
-        after max attempts the item is dead instead. Returns the new status, or None when the item is
-        not in flight (for ``owner``, when given: another drain took it over)."""
+        after max attempts the item is dead instead. Returns the new status, or None when ``owner`` does
+        not hold the item in flight (another drain took it over)."""
         now = utcnow()
         with self.engine.begin() as conn:
-            attempts = conn.execute(
-                select(T.c.attempts).where(self._owned([id], owner), T.c.status == "in_flight")
-            ).scalar()
+            attempts = conn.execute(select(T.c.attempts).where(self._held([id], owner))).scalar()
             if attempts is None:
                 return None
             if attempts >= self.max_attempts:
@@ -401,17 +409,17 @@ class Inbox:
                 values = {"last_error": _reason(reason), "next_attempt_at": now + timedelta(seconds=wait)}
             conn.execute(
                 update(T)
-                .where(T.c.id == id)
+                .where(self._held([id], owner))
                 .values(status=status, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
             )
         return status
 
-    def _finish(self, id: int, status: Status, reason: str) -> bool:
+    def _finish(self, id: int, status: Status, reason: str, owner: str) -> bool:
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(T)
-                .where(T.c.id == id, T.c.status != "delivered")
+                .where(self._held([id], owner))
                 .values(
                     status=status,
                     last_error=_reason(reason),
@@ -422,13 +430,51 @@ class Inbox:
             )
         return bool(result.rowcount)
 
-    def mark_dead(self, id: int, reason: str) -> bool:
-        """Record a permanent failure with its reason (never retried until an operator says so)."""
-        return self._finish(id, "dead", reason)
+    def mark_dead(self, id: int, reason: str, *, owner: str) -> bool:
+        """Record a permanent failure with its reason (never retried until an operator says so); False
+        when ``owner`` does not hold the item in flight."""
+        return self._finish(id, "dead", reason, owner)
 
-    def mark_skipped(self, id: int, reason: str) -> bool:
-        """Record that the item needs no delivery (for example, a person not in Iterable)."""
-        return self._finish(id, "skipped", reason)
+    def mark_skipped(self, id: int, reason: str, *, owner: str) -> bool:
+        """Record that the item needs no delivery (for example, a person not in Iterable); False when
+        ``owner`` does not hold the item in flight."""
+        return self._finish(id, "skipped", reason, owner)
+
+    def release(self, owner: str, reason: str) -> Released:
+        """Give back every item ``owner`` holds in flight (its run ended without settling them): due again
+        at once. The claim's attempt stays counted, so an item on its last attempt is dead instead, as it
+        would be had its lease run out."""
+        now = utcnow()
+        held = and_(T.c.lease_owner == owner, T.c.status == "in_flight")
+        cleared = {"updated_at": now, "lease_owner": None, "lease_expires_at": None}
+        with self.engine.begin() as conn:
+            dead = conn.execute(
+                update(T)
+                .where(held, T.c.attempts >= self.max_attempts)
+                .values(
+                    status="dead",
+                    last_error=_reason(f"max attempts ({self.max_attempts}) reached: {reason}"),
+                    **cleared,
+                )
+                .returning(T.c.source, T.c.id)
+            ).all()
+            retry = conn.execute(
+                update(T)
+                .where(held)
+                .values(status="retry", next_attempt_at=now, last_error=_reason(reason), **cleared)
+                .returning(T.c.id)
+            ).scalars()
+            return Released(sorted(retry), sorted((str(s), int(i)) for s, i in dead))
+
+    def lease_holders(self, source: str) -> list[str]:
+        """The owners holding items of ``source`` in flight, sorted."""
+        stmt = (
+            select(T.c.lease_owner)
+            .where(T.c.source == source, T.c.status == "in_flight", T.c.lease_owner.is_not(None))
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            return sorted(str(owner) for owner in conn.execute(stmt).scalars())
 
     # operators
 

@@ -1,4 +1,8 @@
-"""Sync definitions (warehouse model -> Iterable) as YAML files validated when loaded; no schedules here."""
+"""Sync definitions (warehouse model -> Iterable) as YAML files validated when loaded; no schedules here.
+
+Each sync is the file named after it (``<name>.yaml`` or ``.yml``) in the definitions folder, so a run
+reads only its own file and a bad file fails only its own sync.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from iterable_recipes.clients.iterable_models import refuse_subscription_field
 from iterable_recipes.config_files import ConfigError, load_yaml_model
 
 SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
+SYNC_SUFFIXES = (".yaml", ".yml")
+SYNC_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 MAX_BATCH_SIZE = 1000  # Iterable's bulk endpoints take at most 1000 items per request.
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -146,7 +152,7 @@ class SyncDefinition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = Field(pattern=SYNC_NAME)
     description: str = ""
     source: Source
     identity: Identity
@@ -167,6 +173,27 @@ class SyncDefinition(BaseModel):
         if isinstance(data, dict) and "schedule" in data:
             raise ValueError("'schedule' does not belong in a sync definition: prefect.yaml holds schedules")
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_file(cls, data: Any, info: ValidationInfo) -> Any:
+        """A definition may leave out its name: its file's name gives it."""
+        path = info.context.get("path") if isinstance(info.context, dict) else None
+        if isinstance(data, dict) and path and "name" not in data:
+            return data | {"name": Path(path).stem}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _named_like_its_file(cls, value: str, info: ValidationInfo) -> str:
+        """A run finds a sync's file by the sync's name, so the two must agree."""
+        path = info.context.get("path") if isinstance(info.context, dict) else None
+        if path and value != Path(path).stem:
+            raise ValueError(
+                f"sync {value!r} is in {Path(path).name!r}: name the file {value}.yaml, "
+                "or drop 'name' (the file's name gives it)"
+            )
+        return value
 
     @field_validator("fields")
     @classmethod
@@ -225,14 +252,48 @@ def load_sync_definition(path: Path | str) -> SyncDefinition:
     return load_yaml_model(path, SyncDefinition)
 
 
+def load_named_sync(name: str, directory: Path | str = SYNCS_DIR) -> SyncDefinition:
+    """Load the sync ``name`` from its own file in ``directory``, reading no other file; an unknown
+    name or a bad file raises ConfigError naming the folder or the file, the key and the problem."""
+    folder = Path(directory)
+    if not re.match(SYNC_NAME, name):
+        raise ConfigError(f"{name!r} is not a sync name (lower-case letters, digits, _ and -)")
+    paths = [folder / f"{name}{suffix}" for suffix in SYNC_SUFFIXES if (folder / f"{name}{suffix}").is_file()]
+    if not paths:
+        known = ", ".join(sorted({p.stem for p in _sync_files(folder)})) or "none"
+        raise ConfigError(f"unknown sync {name!r}: no {name}.yaml in {folder}; the folder holds: {known}")
+    if len(paths) > 1:
+        raise ConfigError(f"{paths[1]}: name: sync {name!r} is already defined in {paths[0]}")
+    return load_sync_definition(paths[0])
+
+
 def all_sync_definitions(directory: Path | str = SYNCS_DIR) -> dict[str, SyncDefinition]:
-    """Every ``*.yaml`` sync definition in ``directory``, keyed by name; duplicate names are an error."""
+    """Every sync definition in ``directory``, keyed by name (for checks; a run loads only its own).
+
+    Every file is read even after a bad one: the ConfigError lists every problem of every bad file at
+    once, each line naming its file and key.
+    """
     found: dict[str, SyncDefinition] = {}
-    for path in sorted(Path(directory).glob("*.y*ml")):
-        defn = load_sync_definition(path)
+    problems: list[str] = []
+    for path in _sync_files(Path(directory)):
+        try:
+            defn = load_sync_definition(path)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
         if defn.name in found:
-            raise ConfigError(
-                f"{path}: name: sync {defn.name!r} is already defined in {found[defn.name].path}"
-            )
+            problems.append(f"{path}: name: sync {defn.name!r} is already defined in {found[defn.name].path}")
+            continue
         found[defn.name] = defn
+    if problems:
+        raise ConfigError("\n".join(problems))
     return found
+
+
+def _sync_files(folder: Path) -> list[Path]:
+    """The definition files of ``folder``, sorted by name (``.yaml`` before ``.yml`` for one sync)."""
+    return (
+        sorted(p for p in folder.iterdir() if p.suffix in SYNC_SUFFIXES and p.is_file())
+        if folder.is_dir()
+        else []
+    )

@@ -69,6 +69,45 @@ def test_a_refused_key_stops_claiming_puts_the_batches_back_and_fails_the_run(
     inbox.dispose()
 
 
+class OutcomesLostInbox(Inbox):
+    """An inbox whose outcome writes fail, as when the database goes away mid-run."""
+
+    def settle(self, outcomes, owner):
+        raise ConnectionError("database went away")
+
+
+def test_a_failed_drain_gives_its_leases_back_so_a_retry_takes_them_at_once(
+    iterable_standin, app_database, test_parts
+):
+    from flows.customersdot_events import customersdot_drain
+    from iterable_recipes.store.inbox import NewItem
+
+    bodies = [customersdot_event() for _ in range(3)]
+    inbox = Inbox(app_database)
+    ids = [r.id for r in inbox.add_many([NewItem("customersdot", b["id"], b["type"], b) for b in bodies])]
+    test_parts["inbox"] = OutcomesLostInbox(app_database)
+
+    state = customersdot_drain(return_state=True)
+
+    assert state.is_failed()
+    waiting = inbox.list_items(source="customersdot")
+    assert {(i.status, i.lease_owner, i.attempts) for i in waiting} == {("retry", None, 1)}
+    retried = inbox.claim("customersdot", 10, 300, "retry-of-the-run")
+    assert sorted(i.id for i in retried) == ids, "the failed run still holds its items"
+    inbox.dispose()
+    test_parts["inbox"].dispose()
+
+
+def test_both_drains_give_their_leases_back_however_their_run_ends():
+    from flows.customersdot_events import customersdot_drain
+    from flows.marketo_unsubscribes import marketo_optout_drain
+    from tasks.store import release_leases
+
+    for drain in (customersdot_drain, marketo_optout_drain):
+        hooks = (drain.on_failure_hooks, drain.on_cancellation_hooks, drain.on_crashed_hooks)
+        assert all(release_leases in h for h in hooks), drain.name
+
+
 def test_fewer_collections_restores_the_collector():
     import gc
 

@@ -215,3 +215,14 @@ def test_a_failed_accept_fails_the_run_and_loses_nothing(
     monkeypatch.setattr(module, "accept_batch", accept)
     again = snowflake_sync(sync)
     assert again["to_send"] == 1_000 - 100 * len(calls[0]) and again["rows_sent"] == again["to_send"]
+
+
+def test_a_bad_definition_fails_only_its_own_sync(iterable_standin, app_database, warehouse, tmp_path):
+    from flows.snowflake_sync import snowflake_sync
+
+    (tmp_path / "not_yaml.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "too_big.yaml").write_text(yaml.safe_dump({"name": "too_big", "batch_size": 5000}))
+    seed_model(warehouse, 30)
+    assert snowflake_sync("contacts_upsert", dry_run=True)["to_send"] == 30
+    state = snowflake_sync("too_big", dry_run=True, return_state=True)
+    assert state.is_failed() and "too_big.yaml: batch_size: " in str(state.message)

@@ -41,7 +41,7 @@ def test_list_masks_emails_and_filters(app_database: str) -> None:
     inbox = Inbox(app_database)
     (dead_id, dead_email), (pending_id, pending_email) = _add(inbox, 2)
     inbox.claim("customersdot", limit=1, owner="test")
-    assert inbox.mark_dead(dead_id, f"invalid_data: {dead_email} has a field of another type")
+    assert inbox.mark_dead(dead_id, f"invalid_data: {dead_email} has a field of another type", owner="test")
 
     everything = _invoke("list")
     assert str(dead_id) in everything and str(pending_id) in everything
@@ -62,7 +62,7 @@ def test_retry_one_and_all_dead(app_database: str) -> None:
     ids = [item_id for item_id, _ in _add(inbox, 3)]
     inbox.claim("customersdot", limit=3, owner="test")
     for item_id in ids:
-        assert inbox.mark_dead(item_id, "rejected")
+        assert inbox.mark_dead(item_id, "rejected", owner="test")
 
     assert f"item {ids[0]} pending again" in _invoke("retry", str(ids[0]))
     again = inbox.get(ids[0])

@@ -11,7 +11,8 @@ def test_status_reports_runs_backlog_dead_items_and_opt_outs_without_raw_emails(
     inbox.add("customersdot", "evt-1", "saas_trial_started", {"person": {"email": "ada@example.com"}})
     inbox.add("customersdot", "evt-2", "saas_trial_started", {"person": {"email": "bob@example.com"}})
     dead = inbox.add("marketo", "act-9", "unsubscribe", {"email": "cy@example.com", "leadId": "77"})
-    inbox.mark_dead(dead.id, "400 for cy@example.com")
+    inbox.claim("marketo", owner="test")
+    assert inbox.mark_dead(dead.id, "400 for cy@example.com", owner="test")
     inbox.add_audit("poll", 77, ["act-9"], "not_in_iterable", {"detail": "no user dee@example.com"})
     inbox.dispose()
 

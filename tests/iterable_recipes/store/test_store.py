@@ -4,7 +4,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from iterable_recipes.store import Inbox, Item, NewItem, migrate
+from iterable_recipes.store import Inbox, Item, NewItem, Outcome, Released, migrate
 
 
 def stored(inbox: Inbox, item_id: int) -> Item:
@@ -49,7 +49,7 @@ def test_a_lead_waiting_is_not_queued_twice_whichever_trigger_saw_it_first(inbox
     assert [i.id for i in claimed] == [by_poll.id]
     again = inbox.add("marketo", "webhook-2", "optout", {}, dedupe_key="lead:7")
     assert not again.created, "an in-flight lead is still waiting"
-    inbox.mark_delivered([by_poll.id])
+    inbox.mark_delivered([by_poll.id], owner="drain")
     later = inbox.add("marketo", "webhook-3", "optout", {}, dedupe_key="lead:7")
     assert later.created, "once delivered, a new unsubscribe of the lead is queued"
 
@@ -72,7 +72,7 @@ def test_retry_backs_off_exponentially_and_dies_after_max_attempts(inbox: Inbox)
     assert inbox.backoff(1) == 10 and inbox.backoff(2) == 20 and inbox.backoff(9) == 60
     inbox.claim("customersdot", 1, 60, "a")
     before = datetime.now(UTC)
-    assert inbox.mark_retry(added.id, "503 from Iterable") == "retry"
+    assert inbox.mark_retry(added.id, "503 from Iterable", owner="a") == "retry"
     item = stored(inbox, added.id)
     assert item.status == "retry" and item.last_error == "503 from Iterable"
     assert item.next_attempt_at >= before + timedelta(seconds=9)
@@ -80,9 +80,9 @@ def test_retry_backs_off_exponentially_and_dies_after_max_attempts(inbox: Inbox)
     other = inbox.add("customersdot", "e2", "k", {})
     for attempt in (1, 2):
         assert [i.attempts for i in inbox.claim("customersdot", 10, 60, "a")] == [attempt]
-        assert inbox.mark_retry(other.id, f"failure {attempt}", delay=0) == "retry"
+        assert inbox.mark_retry(other.id, f"failure {attempt}", delay=0, owner="a") == "retry"
     assert inbox.claim("customersdot", 10, 60, "a")
-    assert inbox.mark_retry(other.id, "failure 3", delay=0) == "dead"
+    assert inbox.mark_retry(other.id, "failure 3", delay=0, owner="a") == "dead"
     dead = stored(inbox, other.id)
     assert dead.status == "dead" and dead.last_error is not None
     assert "max attempts (3)" in dead.last_error and "failure 3" in dead.last_error
@@ -92,8 +92,8 @@ def test_permanent_failures_dead_and_operator_retry(inbox: Inbox) -> None:
     a = inbox.add("customersdot", "a", "k", {})
     b = inbox.add("customersdot", "b", "k", {})
     inbox.claim("customersdot", 10, 60, "x")
-    assert inbox.mark_dead(a.id, "400 InvalidEmailAddressError")
-    assert inbox.mark_skipped(b.id, "personal registration")
+    assert inbox.mark_dead(a.id, "400 InvalidEmailAddressError", owner="x")
+    assert inbox.mark_skipped(b.id, "personal registration", owner="x")
     assert [i.id for i in inbox.list_items(status="dead")] == [a.id]
     assert inbox.retry_dead("customersdot") == 1
     assert stored(inbox, a.id).status == "pending" and stored(inbox, a.id).attempts == 0
@@ -104,7 +104,7 @@ def test_permanent_failures_dead_and_operator_retry(inbox: Inbox) -> None:
 def test_replay_sends_delivered_items_again_under_the_same_ids(inbox: Inbox) -> None:
     ids = [inbox.add("customersdot", f"e{i}", "k", {"i": i}).id for i in range(3)]
     inbox.claim("customersdot", 10, 60, "x")
-    inbox.mark_delivered(ids)
+    inbox.mark_delivered(ids, owner="x")
     assert inbox.replay("customersdot", datetime.now(UTC) - timedelta(minutes=1)) == 3
     again = inbox.claim("customersdot", 10, 60, "y")
     assert sorted(i.id for i in again) == ids
@@ -116,7 +116,7 @@ def test_purge_drops_payloads_of_finished_items_only(inbox: Inbox) -> None:
     done = inbox.add("customersdot", "done", "k", {"email": "someone@example.com"})
     waiting = inbox.add("customersdot", "waiting", "k", {"email": "other@example.com"})
     inbox.claim("customersdot", 1, 60, "x")
-    inbox.mark_delivered([done.id])
+    inbox.mark_delivered([done.id], owner="x")
     assert inbox.purge(timedelta(days=30)) == 0
     assert inbox.purge(timedelta(seconds=-1)) == 1
     assert stored(inbox, done.id).payload is None
@@ -135,3 +135,70 @@ def test_cursor_and_audit(inbox: Inbox) -> None:
     assert [(r.source, r.outcome) for r in records] == [("webhook", "opted_out"), ("poll", "not_in_iterable")]
     assert records[1].activity_ids == ["1001", "1002"]
     assert records[0].iterable_response == {"code": "Success"}
+
+
+def test_a_stale_drains_outcomes_are_refused_and_counted(inbox: Inbox) -> None:
+    ids = [inbox.add("customersdot", f"e{i}", "k", {}).id for i in range(4)]
+    inbox.claim("customersdot", 10, 0.3, "stale")
+    time.sleep(0.4)
+    assert len(inbox.claim("customersdot", 10, 60, "current")) == 4
+    assert inbox.settle([Outcome(ids[0], "delivered")], "current").counts["delivered"] == 1
+    stale = inbox.settle(
+        [
+            Outcome(ids[0], "dead", "400 from Iterable"),
+            Outcome(ids[1], "skipped", "not in Iterable"),
+            Outcome(ids[2], "retry", "503 from Iterable"),
+            Outcome(ids[3], "delivered"),
+        ],
+        "stale",
+    )
+    assert stale.counts == {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0, "refused": 4}
+    assert stale.dead == []
+    assert stored(inbox, ids[0]).status == "delivered", "a stale drain overwrote another's delivery"
+    for item_id in ids[1:]:
+        item = stored(inbox, item_id)
+        assert (item.status, item.lease_owner) == ("in_flight", "current")
+
+
+def test_an_outcome_needs_the_item_in_flight(inbox: Inbox) -> None:
+    item_id = inbox.add("customersdot", "e1", "k", {}).id
+    assert inbox.settle([Outcome(item_id, "dead", "late")], "nobody").counts["refused"] == 1
+    assert stored(inbox, item_id).status == "pending", "a pending item was settled without a claim"
+
+
+def test_a_released_run_gives_its_items_back_at_once_keeping_their_attempts(inbox: Inbox) -> None:
+    ids = [inbox.add("customersdot", f"e{i}", "k", {}).id for i in range(3)]
+    other = inbox.add("customersdot", "other", "k", {}).id
+    inbox.claim("customersdot", 3, 300, "failed-run")
+    inbox.claim("customersdot", 1, 300, "live-run")
+    inbox.settle([Outcome(ids[0], "delivered")], "failed-run")
+
+    released = inbox.release("failed-run", "lease released: the run Failed")
+    assert released.retry == ids[1:] and released.dead == []
+    assert inbox.release("failed-run", "again") == Released([], []), "nothing left to release"
+    for item_id in ids[1:]:
+        item = stored(inbox, item_id)
+        assert (item.status, item.attempts, item.lease_owner) == ("retry", 1, None)
+        assert item.last_error == "lease released: the run Failed"
+    assert stored(inbox, ids[0]).status == "delivered"
+    assert stored(inbox, other).lease_owner == "live-run", "another run's lease was released"
+    again = inbox.claim("customersdot", 10, 300, "retried-run")
+    assert [(i.id, i.attempts) for i in again] == [(ids[1], 2), (ids[2], 2)], "not due at once"
+
+    # On its last attempt an item released is dead, as one whose lease ran out would be.
+    inbox.release("retried-run", "run Cancelled")
+    inbox.claim("customersdot", 10, 300, "third-run")
+    last = inbox.release("third-run", "run Crashed")
+    assert last.retry == [] and last.dead == [("customersdot", ids[1]), ("customersdot", ids[2])]
+    dead = stored(inbox, ids[1])
+    assert dead.status == "dead" and dead.last_error == "max attempts (3) reached: run Crashed"
+
+
+def test_lease_holders_are_listed_per_source(inbox: Inbox) -> None:
+    for source in ("customersdot", "marketo"):
+        inbox.add_many([NewItem(source, f"e{i}", "k", {}) for i in range(2)])
+    inbox.claim("customersdot", 1, 300, "run-a")
+    inbox.claim("customersdot", 1, 300, "run-b")
+    inbox.claim("marketo", 1, 300, "run-c")
+    assert inbox.lease_holders("customersdot") == ["run-a", "run-b"]
+    assert inbox.lease_holders("marketo") == ["run-c"]

@@ -11,7 +11,13 @@ from dev.warehouse import MODEL_TABLE
 from iterable_recipes.clients.iterable_models import SUBSCRIPTION_FIELDS
 from iterable_recipes.config_files import ConfigError
 from iterable_recipes.sync import validate_against_warehouse
-from iterable_recipes.sync.definitions import SYNCS_DIR, FieldType, all_sync_definitions, load_sync_definition
+from iterable_recipes.sync.definitions import (
+    SYNCS_DIR,
+    FieldType,
+    all_sync_definitions,
+    load_named_sync,
+    load_sync_definition,
+)
 
 GOOD = """
 name: demo
@@ -23,7 +29,7 @@ fields:
 
 
 def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "sync.yaml"
+    path = tmp_path / "demo.yaml"
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -126,3 +132,61 @@ def test_a_subscription_field_is_refused_as_a_target(tmp_path: Path, target: str
     message = str(err.value)
     assert f"{path}: fields.PLAN_IDS.field" in message
     assert f"{target!r} is a subscription field" in message
+
+
+def folder_with_bad_files(tmp_path: Path) -> Path:
+    """A definitions folder holding the good ``demo`` sync beside a file that is not YAML and one that
+    breaks the schema."""
+    folder = tmp_path / "syncs"
+    folder.mkdir()
+    (folder / "demo.yaml").write_text(GOOD, encoding="utf-8")
+    (folder / "not_yaml.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    (folder / "bad_batch.yml").write_text(
+        GOOD.replace("name: demo", "name: bad_batch") + "batch_size: 5000\n", encoding="utf-8"
+    )
+    return folder
+
+
+def test_a_sync_loads_only_its_own_file_so_bad_files_beside_it_do_not_matter(tmp_path: Path) -> None:
+    folder = folder_with_bad_files(tmp_path)
+    defn = load_named_sync("demo", folder)
+    assert defn.name == "demo" and defn.path == str(folder / "demo.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_named_sync("bad_batch", folder)
+    assert f"{folder / 'bad_batch.yml'}: batch_size: " in str(err.value)
+
+
+def test_an_unknown_sync_names_the_folder_and_the_syncs_it_holds(tmp_path: Path) -> None:
+    folder = folder_with_bad_files(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_named_sync("nope", folder)
+    message = str(err.value)
+    assert "unknown sync 'nope'" in message and str(folder) in message
+    assert "bad_batch, demo, not_yaml" in message
+    with pytest.raises(ConfigError, match="not a sync name"):
+        load_named_sync("../syncs/demo", folder)
+
+
+def test_a_sync_file_is_named_after_its_sync(tmp_path: Path) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(path)
+    assert f"{path}: name: " in str(err.value) and "'demo'" in str(err.value)
+    # The name may be left out: the file's name gives it.
+    path.write_text(GOOD.replace("name: demo\n", ""), encoding="utf-8")
+    assert load_sync_definition(path).name == "other"
+
+
+def test_loading_every_sync_reports_every_bad_file_at_once(tmp_path: Path) -> None:
+    folder = folder_with_bad_files(tmp_path)
+    (folder / "demo.yml").write_text(GOOD, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        all_sync_definitions(folder)
+    lines = str(err.value).splitlines()
+    assert any(line.startswith(f"{folder / 'not_yaml.yaml'}: not valid YAML") for line in lines)
+    assert any(line.startswith(f"{folder / 'bad_batch.yml'}: batch_size: ") for line in lines)
+    assert any(
+        line.startswith(f"{folder / 'demo.yml'}: name: sync 'demo' is already defined") for line in lines
+    )
+    assert all(line.startswith(str(folder)) for line in lines), lines
