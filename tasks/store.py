@@ -29,6 +29,7 @@ from prefect.runtime import flow_run as current_run
 from iterable_recipes.optouts.decisions import OptOutDecision
 from iterable_recipes.resources import Resources, run_resources
 from iterable_recipes.store import Item, Outcome, Released
+from iterable_recipes.store.inbox import LEASE_EXPIRED_EVERY_TIME
 from tasks import unwalked
 
 STORE_TASK_OPTIONS: dict[str, Any] = {
@@ -103,7 +104,10 @@ def release_ended_runs(resources: Resources, source: str, owner: str) -> int:
 
 @task(name="claim-inbox-items", **STORE_TASK_OPTIONS)
 def claim_items(resources: Resources, source: str, limit: int, owner: str) -> list[Item]:
-    """Lease up to ``limit`` due items of ``source`` to ``owner`` (several drains may run at once)."""
+    """Lease up to ``limit`` due items of ``source`` to ``owner`` (several drains may run at once);
+    first, items whose lease ran out on their last attempt die, each announced."""
+    for item_id in resources.inbox.bury_expired(source):
+        _announce_dead(source, item_id, LEASE_EXPIRED_EVERY_TIME)
     lease = resources.settings.inbox_lease_seconds
     return resources.inbox.claim(source, limit=limit, lease_seconds=lease, owner=owner)
 

@@ -31,6 +31,7 @@ Status = Literal["pending", "in_flight", "retry", "delivered", "dead", "skipped"
 # "unresolved": the poll found an unsubscribe whose lead it could not turn into an address.
 AuditOutcome = Literal["opted_out", "not_in_iterable", "already_opted_out", "failed", "unresolved"]
 MAX_REASON_CHARS = 2000
+LEASE_EXPIRED_EVERY_TIME = "lease expired on every attempt"
 ADD_CHUNK = 500  # rows per INSERT: well under SQLite's 32,766 bound parameters
 T = received_events
 
@@ -264,18 +265,45 @@ class Inbox:
 
     # drains
 
+    def bury_expired(self, source: str) -> list[int]:
+        """Mark dead the in-flight items of ``source`` whose lease ran out on their last attempt; returns
+        their ids, for the caller to announce. Call it before ``claim``, which would lease them again.
+
+        Such an item killed its drain (or its drain's process) every time it was taken: stop retrying it.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return list(
+                conn.execute(
+                    update(T)
+                    .where(
+                        T.c.source == source,
+                        T.c.status == "in_flight",
+                        T.c.lease_expires_at <= now,
+                        T.c.attempts >= self.max_attempts,
+                    )
+                    .values(status="dead", last_error=LEASE_EXPIRED_EVERY_TIME, updated_at=now)
+                    .returning(T.c.id)
+                ).scalars()
+            )
+
     def claim(
         self, source: str, limit: int = 100, lease_seconds: float = 300, owner: str | None = None
     ) -> list[Item]:
         """Lease up to ``limit`` due items of ``source`` to ``owner``: pending or retry items whose time
-        has come, and in-flight items whose lease ran out. Each claim counts as an attempt."""
+        has come, and in-flight items whose lease ran out. Each claim counts as an attempt; an item past
+        its last attempt is left for ``bury_expired``, never leased again."""
         owner = owner or f"claimer-{uuid.uuid4().hex[:12]}"
         now = utcnow()
         due = and_(
             T.c.source == source,
             or_(
                 and_(T.c.status.in_(("pending", "retry")), T.c.next_attempt_at <= now),
-                and_(T.c.status == "in_flight", T.c.lease_expires_at <= now),
+                and_(
+                    T.c.status == "in_flight",
+                    T.c.lease_expires_at <= now,
+                    T.c.attempts < self.max_attempts,
+                ),
             ),
         )
         values = {
@@ -286,17 +314,6 @@ class Inbox:
             "updated_at": now,
         }
         with self.engine.begin() as conn:
-            # An item whose lease ran out max_attempts times kills its drain each time: stop retrying it.
-            conn.execute(
-                update(T)
-                .where(
-                    T.c.source == source,
-                    T.c.status == "in_flight",
-                    T.c.lease_expires_at <= now,
-                    T.c.attempts >= self.max_attempts,
-                )
-                .values(status="dead", last_error="lease expired on every attempt", updated_at=now)
-            )
             picked = select(T.c.id).where(due).order_by(T.c.next_attempt_at, T.c.id).limit(limit)
             if self.is_sqlite:
                 # One statement inside BEGIN IMMEDIATE: no other writer can interleave.
@@ -310,23 +327,24 @@ class Inbox:
                 rows = conn.execute(update(T).where(T.c.id.in_(ids)).values(values).returning(*T.c)).all()
         return sorted((Item.from_row(r) for r in rows), key=lambda i: (i.next_attempt_at, i.id))
 
-    @staticmethod
-    def _due_by_index(source: str, now: datetime, limit: int) -> Select[tuple[int]]:
+    def _due_by_index(self, source: str, now: datetime, limit: int) -> Select[tuple[int]]:
         """The first ``limit`` due ids, one index-ordered branch per status (SQLite).
 
         With the statuses OR-ed in one WHERE, SQLite sorts every due row to find the first ``limit``:
         a claim on a 100,000-item backlog then costs a full sort each batch.
         """
+        # An expired lease on its last attempt is bury_expired's, never leased again.
+        not_spent = T.c.attempts < self.max_attempts
         branches = [
             select(T.c.id, T.c.next_attempt_at)
-            .where(T.c.source == source, T.c.status == status, moment <= now)
+            .where(T.c.source == source, T.c.status == status, moment <= now, *extra)
             .order_by(T.c.next_attempt_at, T.c.id)
             .limit(limit)
             .subquery()
-            for status, moment in (
-                ("pending", T.c.next_attempt_at),
-                ("retry", T.c.next_attempt_at),
-                ("in_flight", T.c.lease_expires_at),
+            for status, moment, extra in (
+                ("pending", T.c.next_attempt_at, ()),
+                ("retry", T.c.next_attempt_at, ()),
+                ("in_flight", T.c.lease_expires_at, (not_spent,)),
             )
         ]
         due = union_all(*(select(b.c.id, b.c.next_attempt_at) for b in branches)).subquery()

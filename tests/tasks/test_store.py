@@ -73,6 +73,26 @@ def test_outcomes_settle_only_the_drains_own_items_and_dead_ones_are_announced(
     inbox.dispose()
 
 
+def test_an_item_whose_lease_ran_out_on_every_attempt_dies_announced(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    announced: list[dict[str, Any]] = []
+    monkeypatch.setattr(store_tasks, "emit_event", lambda **event: announced.append(event))
+    inbox = Inbox(url, max_attempts=2)
+    (added,) = inbox.add_many([NewItem("customersdot", "e0", "kind", {"n": 0})])
+    # Two drains in a row die holding it (each claim is an attempt; the lease runs out at once).
+    for _ in range(2):
+        assert [i.id for i in inbox.claim("customersdot", limit=1, lease_seconds=0)] == [added.id]
+    resources = Resources(Settings(_env_file=None, recipes_database_url=url), inbox=inbox)
+    assert store_tasks.claim_items(resources, "customersdot", 10, "drain-c") == []
+    item = inbox.get(added.id)
+    assert item is not None and item.status == "dead"
+    assert [(e["event"], e["payload"]["item_id"]) for e in announced] == [
+        ("recipes.inbox.item.dead", added.id)
+    ]
+    inbox.dispose()
+
+
 def _flow_run_in(state_name: str) -> str:
     """The id of a new flow run on the test server, put in ``state_name`` (Crashed, as the lost-runs
     automation leaves a SIGKILLed run, or Running)."""
