@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from rich.console import Console
 from iterable_recipes.cli.checkout_tools import run_dev_program
 from iterable_recipes.cli.deployments import DeploymentSpec, available, read_deployments, to_runner_deployment
 from iterable_recipes.cli.local_stack import LocalParts, LocalStack, new_webhook_secret
+from iterable_recipes.serving import ServerThread
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "customersdot-webhook-secret"
@@ -62,34 +62,7 @@ def start_receiver(host: str, port: int, api_url: str | None) -> Any:
     # An explicit API URL: the receiver's threads do not share this thread's Prefect settings context.
     nudger = Nudger(PrefectTrigger(api_url=api_url), window_seconds=settings.nudge_window_seconds)
     app = create_app(settings, nudger=nudger)
-    return ReceiverThread(app, host, port).start()
-
-
-class ReceiverThread:
-    """uvicorn serving the receiver on a daemon thread; ``url`` is its base URL."""
-
-    def __init__(self, app: Any, host: str, port: int) -> None:
-        import uvicorn
-
-        self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="receiver", daemon=True)
-
-    def start(self, timeout: float = 30.0) -> ReceiverThread:
-        """Start serving; wait until the socket listens (or fail when the thread died)."""
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"the receiver did not start on {self.url}")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        """Finish in-flight requests (the receiver commits before answering) and stop."""
-        self._server.should_exit = True
-        self._thread.join(timeout=15)
+    return ServerThread(app, host, port, name="receiver").start()
 
 
 class RunnerThread:
