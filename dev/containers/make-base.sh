@@ -28,7 +28,8 @@ debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   bookworm "$ROOTFS" "$MIRROR" >"$ROOTFS.log" 2>&1 || { tail -20 "$ROOTFS.log"; exit 1; }
 rm -f "$ROOTFS.log"
 # Nothing of the build machine's apt state or caches belongs in an image.
-rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/tmp/*
+rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/tmp/* \
+  "$ROOTFS"/var/log/bootstrap.log
 tar -C "$ROOTFS" -c . | "${PODMAN[@]}" import --quiet \
   --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "$IMAGE" >/dev/null
 echo "base image $IMAGE: made"
