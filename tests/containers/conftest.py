@@ -1,4 +1,4 @@
-"""Container tests: marked ``containers``, run by `make containers` (RECIPES_CONTAINERS=1) or ``-m containers``.
+"""Container tests (marker ``containers``): `make containers` (RECIPES_CONTAINERS=1) or ``-m containers``.
 
 They build deploy/Dockerfile with podman (minutes on two cores), so the main suite skips them and CI
 runs them as a step of their own after it.
@@ -74,7 +74,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         item.add_marker(pytest.mark.containers)
         if not wanted:
-            item.add_marker(pytest.mark.skip(reason="containers: run with RECIPES_CONTAINERS=1 (make containers)"))
+            item.add_marker(
+                pytest.mark.skip(reason="containers: run with RECIPES_CONTAINERS=1 (make containers)")
+            )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -130,5 +132,7 @@ def image(tmp_path_factory: pytest.TempPathFactory, configured_secrets: Secrets)
     seconds = pm.build(context, TAG, base, work / "build.log")
     size = pm.podman("images", "--format", "{{.Size}}", TAG).stdout.strip()
     TIMINGS["image"] = f"{TAG} on {base}, {size}"
-    TIMINGS["build"] = f"{seconds:.0f} s" + (f" (base image made first: {base_seconds:.0f} s)" if base_seconds else "")
+    TIMINGS["build"] = f"{seconds:.0f} s" + (
+        f" (base image made first: {base_seconds:.0f} s)" if base_seconds else ""
+    )
     yield Image(TAG, base, seconds, base_seconds, size)

@@ -1,4 +1,4 @@
-"""Podman as the container tests drive it: this machine's runtime flags, the build, containers removed by name."""
+"""Podman as the container tests drive it: this machine's runtime flags, the build, containers by name."""
 
 from __future__ import annotations
 

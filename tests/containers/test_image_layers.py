@@ -65,7 +65,9 @@ def _source_of(path: str) -> str:
     return path
 
 
-def test_no_secret_and_no_address_in_any_layer(image: Image, configured_secrets: Secrets, tmp_path: Path) -> None:
+def test_no_secret_and_no_address_in_any_layer(
+    image: Image, configured_secrets: Secrets, tmp_path: Path
+) -> None:
     saved = tmp_path / "image.tar"
     pm.podman("save", "--format", "docker-archive", "-o", str(saved), image.tag, timeout=600)
     layers = _layers(saved, tmp_path / "saved")
@@ -89,8 +91,12 @@ def test_no_secret_and_no_address_in_any_layer(image: Image, configured_secrets:
         if hits := len(EMAIL_BYTES.findall(data)):
             addresses[path] = addresses.get(path, 0) + hits
     # The image's configuration and history (build arguments land there) too.
-    config = pm.podman("image", "inspect", image.tag).stdout + pm.podman("history", "--no-trunc", image.tag).stdout
-    found_secrets += [f"{name} in the image config" for name, value in secrets.items() if value.decode() in config]
+    config = (
+        pm.podman("image", "inspect", image.tag).stdout + pm.podman("history", "--no-trunc", image.tag).stdout
+    )
+    found_secrets += [
+        f"{name} in the image config" for name, value in secrets.items() if value.decode() in config
+    ]
     assert not found_secrets, found_secrets
     assert not WHSEC.search(config.encode())
     assert not whsec, whsec
@@ -103,7 +109,11 @@ def test_no_secret_and_no_address_in_any_layer(image: Image, configured_secrets:
     assert not [p for p in files if p.startswith(("src/", "opt/uv/"))]
     assert f"{SITE}/iterable_recipes/bundled/prefect.yaml" in files
     assert any(p.startswith(f"{SITE}/prefect/") for p in files), "the locked dependencies are installed"
-    assert not any(p.startswith(f"{SITE}/{dev}/") for dev in ("pytest", "fakesnow", "mypy", "ruff", "hypothesis") for p in files)
+    assert not any(
+        p.startswith(f"{SITE}/{dev}/")
+        for dev in ("pytest", "fakesnow", "mypy", "ruff", "hypothesis")
+        for p in files
+    )
 
 
 def test_non_root_with_receiver_healthcheck(image: Image) -> None:

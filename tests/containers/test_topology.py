@@ -80,14 +80,18 @@ def topology(
     (tmp_path / "logs").mkdir()
     with scratch_database("recipes_containers_prefect", driver="asyncpg") as prefect_db:
         procs = Processes(tmp_path / "logs", host | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db})
-        containers = Containers(image.tag, f"recipes-test-{uuid.uuid4().hex[:6]}", env_file, tmp_path / "logs")
+        containers = Containers(
+            image.tag, f"recipes-test-{uuid.uuid4().hex[:6]}", env_file, tmp_path / "logs"
+        )
         try:
             procs.start(
                 "iterable",
                 [str(BIN / "python"), "-m", "dev.standins.iterable", "--port", str(iterable_port),
                  "--api-key", configured_secrets.iterable_api_key],
             )  # fmt: skip
-            procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--port", str(prefect_port)])
+            procs.start(
+                "prefect-server", [str(BIN / "prefect"), "server", "start", "--port", str(prefect_port)]
+            )
             wait_for("the Prefect server", lambda: answers(api + "/health"), 150, procs.log("prefect-server"))
             procs.run([str(BIN / "recipes"), "setup"])
             # Deployed from the checkout, but `prefect deploy` resolves the pull step's
@@ -100,7 +104,9 @@ def topology(
                 "worker-1", "prefect", "worker", "start", "--pool", "recipes-process", "--name", "container-1"
             )
             url = f"http://127.0.0.1:{receiver_port}"
-            wait_for("the receiver container", lambda: answers(url + "/healthz"), 90, containers.log(receiver))
+            wait_for(
+                "the receiver container", lambda: answers(url + "/healthz"), 90, containers.log(receiver)
+            )
             yield {
                 "api": api,
                 "receiver": url,
@@ -146,7 +152,9 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     body, headers = signed(first, configured_secrets.customersdot)
     assert httpx.post(f"{receiver}/webhooks/customersdot", content=body, headers=headers).status_code == 202
     first_id = event_id_from("cdot", first["id"])
-    wait_for("the first event in Iterable", lambda: _writes(iterable, first_id) == 1, 180, containers.log(worker))
+    wait_for(
+        "the first event in Iterable", lambda: _writes(iterable, first_id) == 1, 180, containers.log(worker)
+    )
 
     # A Marketo unsubscribe of a person Iterable knows: opted out of marketing email by the opt-out drain.
     email = f"optout-{uuid.uuid4().hex[:8]}@example.com"
@@ -162,7 +170,9 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     assert answer.status_code == 202, answer.text
     wait_for(
         "the opt-out in Iterable",
-        lambda: 1 in httpx.get(f"{iterable}/_sandbox/users/{email}", timeout=5).json()["unsubscribedChannelIds"],
+        lambda: (
+            1 in httpx.get(f"{iterable}/_sandbox/users/{email}", timeout=5).json()["unsubscribedChannelIds"]
+        ),
         180,
         containers.log(worker),
     )
@@ -176,7 +186,9 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     ids = [event_id_from("cdot", e["id"]) for e in events]
     for event in events:
         body, headers = signed(event, configured_secrets.customersdot)
-        assert httpx.post(f"{receiver}/webhooks/customersdot", content=body, headers=headers).status_code == 202
+        assert (
+            httpx.post(f"{receiver}/webhooks/customersdot", content=body, headers=headers).status_code == 202
+        )
     wait_for(
         "the burst claimed by worker 1's drain",
         lambda: _open(inbox, "customersdot").get("in_flight", 0) == HELD_EVENTS,
@@ -190,7 +202,9 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     in_flight_at_kill = _open(inbox, "customersdot")
     assert in_flight_at_kill == {"in_flight": HELD_EVENTS}
     httpx.post(f"{iterable}/_sandbox/release", timeout=5).raise_for_status()
-    assert all(_writes(iterable, i) == 0 for i in ids), "the kill came mid-drain, before any event was tracked"
+    assert all(_writes(iterable, i) == 0 for i in ids), (
+        "the kill came mid-drain, before any event was tracked"
+    )
 
     # Worker 2 (a new container of the same image) takes the claims back once their lease runs out.
     second = containers.start(
@@ -217,4 +231,6 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     for name in (topology["receiver_container"], worker, second):
         assert "@example.com" not in containers.log(name), name
     inbox.dispose()
-    TIMINGS["topology"] = f"{time.monotonic() - topology['started']:.0f} s (setup, both recipes, kill, recovery)"
+    TIMINGS["topology"] = (
+        f"{time.monotonic() - topology['started']:.0f} s (setup, both recipes, kill, recovery)"
+    )
