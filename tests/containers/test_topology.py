@@ -34,6 +34,8 @@ OPTOUT_DRAIN = "marketo-opt-outs/marketo-opt-out-drain"
 # Short enough that the killed drain's claims come back within the test, long beside one batch's send.
 LEASE_SECONDS = 20
 HELD_EVENTS = 12
+# The worker as deploy/compose.yaml runs it (checked below), plus a name per container.
+WORKER = ["prefect", "worker", "start", "--pool", "recipes-process"]
 
 
 @pytest.fixture
@@ -100,9 +102,7 @@ def topology(
             procs.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], timeout=300)
             _switch_off_schedules(api)
             receiver = containers.start("receiver")
-            worker = containers.start(
-                "worker-1", "prefect", "worker", "start", "--pool", "recipes-process", "--name", "container-1"
-            )
+            worker = containers.start("worker-1", *WORKER, "--name", "container-1")
             url = f"http://127.0.0.1:{receiver_port}"
             wait_for(
                 "the receiver container", lambda: answers(url + "/healthz"), 90, containers.log(receiver)
@@ -207,9 +207,7 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     )
 
     # Worker 2 (a new container of the same image) takes the claims back once their lease runs out.
-    second = containers.start(
-        "worker-2", "prefect", "worker", "start", "--pool", "recipes-process", "--name", "container-2"
-    )
+    second = containers.start("worker-2", *WORKER, "--name", "container-2")
     time.sleep(max(0.0, LEASE_SECONDS + 1 - (time.monotonic() - killed_at)))
     topology["procs"].run([str(BIN / "prefect"), "deployment", "run", DRAIN])
     wait_for(
@@ -234,3 +232,18 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     TIMINGS["topology"] = (
         f"{time.monotonic() - topology['started']:.0f} s (setup, both recipes, kill, recovery)"
     )
+
+
+def test_compose_file_runs_the_same_services() -> None:
+    """compose.yaml's receiver and worker are this test's: one image of deploy/Dockerfile, its CMD for
+    the receiver, the same worker command, PostgreSQL and Redis for the app."""
+    import yaml
+
+    services = yaml.safe_load((PROJECT / "deploy" / "compose.yaml").read_text())["services"]
+    receiver, worker = services["receiver"], services["worker"]
+    assert receiver["build"]["dockerfile"] == worker["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert receiver["image"] == worker["image"]
+    assert "command" not in receiver
+    assert worker["command"].split() == WORKER
+    assert worker["environment"]["LIMITER_BACKEND"] == "redis"
+    assert worker["environment"]["RECIPES_DATABASE_URL"].startswith("postgresql+psycopg://")
