@@ -1,8 +1,9 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they need first.
-# `make soak` is the reliability soak at its small size, which CI runs after the tests.
+# `make soak` is the reliability soak at its small size, which CI runs after the tests; `make containers`
+# builds deploy/Dockerfile with podman and runs the topology in containers (tests/containers).
 UV := $(shell command -v uv 2>/dev/null)
 
-.PHONY: setup demo test lint bench soak
+.PHONY: setup demo test lint bench soak containers
 
 setup:
 ifndef UV
@@ -26,3 +27,10 @@ bench: setup
 
 soak: setup
 	RECIPES_SOAK=1 uv run pytest tests/soak
+
+# Debian's podman needs runc (crun refuses hybrid cgroups) and debootstrap for the local base image.
+containers: setup
+	command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null \
+		|| { apt-get update -qq && apt-get install -y podman runc debootstrap; }
+	dev/containers/make-base.sh
+	RECIPES_CONTAINERS=1 uv run pytest tests/containers
