@@ -31,6 +31,6 @@ soak: setup
 # Debian's podman needs runc (crun refuses hybrid cgroups) and debootstrap for the local base image.
 containers: setup
 	command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null \
-		|| { apt-get update -qq && apt-get install -y podman runc debootstrap; }
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap; }
 	dev/containers/make-base.sh
 	RECIPES_CONTAINERS=1 uv run pytest tests/containers
