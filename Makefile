@@ -20,7 +20,7 @@ lint: setup
 	uv run mypy
 
 test: setup lint
-	uv run pytest -n 2 --dist worksteal
+	uv run pytest -n 2 --dist load
 
 bench: setup
 	uv run recipes bench

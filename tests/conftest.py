@@ -42,14 +42,15 @@ for var in ("ITERABLE_API_KEY", "MARKETO_CLIENT_SECRET", "SNOWFLAKE_PASSWORD"):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """End-to-end tests after the rest, the soak's test last: the soak, started in its own process once
-    collection is done (tests/soak/conftest.py), then overlaps the light tests rather than the
-    end-to-end ones, which start servers of their own."""
+    """End-to-end tests first, the soak's test last. They are the longest tests by far: `make test`
+    (`pytest -n 2 --dist load`) hands out the first tests one per worker, so each worker starts one
+    and the rest fill in around them, instead of one worker finishing them alone at the end. The
+    soak's test only waits for the soak (tests/soak/conftest.py)."""
 
     def rank(item: pytest.Item) -> int:
         if "tests/soak/" in str(item.fspath).replace(os.sep, "/"):
             return 2
-        return 1 if item.get_closest_marker("e2e") else 0
+        return 0 if item.get_closest_marker("e2e") else 1
 
     items.sort(key=rank)
 
