@@ -56,7 +56,7 @@ BACKGROUND = pytest.StashKey[BackgroundSoak]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the soak ``e2e``; it runs only when asked (it takes about eight minutes)."""
+    """Mark the soak ``e2e``; it runs only when asked (it takes about nine minutes)."""
     asked = os.environ.get("RECIPES_SOAK", "") in {"1", "true", "yes"}
     for item in items:
         if "tests/soak/" not in str(item.fspath).replace(os.sep, "/"):
