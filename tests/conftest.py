@@ -55,6 +55,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
+def asked_by(*names: str) -> bool:
+    """Whether any of the environment variables ``names`` is 1, true or yes."""
+    return any(os.environ.get(name, "") in {"1", "true", "yes"} for name in names)
+
+
+def gate_folder(items: list[pytest.Item], folder: str, marker: str, wanted: bool, reason: str) -> None:
+    """Mark every test under tests/``folder``/ with ``marker``; skip them with ``reason`` unless
+    ``wanted`` (the opt-in suites: end-to-end, the soak, the containers)."""
+    for item in items:
+        if f"tests/{folder}/" not in str(item.fspath).replace(os.sep, "/"):
+            continue
+        item.add_marker(getattr(pytest.mark, marker))
+        if not wanted:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def unavailable(what: str, why: str) -> None:
     """Skip outside CI, fail under CI=true: a service CI should have is never silently absent."""
     message = f"{what} unreachable ({why})"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dev.processes import PROJECT
+from tests.conftest import asked_by, gate_folder
 from tests.containers import podman as pm
 
 TAG = "localhost/iterable-recipes:containers-test"
@@ -60,23 +61,11 @@ class Image:
 TIMINGS: dict[str, str] = {}
 
 
-def _wanted(config: pytest.Config) -> bool:
-    if os.environ.get("RECIPES_CONTAINERS", "") in {"1", "true", "yes"}:
-        return True
-    return "containers" in (config.getoption("markexpr", "") or "")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test here ``containers``; skipped unless asked for."""
-    wanted = _wanted(config)
-    for item in items:
-        if "tests/containers/" not in str(item.fspath).replace(os.sep, "/"):
-            continue
-        item.add_marker(pytest.mark.containers)
-        if not wanted:
-            item.add_marker(
-                pytest.mark.skip(reason="containers: run with RECIPES_CONTAINERS=1 (make containers)")
-            )
+    wanted = asked_by("RECIPES_CONTAINERS") or "containers" in (config.getoption("markexpr", "") or "")
+    reason = "containers: run with RECIPES_CONTAINERS=1 (make containers)"
+    gate_folder(items, "containers", "containers", wanted, reason)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dev.processes import BIN, PROJECT
+from tests.conftest import asked_by, gate_folder
 
 SOAK_TEST = "tests/soak/test_soak.py::test_soak_small"
 
@@ -57,15 +58,8 @@ BACKGROUND = pytest.StashKey[BackgroundSoak]()
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the soak ``e2e``; it runs only when asked (it takes about nine minutes)."""
-    asked = os.environ.get("RECIPES_SOAK", "") in {"1", "true", "yes"}
-    for item in items:
-        if "tests/soak/" not in str(item.fspath).replace(os.sep, "/"):
-            continue
-        item.add_marker(pytest.mark.e2e)
-        if not asked:
-            item.add_marker(
-                pytest.mark.skip(reason="soak: runs with RECIPES_SOAK=1 (`make soak`, after the suite in CI)")
-            )
+    reason = "soak: runs with RECIPES_SOAK=1 (`make soak`, after the suite in CI)"
+    gate_folder(items, "soak", "e2e", asked_by("RECIPES_SOAK"), reason)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
