@@ -15,15 +15,13 @@ from iterable_recipes.pipeline import BatchPipeline
 from iterable_recipes.resources import run_resources
 from tasks.iterable import event_sender, profile_sender
 from tasks.reporting import Progress, emit_alert, publish_counts
-from tasks.store import claim_items, outcome_recorder, release_ended_runs, release_leases, run_owner
+from tasks.store import RELEASE_LEASES_ON_END, claim_items, outcome_recorder, release_ended_runs, run_owner
 
 
 @flow(
     name="customersdot-events",
     description="Drain CustomersDot events from the inbox into Iterable (profiles, then events).",
-    on_failure=[release_leases],
-    on_cancellation=[release_leases],
-    on_crashed=[release_leases],
+    **RELEASE_LEASES_ON_END,
 )
 def customersdot_drain(batch_size: int | None = None, max_batches: int | None = None) -> dict[str, int]:
     """Deliver every due CustomersDot event; returns counts (received, sent, skipped, failed, dead)."""

@@ -22,11 +22,11 @@ from tasks.iterable import opt_out
 from tasks.marketo import poll_unsubscribes
 from tasks.reporting import emit_alert, publish_counts
 from tasks.store import (
+    RELEASE_LEASES_ON_END,
     claim_items,
     record_audit,
     record_outcomes,
     release_ended_runs,
-    release_leases,
     run_owner,
 )
 
@@ -46,9 +46,7 @@ OPT_OUT_COUNTS = (
 @flow(
     name="marketo-opt-outs",
     description="Opt Marketo unsubscribes out of Iterable marketing email.",
-    on_failure=[release_leases],
-    on_cancellation=[release_leases],
-    on_crashed=[release_leases],
+    **RELEASE_LEASES_ON_END,
 )
 def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None = None) -> dict[str, int]:
     """Drain every due opt-out; returns counts (received, opted_out, not_in_iterable, ... , dead)."""

@@ -13,6 +13,7 @@ run keeps its id). Either way the items are due again at once, not when the leas
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,6 +73,14 @@ def release_leases(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> Non
     )
 
 
+# The drains' @flow options: however a run ends without settling its items, it gives their leases back.
+RELEASE_LEASES_ON_END: dict[str, Any] = {
+    "on_failure": [release_leases],
+    "on_cancellation": [release_leases],
+    "on_crashed": [release_leases],
+}
+
+
 @task(name="release-ended-runs-leases", **STORE_TASK_OPTIONS)
 def release_ended_runs(resources: Resources, source: str, owner: str) -> int:
     """Give back the items of ``source`` leased to flow runs that have ended, and to ``owner`` itself
@@ -80,11 +89,10 @@ def release_ended_runs(resources: Resources, source: str, owner: str) -> int:
     ended = [owner] if owner in holders else []
     run_ids = []
     for holder in holders:
-        try:
-            run_ids.append(uuid.UUID(holder))
-        except ValueError:
-            continue  # not a flow run's id (a claimer outside Prefect): its lease runs out on its own
-    run_ids = [run_id for run_id in run_ids if str(run_id) != owner]
+        # A holder that is no flow run's id (a claimer outside Prefect): its lease runs out on its own.
+        with contextlib.suppress(ValueError):
+            if holder != owner:
+                run_ids.append(uuid.UUID(holder))
     if run_ids:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(

@@ -258,7 +258,7 @@ def load_named_sync(name: str, directory: Path | str = SYNCS_DIR) -> SyncDefinit
     folder = Path(directory)
     if not re.match(SYNC_NAME, name):
         raise ConfigError(f"{name!r} is not a sync name (lower-case letters, digits, _ and -)")
-    paths = [folder / f"{name}{suffix}" for suffix in SYNC_SUFFIXES if (folder / f"{name}{suffix}").is_file()]
+    paths = [path for suffix in SYNC_SUFFIXES if (path := folder / f"{name}{suffix}").is_file()]
     if not paths:
         known = ", ".join(sorted({p.stem for p in _sync_files(folder)})) or "none"
         raise ConfigError(f"unknown sync {name!r}: no {name}.yaml in {folder}; the folder holds: {known}")
