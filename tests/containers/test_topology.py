@@ -26,7 +26,7 @@ from iterable_recipes.store import Inbox
 from tests.conftest import scratch_database
 from tests.containers.conftest import TIMINGS, Image, Secrets
 from tests.containers.podman import Containers
-from tests.e2e.test_production import _runs, _switch_off_schedules, _writes
+from tests.e2e.topology import deployment_runs, event_writes, switch_off_schedules
 from tests.integration import customersdot_event, signed
 
 DRAIN = "customersdot-events/customersdot-drain"
@@ -100,7 +100,7 @@ def topology(
             # {{ $RECIPES_PROJECT_DIR }} itself: it must name the image's /app, where runs start.
             procs.env["RECIPES_PROJECT_DIR"] = "/app"
             procs.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], timeout=300)
-            _switch_off_schedules(api)
+            switch_off_schedules(api)
             receiver = containers.start("receiver")
             worker = containers.start("worker-1", *WORKER, "--name", "container-1")
             url = f"http://127.0.0.1:{receiver_port}"
@@ -153,7 +153,10 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     assert httpx.post(f"{receiver}/webhooks/customersdot", content=body, headers=headers).status_code == 202
     first_id = event_id_from("cdot", first["id"])
     wait_for(
-        "the first event in Iterable", lambda: _writes(iterable, first_id) == 1, 180, containers.log(worker)
+        "the first event in Iterable",
+        lambda: event_writes(iterable, first_id) == 1,
+        180,
+        containers.log(worker),
     )
 
     # A Marketo unsubscribe of a person Iterable knows: opted out of marketing email by the opt-out drain.
@@ -178,7 +181,7 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     )
     stats = httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()
     assert stats["subscription_writes"] == {email: 1}
-    assert any(r.state and r.state.is_completed() for r in _runs(api, OPTOUT_DRAIN))
+    assert any(r.state and r.state.is_completed() for r in deployment_runs(api, OPTOUT_DRAIN))
 
     # Iterable stalls; a burst is claimed by a drain in worker 1, whose container is then killed.
     httpx.post(f"{iterable}/_sandbox/hold", timeout=5).raise_for_status()
@@ -202,7 +205,7 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     in_flight_at_kill = _open(inbox, "customersdot")
     assert in_flight_at_kill == {"in_flight": HELD_EVENTS}
     httpx.post(f"{iterable}/_sandbox/release", timeout=5).raise_for_status()
-    assert all(_writes(iterable, i) == 0 for i in ids), (
+    assert all(event_writes(iterable, i) == 0 for i in ids), (
         "the kill came mid-drain, before any event was tracked"
     )
 
@@ -212,15 +215,15 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     topology["procs"].run([str(BIN / "prefect"), "deployment", "run", DRAIN])
     wait_for(
         "every held event in Iterable",
-        lambda: all(_writes(iterable, i) >= 1 for i in ids),
+        lambda: all(event_writes(iterable, i) >= 1 for i in ids),
         240,
         containers.log(second),
     )
     wait_for("the inbox to empty", lambda: not _open(inbox, "customersdot"), 60, containers.log(second))
     # Nothing lost, nothing duplicated: one write per event id (the killed drain never reached trackBulk);
     # profiles re-sent at most once, only for the batch that was in flight at the kill.
-    assert {i: _writes(iterable, i) for i in ids} == dict.fromkeys(ids, 1)
-    assert _writes(iterable, first_id) == 1
+    assert {i: event_writes(iterable, i) for i in ids} == dict.fromkeys(ids, 1)
+    assert event_writes(iterable, first_id) == 1
     stats = httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()
     profile_writes = [stats["profile_writes"].get(e["person"]["email"], 0) for e in events]
     assert all(1 <= n <= 2 for n in profile_writes), profile_writes

@@ -16,6 +16,7 @@ from dev.standins.serving import free_port
 from iterable_recipes.clients.iterable_models import event_id_from
 from tests.conftest import scratch_database
 from tests.e2e.masking_probe import PROBE_ADDRESS
+from tests.e2e.topology import deployment_runs, event_writes, switch_off_schedules
 from tests.integration import WEBHOOK_SECRET, customersdot_event, signed
 
 DRAIN = "customersdot-events/customersdot-drain"
@@ -63,7 +64,7 @@ def topology(
         wait_for("the Prefect server", lambda: answers(api + "/health"), 150, procs.log("prefect-server"))
         setup_output = procs.run([str(BIN / "recipes"), "setup"])
         deploy_output = procs.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"])
-        declared = _switch_off_schedules(api)
+        declared = switch_off_schedules(api)
         procs.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "recipes-process"])
         procs.start(
             "receiver", [str(BIN / "python"), "-m", "iterable_recipes.receiver", "--port", str(receiver_port)]
@@ -83,57 +84,11 @@ def topology(
         procs.stop_all()
 
 
-def _switch_off_schedules(api: str) -> dict[str, Any]:
-    """Record what deploy declared, then switch the schedules off and drop the runs they made.
-
-    The every-minute backstop runs would only compete with the tested runs for this machine's two
-    cores; the nudge path is what is tested here.
-    """
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-
-    declared: dict[str, Any] = {}
-    with SyncPrefectClient(api) as client:
-        for deployment in client.read_deployments():
-            schedules = client.read_deployment_schedules(deployment.id)
-            limit = deployment.global_concurrency_limit
-            declared[deployment.name] = {
-                "schedules": [(s.schedule.cron, s.schedule.timezone) for s in schedules],  # type: ignore[union-attr]
-                "limit": limit.limit if limit else None,
-                "pool": deployment.work_pool_name,
-                "parameters": deployment.parameters,
-            }
-            for schedule in schedules:
-                client.update_deployment_schedule(deployment.id, schedule.id, active=False)
-        scheduled = FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
-        )
-        for run in client.read_flow_runs(flow_run_filter=scheduled):
-            client.delete_flow_run(run.id)
-    return declared
-
-
-def _runs(api: str, deployment: str) -> list[Any]:
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    with SyncPrefectClient(api) as client:
-        deployment_id = client.read_deployment_by_name(deployment).id
-        return client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-        )
-
-
 def _run(api: str, run_id: Any) -> Any:
     from prefect.client.orchestration import SyncPrefectClient
 
     with SyncPrefectClient(api) as client:
         return client.read_flow_run(run_id)
-
-
-def _writes(iterable: str, event_id: str) -> int:
-    return int(httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()["event_writes"].get(event_id, 0))
 
 
 def _send(receiver: str, event: dict[str, Any]) -> None:
@@ -174,11 +129,11 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
     first_id = event_id_from("cdot", first["id"])
     _send(receiver, first)
     wait_for(
-        "the first event in Iterable", lambda: _writes(iterable, first_id) == 1, 120, procs.log("worker")
+        "the first event in Iterable", lambda: event_writes(iterable, first_id) == 1, 120, procs.log("worker")
     )
     wait_for(
         "a completed drain run",
-        lambda: any(r.state and r.state.is_completed() for r in _runs(api, DRAIN)),
+        lambda: any(r.state and r.state.is_completed() for r in deployment_runs(api, DRAIN)),
         60,
         procs.log("worker"),
     )
@@ -191,11 +146,11 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
     _send(receiver, second)
     failed = wait_for(
         "a failed drain run",
-        lambda: next((r for r in _runs(api, DRAIN) if r.state and r.state.is_failed()), None),
+        lambda: next((r for r in deployment_runs(api, DRAIN) if r.state and r.state.is_failed()), None),
         120,
         procs.log("worker"),
     )
-    assert _writes(iterable, second_id) == 0
+    assert event_writes(iterable, second_id) == 0
 
     # The key is fixed; the operator retries that run: same run id, it completes, nothing is re-sent.
     httpx.delete(f"{iterable}/_sandbox/faults", timeout=5).raise_for_status()
@@ -207,9 +162,9 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
         procs.log("worker"),
     )
     assert retried.run_count >= 2
-    wait_for("the second event in Iterable", lambda: _writes(iterable, second_id) >= 1, 60)
-    assert _writes(iterable, second_id) == 1
-    assert _writes(iterable, first_id) == 1
+    wait_for("the second event in Iterable", lambda: event_writes(iterable, second_id) >= 1, 60)
+    assert event_writes(iterable, second_id) == 1
+    assert event_writes(iterable, first_id) == 1
     stats = httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()
     assert stats["profile_writes"][first["person"]["email"]] == 1
     # A flow run the worker starts in a process of its own masks what it logs (it installs the
@@ -222,7 +177,8 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
     probe = wait_for(
         "the masking probe to complete",
         lambda: next(
-            (r for r in _runs(api, "masking-probe/probe") if r.state and r.state.is_completed()), None
+            (r for r in deployment_runs(api, "masking-probe/probe") if r.state and r.state.is_completed()),
+            None,
         ),
         120,
         procs.log("worker"),
