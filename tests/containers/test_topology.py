@@ -181,7 +181,13 @@ def test_receiver_and_worker_containers_deliver_and_a_killed_worker_loses_nothin
     )
     stats = httpx.get(f"{iterable}/_sandbox/stats", timeout=5).json()
     assert stats["subscription_writes"] == {email: 1}
-    assert any(r.state and r.state.is_completed() for r in deployment_runs(api, OPTOUT_DRAIN))
+    # The write lands before the run that made it reports Completed: wait for the state, do not race it.
+    wait_for(
+        "the opt-out drain's run to complete",
+        lambda: any(r.state and r.state.is_completed() for r in deployment_runs(api, OPTOUT_DRAIN)),
+        60,
+        containers.log(worker),
+    )
 
     # Iterable stalls; a burst is claimed by a drain in worker 1, whose container is then killed.
     httpx.post(f"{iterable}/_sandbox/hold", timeout=5).raise_for_status()
