@@ -25,15 +25,7 @@ class MarketoCredentials(Block):
     @classmethod
     def from_settings(cls, settings: Settings) -> MarketoCredentials:
         """Credentials from MARKETO_* settings; ``ValueError`` naming what is missing."""
-        missing = [
-            name
-            for name, value in (
-                ("MARKETO_BASE_URL", settings.marketo_base_url),
-                ("MARKETO_CLIENT_ID", settings.marketo_client_id),
-                ("MARKETO_CLIENT_SECRET", settings.marketo_client_secret),
-            )
-            if not value
-        ]
+        missing = settings.missing("marketo")
         if missing:
             raise ValueError(f"Marketo settings missing: {', '.join(missing)}")
         assert settings.marketo_base_url and settings.marketo_client_id and settings.marketo_client_secret

@@ -13,6 +13,7 @@ from prefect import flow
 from iterable_recipes.customersdot.drain import SOURCE, CustomersDotDrain, fewer_collections
 from iterable_recipes.pipeline import BatchPipeline
 from iterable_recipes.resources import run_resources
+from tasks.checks import check_before_run
 from tasks.iterable import event_sender, profile_sender
 from tasks.reporting import Progress, emit_alert, publish_counts
 from tasks.store import RELEASE_LEASES_ON_END, claim_items, outcome_recorder, release_ended_runs, run_owner
@@ -27,6 +28,7 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
     """Deliver every due CustomersDot event; returns counts (received, sent, skipped, failed, dead)."""
     with run_resources() as resources, fewer_collections():
         settings = resources.settings
+        check_before_run(resources, ["iterable_key"])
         owner = run_owner()
         release_ended_runs(resources, SOURCE, owner)
         drain = CustomersDotDrain(

@@ -18,6 +18,7 @@ from iterable_recipes.optouts.decisions import item_email, outcome_for
 from iterable_recipes.optouts.keys import SOURCE
 from iterable_recipes.optouts.poll import STREAMS
 from iterable_recipes.resources import run_resources
+from tasks.checks import check_before_run
 from tasks.iterable import opt_out
 from tasks.marketo import poll_unsubscribes
 from tasks.reporting import emit_alert, publish_counts
@@ -52,6 +53,7 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
     """Drain every due opt-out; returns counts (received, opted_out, not_in_iterable, ... , dead)."""
     with run_resources() as resources:
         use_additive = resources.settings.iterable_optout_additive if additive is None else additive
+        check_before_run(resources, ["consent"])
         owner = run_owner()
         release_ended_runs(resources, SOURCE, owner)
         counts: Counter[str] = Counter()
@@ -73,6 +75,7 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
 def marketo_poll(start: datetime | None = None, drain: bool = True) -> dict[str, int]:
     """Queue new unsubscribes from both streams, then drain the opt-outs when anything was queued."""
     with run_resources() as resources:
+        check_before_run(resources, ["marketo"])
         counts: Counter[str] = Counter()
         for stream in STREAMS:
             counts.update(

@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from iterable_recipes.resources import run_resources
 from iterable_recipes.sync.definitions import SYNCS_DIR, load_named_sync
 from iterable_recipes.sync.delivery import send_batches
+from tasks.checks import check_before_run
 from tasks.iterable import sync_batch_sender
 from tasks.reporting import Progress, emit_alert, publish_counts
 from tasks.warehouse import finish_sync, plan_sync, sample_sync
@@ -49,6 +50,8 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
         defn = load_named_sync(sync, settings.sync_definitions_dir or SYNCS_DIR)
         schema = settings.snowflake_state_schema
         run_id = _run_id()
+        if not dry_run:  # a dry run reaches nothing but the warehouse
+            check_before_run(resources, ["iterable_key", "field_types"], [defn])
         with resources.warehouse() as conn:
             plan = plan_sync(conn, defn, run_id, schema, dry_run)
             if dry_run:

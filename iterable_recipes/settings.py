@@ -21,6 +21,32 @@ from iterable_recipes.clients.iterable import BASE_URLS, DEFAULT_HEADROOM
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
+Recipe = Literal["customersdot", "optouts", "sync"]
+RECIPES: tuple[Recipe, ...] = ("customersdot", "optouts", "sync")
+Part = Literal["iterable", "marketo", "snowflake", "customersdot_webhook", "marketo_webhook"]
+
+# What each part needs: groups of variables (any one of a group will do), and the Prefect block
+# setting that replaces them all. The one statement of which setting a part cannot do without.
+PART_SETTINGS: dict[Part, tuple[tuple[tuple[str, ...], ...], str | None]] = {
+    "iterable": ((("ITERABLE_API_KEY",),), "ITERABLE_CREDENTIALS_BLOCK"),
+    "marketo": (
+        (("MARKETO_BASE_URL",), ("MARKETO_CLIENT_ID",), ("MARKETO_CLIENT_SECRET",)),
+        "MARKETO_CREDENTIALS_BLOCK",
+    ),
+    "snowflake": (
+        (("SNOWFLAKE_ACCOUNT",), ("SNOWFLAKE_USER",), ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH")),
+        "SNOWFLAKE_CREDENTIALS_BLOCK",
+    ),
+    "customersdot_webhook": ((("CUSTOMERSDOT_WEBHOOK_SECRETS",),), None),
+    "marketo_webhook": ((("MARKETO_WEBHOOK_SECRET",),), None),
+}
+# The parts each recipe uses (the receiver's webhook secrets included: serve runs the receiver).
+RECIPE_PARTS: dict[Recipe, tuple[Part, ...]] = {
+    "customersdot": ("iterable", "customersdot_webhook"),
+    "optouts": ("iterable", "marketo", "marketo_webhook"),
+    "sync": ("iterable", "snowflake"),
+}
+
 
 class SettingsError(ValueError):
     """Some settings are invalid; the message has one line per bad setting: ``VARIABLE: problem``."""
@@ -138,12 +164,27 @@ class Settings(BaseSettings):
     # Consent policy file; None means the shipped iterable_recipes/optouts/consent.yaml.
     consent_policy_path: str | None = None
 
+    # Which recipes `recipes serve` runs (comma-separated); their settings are checked at its start.
+    recipes_serve_recipes: Annotated[list[Recipe], NoDecode] = Field(default_factory=lambda: list(RECIPES))
+    # A live check that passed (API key, consent policy, field types, Marketo login) is trusted this
+    # long by the flows that start with it; `recipes check` always checks anew.
+    recipes_check_cache_seconds: float = 3600.0
+
     @field_validator("customersdot_webhook_secrets", "marketo_webhook_secret", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
         """Accept a comma-separated list, so rotation is "new,old" in one variable."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("recipes_serve_recipes", mode="before")
+    @classmethod
+    def _split_recipes(cls, value: object) -> object:
+        """customersdot,optouts,sync in any case and order; "all" means every one."""
+        if isinstance(value, str):
+            names = [part.strip().lower() for part in value.split(",") if part.strip()]
+            return list(RECIPES) if names == ["all"] else names
         return value
 
     @field_validator("customersdot_webhook_secrets")
@@ -178,6 +219,14 @@ class Settings(BaseSettings):
             allowed = ", ".join(BASE_URLS)
             raise ValueError(f"{value!r} is not an Iterable region; allowed: {allowed} (any case)")
         return region
+
+    def missing(self, part: Part) -> list[str]:
+        """The variables ``part`` needs and does not have ("A or B" where either will do); none when
+        its credentials block is named (the block is checked when loaded)."""
+        groups, block = PART_SETTINGS[part]
+        if block and getattr(self, block.lower()):
+            return []
+        return [" or ".join(group) for group in groups if not any(getattr(self, n.lower()) for n in group)]
 
     @property
     def iterable_url(self) -> str:

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     from iterable_recipes.cli import inbox
 
     app.add_typer(inbox.app, name="inbox")
-    from iterable_recipes.cli import checkout_tools, scan, serve, setup, status
+    from iterable_recipes.cli import check, checkout_tools, scan, serve, setup, status
 
-    for module in (serve, status, setup, checkout_tools, scan):
+    for module in (serve, check, status, setup, checkout_tools, scan):
         module.register(app)

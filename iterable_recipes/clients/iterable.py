@@ -47,6 +47,7 @@ from iterable_recipes.clients.iterable_models import (
     SubscriptionGroup,
     TrackEventRequest,
     UpdateSubscriptionsRequest,
+    UserFieldsResponse,
     UserResponse,
 )
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter, Rate, RateLimiter
@@ -74,6 +75,7 @@ ITERABLE_RATE_LIMITS: dict[str, Rate] = {
     "users/bulkUpdate": Rate(5),
     "users/getByEmail": Rate(100),
     "users/byUserId": Rate(100),
+    "users/getFields": Rate(3),
     "channels": Rate(100),
     "messageTypes": Rate(100),
 }
@@ -421,6 +423,12 @@ class IterableClient:
         )
 
     # ---- project configuration --------------------------------------------------------------------
+
+    def get_user_fields(self) -> dict[str, str]:
+        """``GET /api/users/getFields``: each user field and the type Iterable holds it as."""
+        name = "users/getFields"
+        response = self._request(name, "GET", "/api/users/getFields")
+        return self._parse(name, UserFieldsResponse, self._json(name, response)).fields
 
     def get_channels(self) -> list[Channel]:
         """``GET /api/channels``."""

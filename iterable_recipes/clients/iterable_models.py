@@ -304,6 +304,13 @@ class MessageType(_Response):
     rate_limit_per_minute: int | None = None
 
 
+class UserFieldsResponse(_Response):
+    """``GET /api/users/getFields`` answer: each user field's name and the type Iterable holds it as
+    (the spec says only "object"; Iterable's docs show ``{"fields": {"name": "type"}}``)."""
+
+    fields: dict[str, str]
+
+
 class ChannelsResponse(_Response):
     """``GET /api/channels`` answer."""
 

@@ -126,6 +126,10 @@ class MarketoClient:
 
     # Public API
 
+    def authenticate(self) -> None:
+        """Get an access token with the client credentials: proves them without reading any lead."""
+        self._access_token()
+
     def get_paging_token(self, since: datetime) -> str:
         """A cursor for activities at or after ``since`` (a naive datetime is taken as UTC)."""
         moment = since if since.tzinfo else since.replace(tzinfo=UTC)

@@ -71,17 +71,18 @@ def params_from_block(block: Any, settings: Settings | None = None, **overrides:
 def params_from_settings(settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """Connection params from SNOWFLAKE_* settings; a private key path means key-pair authentication."""
     settings = settings or load_settings()
-    if not settings.snowflake_account or not settings.snowflake_user:
-        raise ValueError("SNOWFLAKE_ACCOUNT and SNOWFLAKE_USER must be set (or a credentials block given)")
+    missing = settings.missing("snowflake")
+    if missing or not settings.snowflake_account or not settings.snowflake_user:
+        shown = ", ".join(missing)
+        raise ValueError(f"Snowflake settings missing: {shown} (or name SNOWFLAKE_CREDENTIALS_BLOCK)")
     params: dict[str, Any] = {"account": settings.snowflake_account, "user": settings.snowflake_user}
     if settings.snowflake_private_key_path:
         pem = Path(settings.snowflake_private_key_path).expanduser().read_bytes()
         passphrase = _secret(settings.snowflake_private_key_passphrase)
         params["private_key"] = private_key_der(pem, passphrase)
-    elif settings.snowflake_password is not None:
-        params["password"] = settings.snowflake_password.get_secret_value()
     else:
-        raise ValueError("set SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY_PATH for Snowflake")
+        assert settings.snowflake_password is not None  # missing() holds one of the two
+        params["password"] = settings.snowflake_password.get_secret_value()
     return params | _location(settings) | overrides
 
 

@@ -273,21 +273,29 @@ def all_sync_definitions(directory: Path | str = SYNCS_DIR) -> dict[str, SyncDef
     Every file is read even after a bad one: the ConfigError lists every problem of every bad file at
     once, each line naming its file and key.
     """
+    found, problems = read_sync_definitions(directory)
+    if problems:
+        raise ConfigError("\n".join(problems.values()))
+    return found
+
+
+def read_sync_definitions(
+    directory: Path | str = SYNCS_DIR,
+) -> tuple[dict[str, SyncDefinition], dict[Path, str]]:
+    """The good definitions of ``directory`` by name, and each bad file's problems (file, key, problem)."""
     found: dict[str, SyncDefinition] = {}
-    problems: list[str] = []
+    problems: dict[Path, str] = {}
     for path in _sync_files(Path(directory)):
         try:
             defn = load_sync_definition(path)
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems[path] = str(exc)
             continue
         if defn.name in found:
-            problems.append(f"{path}: name: sync {defn.name!r} is already defined in {found[defn.name].path}")
+            problems[path] = f"{path}: name: sync {defn.name!r} is already defined in {found[defn.name].path}"
             continue
         found[defn.name] = defn
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return found
+    return found, problems
 
 
 def _sync_files(folder: Path) -> list[Path]:

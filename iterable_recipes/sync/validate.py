@@ -7,7 +7,7 @@ from typing import Any
 from snowflake.connector.constants import FIELD_ID_TO_NAME
 
 from iterable_recipes.config_files import ConfigError
-from iterable_recipes.sync.definitions import FieldType, IdentityKind, SyncDefinition
+from iterable_recipes.sync.definitions import FieldType, IdentityKind, SyncDefinition, SyncKind
 from iterable_recipes.sync.sql import source_subquery
 
 _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP_NTZ", "TIMESTAMP_LTZ", "TIMESTAMP_TZ"}
@@ -21,6 +21,14 @@ COMPATIBLE: dict[FieldType, set[str]] = {
     FieldType.BOOLEAN: {"BOOLEAN"},
     FieldType.DATE: {"DATE"} | _TIMESTAMPS,
     FieldType.OBJECT: {"VARIANT", "OBJECT", "ARRAY"},
+}
+# The types Iterable may already hold a field as, for each type a mapping sends (GET /api/users/getFields).
+ITERABLE_HOLDS: dict[FieldType, set[str]] = {
+    FieldType.STRING: {"string", "keyword"},
+    FieldType.NUMBER: {"long", "double"},
+    FieldType.BOOLEAN: {"boolean"},
+    FieldType.DATE: {"date"},
+    FieldType.OBJECT: {"object", "nested"},
 }
 _IDENTITY_TYPES = {IdentityKind.EMAIL: {"TEXT"}, IdentityKind.USER_ID: {"TEXT", "FIXED"}}
 # Names people write in source_type, as the connector reports them.
@@ -77,3 +85,19 @@ def validate_against_warehouse(defn: SyncDefinition, conn: Any) -> dict[str, str
     if problems:
         raise ConfigError("\n".join(f"{defn.path}: {p}" for p in problems))
     return columns
+
+
+def field_type_problems(defn: SyncDefinition, iterable_fields: dict[str, str]) -> list[str]:
+    """Where the definition sends a user field as a type Iterable already holds differently (Iterable
+    would refuse every such row); fields Iterable does not have yet take the type of their first write."""
+    if defn.kind is not SyncKind.USER_PROFILES:
+        return []  # getFields lists user fields; event fields are typed per event name
+    problems = []
+    for column, mapping in defn.fields.items():
+        held = iterable_fields.get(mapping.field)
+        if held is not None and held not in ITERABLE_HOLDS[mapping.type]:
+            problems.append(
+                f"{defn.path}: fields.{column}.type: sent as {mapping.type.value}, "
+                f"but Iterable holds {mapping.field} as {held}"
+            )
+    return problems

@@ -99,6 +99,16 @@ async def get_by_email(request: Request, email: str | None = None) -> Response:
     return _user_answer(_sandbox(request), email=email)
 
 
+@router.get("/users/getFields")
+async def get_fields(request: Request) -> Response:
+    """The project's user fields and the type each was fixed to by its first write (before the path
+    form of getByEmail, which would read "getFields" as an address)."""
+    sandbox = _sandbox(request)
+    with sandbox.lock:
+        sandbox.settle()
+        return JSONResponse({"fields": dict(sandbox.user_field_types)})
+
+
 @router.get("/users/byUserId")
 async def get_by_user_id(request: Request, userId: str | None = None) -> Response:
     """Read a user by userId (query form)."""

@@ -17,6 +17,7 @@ _FIXED = {
     ("POST", "users/bulkUpdateSubscriptions"): "users/bulkUpdateSubscriptions",
     ("GET", "users/getByEmail"): "users/getByEmail",
     ("GET", "users/byUserId"): "users/byUserId",
+    ("GET", "users/getFields"): "users/getFields",
     ("GET", "channels"): "channels",
     ("GET", "messageTypes"): "messageTypes",
 }

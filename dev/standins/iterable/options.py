@@ -14,6 +14,7 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "users/bulkUpdate": 5,
     "users/getByEmail": 100,
     "users/byUserId": 100,
+    "users/getFields": 3,
     "channels": 100,
     "messageTypes": 100,
 }
