@@ -3,32 +3,39 @@
 The diff runs in the warehouse and is materialised once per run; batches are read back with fetchmany
 and sent a few at a time within Iterable's limits; each accepted batch moves its row hashes into the
 snapshot at once, so a crash or a retried flow run re-sends at most the batches that were in flight.
-Rejected rows and people Iterable did not know are kept and tried again on later runs.
+Rejected rows and people Iterable did not know are kept and tried again on later runs. Rows the sync
+cannot send (a NULL, blank or duplicate identity) end the run "Completed with warnings", or refuse it
+when the definition says ``on_invalid_rows: fail``.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
 from iterable_recipes.resources import run_resources
-from iterable_recipes.sync.definitions import SYNCS_DIR, load_named_sync
+from iterable_recipes.sync.definitions import SYNCS_DIR, SyncDefinition, load_named_sync
 from iterable_recipes.sync.delivery import send_batches
+from iterable_recipes.sync.invalid import invalid_summary
+from iterable_recipes.sync.results import ChangeSetSummary
 from tasks.checks import check_before_run
 from tasks.iterable import sync_batch_sender
-from tasks.reporting import Progress, emit_alert, publish_counts
-from tasks.warehouse import finish_sync, plan_sync, sample_sync
+from tasks.reporting import Progress, emit_alert, publish_counts, publish_table
+from tasks.warehouse import finish_sync, list_invalid_rows, plan_sync, sample_sync
 
 SAMPLE_ROWS = 20
 SYNC_COUNTS = (
     "rows_in_model", "new", "changed", "unchanged", "retried", "to_send", "rows_sent",
-    "accepted", "rejected", "not_in_iterable", "duplicate_rows", "null_identities", "failed_batches",
+    "accepted", "rejected", "not_in_iterable", "duplicate_rows", "duplicate_identities", "null_identities",
+    "failed_batches",
 )  # fmt: skip
+WARNINGS = "Completed with warnings"
 
 
 def _run_id() -> str:
@@ -42,9 +49,72 @@ def _counts(summary: dict[str, Any]) -> dict[str, int]:
     return {name: int(summary.get(name, 0) or 0) for name in SYNC_COUNTS}
 
 
+def _invalid_rows_key(defn: SyncDefinition) -> str:
+    """The invalid-rows artifact's key, one per sync so its runs line up in the UI (keys take no '_')."""
+    return f"sync-{defn.name.replace('_', '-')}-invalid-rows"
+
+
+def _report_invalid_rows(
+    conn: Any, defn: SyncDefinition, run_id: str, schema: str, plan: ChangeSetSummary, dry_run: bool
+) -> None:
+    """List the rows the run cannot send (masked) in an artifact and, on a real run, alert on them.
+
+    A dry run is someone looking at a preview: it gets the list but raises no alert.
+    """
+    publish_table(
+        _invalid_rows_key(defn),
+        list_invalid_rows(conn, defn, run_id, schema, plan),
+        f"{invalid_summary(plan)} (identities masked; never sent)",
+    )
+    if not dry_run:
+        emit_alert(
+            f"sync-{defn.name}",
+            "sync.invalid_rows",
+            {
+                "sync": defn.name,
+                "null_identities": plan.null_identities,
+                "duplicate_rows": plan.duplicate_rows,
+                "duplicate_identities": plan.duplicate_identities,
+            },
+        )
+
+
+def _refused(defn: SyncDefinition, plan: ChangeSetSummary) -> RuntimeError:
+    """The error a run refused by ``on_invalid_rows: fail`` ends with (counts only)."""
+    return RuntimeError(
+        f"{invalid_summary(plan)}; on_invalid_rows is fail, so nothing was sent and the sync's state is "
+        f"unchanged (see the artifact {_invalid_rows_key(defn)}); fix the model, or set "
+        "on_invalid_rows: warn to send the other rows"
+    )
+
+
+def _ended(summary: dict[str, Any], defn: SyncDefinition, plan: ChangeSetSummary) -> dict[str, Any]:
+    """The flow's return: the summary, in a Completed state named "Completed with warnings" when rows
+    were left out, since a plain Completed would hide them (automations alert on the event instead).
+
+    Prefect makes a State a flow returns its final state and gives a direct caller that state's data,
+    so every caller still gets the summary dict; the cast says so to the type checker.
+    """
+    if not plan.invalid_rows:
+        return summary
+    if not plan.dry_run:
+        rest = "the other rows were sent"
+    elif defn.on_invalid_rows == "fail":
+        rest = "a real run would be refused (on_invalid_rows is fail)"
+    else:
+        rest = "a real run would send the other rows"
+    message = f"{invalid_summary(plan)}; {rest} (see the artifact {_invalid_rows_key(defn)})"
+    return cast(dict[str, Any], Completed(name=WARNINGS, message=message, data=summary))
+
+
 @flow(name="snowflake-sync", description="Sync a Snowflake model to Iterable profiles or custom events.")
 def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
-    """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` counts and samples only."""
+    """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` counts and samples only.
+
+    Rows with a NULL, blank or duplicate identity are never sent: they are listed (masked) in an
+    artifact, a ``recipes.sync.invalid_rows`` event announces them, and the run ends "Completed with
+    warnings"; with ``on_invalid_rows: fail`` it fails before sending anything instead.
+    """
     with run_resources() as resources:
         settings = resources.settings
         defn = load_named_sync(sync, settings.sync_definitions_dir or SYNCS_DIR)
@@ -54,6 +124,8 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             check_before_run(resources, ["iterable_key", "field_types"], [defn])
         with resources.warehouse() as conn:
             plan = plan_sync(conn, defn, run_id, schema, dry_run)
+            if plan.invalid_rows:
+                _report_invalid_rows(conn, defn, run_id, schema, plan, dry_run)
             if dry_run:
                 sample = sample_sync(conn, defn, run_id, schema, SAMPLE_ROWS)
                 counts = finish_sync(conn, defn, run_id, schema, "dry_run").as_dict()
@@ -66,7 +138,14 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
                 publish_counts(
                     f"sync-{defn.name}", _counts(summary), f"Dry run of {defn.name} (nothing sent)"
                 )
-                return summary | {"status": counts["status"]}
+                return _ended(summary | {"status": counts["status"]}, defn, plan)
+            if plan.invalid_rows and defn.on_invalid_rows == "fail":
+                # Refused after the plan, before any batch: the history row says so, the state is unmoved.
+                finish_sync(conn, defn, run_id, schema, "refused")
+                publish_counts(
+                    f"sync-{defn.name}", _counts(plan.as_dict()), f"Sync {defn.name} refused (nothing sent)"
+                )
+                raise _refused(defn, plan)
             progress = Progress(f"Rows of {defn.name} sent to Iterable")
             with resources.warehouse() as accept_conn:
                 outcome = send_batches(
@@ -88,4 +167,4 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
                 f"{outcome['failed_batches']} batch(es) of {defn.name} were not accepted; "
                 "their rows are sent again by the next run (or a retry of this one)"
             )
-        return summary
+        return _ended(summary, defn, plan)

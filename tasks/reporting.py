@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -26,6 +26,11 @@ def publish_counts(recipe: str, counts: Mapping[str, int | float | str], descrip
         resource={"prefect.resource.id": f"recipes.recipe.{recipe}", "recipes.recipe": recipe},
         payload={"counts": dict(counts), "flow_run_id": str(flow_run.id or "")},
     )
+
+
+def publish_table(name: str, rows: Sequence[Mapping[str, object]], description: str) -> None:
+    """A table artifact keyed by ``name``; its rows must be masked already (anyone with the UI reads it)."""
+    create_table_artifact(table=[dict(row) for row in rows], key=_key(name), description=description)
 
 
 def emit_alert(recipe: str, event: str, payload: Mapping[str, object]) -> None:

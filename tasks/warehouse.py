@@ -1,4 +1,4 @@
-"""Tasks in the warehouse: plan a sync run's change set, sample it for a dry run, close the run.
+"""Tasks in the warehouse: plan a sync run's change set, sample it, list what it cannot send, close it.
 
 Results are counts and masked samples; the rows themselves stay in the warehouse.
 """
@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from iterable_recipes.sync import finish_run, plan_run, sample_changes
+from iterable_recipes.sync import finish_run, invalid_rows, plan_run, sample_changes
 from iterable_recipes.sync.definitions import SyncDefinition
 from iterable_recipes.sync.results import ChangeSetSummary, RunCounts
 
@@ -27,6 +27,14 @@ def plan_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, dry_run
 def sample_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, rows: int) -> list[dict[str, Any]]:
     """A masked sample of the staged changes (for a dry run's preview)."""
     return sample_changes(conn, run_id, rows, state_schema=schema, kind=defn.identity.kind.value)
+
+
+@task(name="list-invalid-sync-rows", **WAREHOUSE_TASK_OPTIONS)
+def list_invalid_rows(
+    conn: Any, defn: SyncDefinition, run_id: str, schema: str, plan: ChangeSetSummary
+) -> list[dict[str, Any]]:
+    """The rows the planned run cannot send (NULL, blank or duplicate identity), masked and capped."""
+    return invalid_rows(conn, run_id, plan, state_schema=schema, kind=defn.identity.kind.value)
 
 
 @task(name="finish-sync-run", **WAREHOUSE_TASK_OPTIONS)

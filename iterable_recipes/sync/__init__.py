@@ -1,12 +1,14 @@
 """Recipe 3, Snowflake -> Iterable: sync definitions, the diff in SQL, its state, batches and delivery.
 
-The flow's steps, in order: ``plan_run`` (check the definition, materialise the change set once) ->
-``send_batches`` (read, send and accept batch by batch) -> ``finish_run`` (the run-history row).
+The flow's steps, in order: ``plan_run`` (check the definition, materialise the change set once;
+``invalid_rows`` lists the rows it cannot send) -> ``send_batches`` (read, send and accept batch by
+batch) -> ``finish_run`` (the run-history row).
 """
 
 from iterable_recipes.sync.accept import accept_all, accept_batch, finish_run
 from iterable_recipes.sync.batches import Batch, iter_batches
 from iterable_recipes.sync.connection import connect
+from iterable_recipes.sync.invalid import invalid_rows, invalid_summary
 from iterable_recipes.sync.plan import ChangeSetSummary, plan_changes, plan_run, sample_changes
 from iterable_recipes.sync.results import RunCounts
 from iterable_recipes.sync.state import ensure_state
@@ -21,6 +23,8 @@ __all__ = [
     "connect",
     "ensure_state",
     "finish_run",
+    "invalid_rows",
+    "invalid_summary",
     "iter_batches",
     "plan_changes",
     "plan_run",

@@ -174,7 +174,7 @@ def finish_run(
     state_schema: str | None = None,
     now: datetime | None = None,
 ) -> RunCounts:
-    """Write the run-history row's outcome (accepted, rejected, not in Iterable), drop the staging table.
+    """Write the run-history row's outcome (accepted, rejected, not in Iterable), drop the run's tables.
 
     Outcome counts are read back from the state tables, so they are right even when batches were
     accepted by an earlier attempt of the same run. A dry run keeps its ``dry_run`` status.
@@ -206,6 +206,7 @@ def finish_run(
         if row is None:
             raise LookupError(f"run {run_id} of sync {defn.name} was never planned")
         cur.execute(f"DROP TABLE IF EXISTS {state.stage_table(schema, run_id)}")
+        cur.execute(f"DROP TABLE IF EXISTS {state.invalid_table(schema, run_id)}")
     finally:
         cur.close()
     st, dry, total, new, changed, unchanged, retried, dups, nulls, to_send = row

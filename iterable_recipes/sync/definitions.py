@@ -11,7 +11,7 @@ import json
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -163,6 +163,10 @@ class SyncDefinition(BaseModel):
     merge_nested_objects: bool = False
     not_in_iterable_retry_hours: float = Field(default=24.0, gt=0)
     batch_size: int = Field(default=MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
+    # Rows with a NULL, blank or duplicate identity are never sent. "warn" sends the other rows and ends
+    # the run "Completed with warnings"; "fail" refuses the whole run, for a model where any such row
+    # means the model itself is broken (sending the rest would then send a wrong picture).
+    on_invalid_rows: Literal["warn", "fail"] = "warn"
 
     _path: str = PrivateAttr(default="<memory>")
 

@@ -8,6 +8,7 @@ from typing import Any
 from iterable_recipes.masking import mask_identity
 from iterable_recipes.sync import state
 from iterable_recipes.sync.definitions import MAX_BATCH_SIZE, SyncDefinition
+from iterable_recipes.sync.invalid import keep_invalid
 from iterable_recipes.sync.results import ChangeSetSummary
 from iterable_recipes.sync.sql import (
     identity_expr,
@@ -53,8 +54,10 @@ def plan_changes(
     The change set is: new identities, changed rows (hash differs from the accepted one), every
     previously rejected identity, and not-in-Iterable identities whose row changed or whose retry
     interval (``not_in_iterable_retry_hours``) is over. NULL/blank and duplicate identities are counted
-    and left out. Identities that left the model leave the state (not on a dry run, which touches no
-    state but writes its run-history row). Re-planning the same ``run_id`` replaces its staging table.
+    and left out (a bounded list of them is kept in the run's invalid table, ``sync/invalid.py``).
+    Identities that left the model leave the state (not on a dry run, which touches no state but writes
+    its run-history row, nor on a run its ``on_invalid_rows: fail`` refuses). Re-planning the same
+    ``run_id`` replaces its staging table.
     """
     size = batch_size or defn.batch_size
     if not 1 <= size <= MAX_BATCH_SIZE:
@@ -70,15 +73,18 @@ def plan_changes(
     try:
         # The model is evaluated once: one row per identity with its row count, hash and mapped values
         # (the values of an identity with N = 1 are its only row's; duplicates are never sent).
+        # NULL_ROWS tells a NULL identity from a blank one in the run's report; both have ID NULL.
         picked = ", ".join(f"M.{column} AS {name}" for column, name in value_columns(defn))
         kept = ", ".join(f"ANY_VALUE({name}) AS {name}" for _, name in value_columns(defn))
+        raw_null = f"IFF(M.{defn.identity.column} IS NULL, 1, 0)"
         cur.execute(
             f"""CREATE OR REPLACE TABLE {work} AS
-            SELECT ID, COUNT(*) AS N, MIN(H) AS H, {kept}
-            FROM (SELECT {identity_expr(defn)} AS ID, {row_hash_expr(defn)} AS H, {picked}
+            SELECT ID, COUNT(*) AS N, SUM(Z) AS NULL_ROWS, MIN(H) AS H, {kept}
+            FROM (SELECT {identity_expr(defn)} AS ID, {raw_null} AS Z, {row_hash_expr(defn)} AS H, {picked}
               FROM {source_subquery(defn)})
             GROUP BY ID"""
         )
+        keep_invalid(cur, work, state.invalid_table(schema, run_id))
         cur.execute(
             f"""CREATE OR REPLACE TABLE {stage} AS
             WITH C AS (
@@ -125,7 +131,10 @@ def plan_changes(
         for reason, count, last_batch in cur.fetchall():
             by_reason[reason] = _int(count)
             batches = max(batches, _int(last_batch) + 1)
-        removed = 0 if dry_run else _forget_departed(cur, work, (snap, rej, nf), sync)
+        # A run refused for its invalid rows sends nothing, so it forgets nobody either: a model whose
+        # identity column broke would otherwise empty the snapshot and the fixed model resend every row.
+        refused = defn.on_invalid_rows == "fail" and nulls + dup_rows > 0
+        removed = 0 if dry_run or refused else _forget_departed(cur, work, (snap, rej, nf), sync)
         cur.execute(f"DROP TABLE IF EXISTS {work}")
         to_send = sum(by_reason.values())
         summary = ChangeSetSummary(

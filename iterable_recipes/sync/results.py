@@ -32,6 +32,11 @@ class ChangeSetSummary:
         """Rows sent again because Iterable rejected them or did not know the person."""
         return self.rejected_retry + self.not_found_retry
 
+    @property
+    def invalid_rows(self) -> int:
+        """Rows the run cannot send: a NULL or blank identity, or one shared with another row."""
+        return self.null_identities + self.duplicate_rows
+
     def as_dict(self) -> dict[str, Any]:
         """Plain counts, for a Prefect artifact or a log line."""
         return asdict(self) | {"retried": self.retried}

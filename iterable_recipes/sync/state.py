@@ -65,6 +65,11 @@ def work_table(state_schema: str | None, run_id: str) -> str:
     return table(state_schema, f"SYNC_WORK_{run_suffix(run_id)}")
 
 
+def invalid_table(state_schema: str | None, run_id: str) -> str:
+    """The run's list of identities it cannot send (a bounded few, for its report), kept from planning."""
+    return table(state_schema, f"SYNC_INVALID_{run_suffix(run_id)}")
+
+
 def ensure_state(conn: Any, state_schema: str | None = None) -> None:
     """Create the state schema and its tables if missing; safe to call on every run."""
     schema = state_schema_name(state_schema)

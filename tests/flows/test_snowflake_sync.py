@@ -226,3 +226,115 @@ def test_a_bad_definition_fails_only_its_own_sync(iterable_standin, app_database
     assert snowflake_sync("contacts_upsert", dry_run=True)["to_send"] == 30
     state = snowflake_sync("too_big", dry_run=True, return_state=True)
     assert state.is_failed() and "too_big.yaml: batch_size: " in str(state.message)
+
+
+def _with_invalid_rows(conn: Any) -> None:
+    """Two NULL identities, one blank, and a second spelling of user10's address (50 rows in all)."""
+    seed_model(conn, 50)
+    cur = conn.cursor()
+    cur.execute(f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = NULL WHERE USER_ID IN (1, 2)")
+    cur.execute(f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = '' WHERE USER_ID = 3")
+    cur.execute(f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'User10@Example.com' WHERE USER_ID = 11")
+
+
+def _artifacts(state: Any, key: str) -> list[Any]:
+    """The artifacts named ``key`` that the flow run of ``state`` created, read from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    wanted = ArtifactFilter(
+        key=ArtifactFilterKey(any_=[key]),
+        flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+    )
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=wanted)
+
+
+def _announced(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every event the run's reports emit, as emit_event was called."""
+    import tasks.reporting
+
+    announced: list[dict[str, Any]] = []
+    monkeypatch.setattr(tasks.reporting, "emit_event", lambda **event: announced.append(event))
+    return announced
+
+
+def test_invalid_rows_end_the_run_completed_with_warnings(
+    iterable_standin, app_database, warehouse, monkeypatch
+):
+    from prefect.states import State
+
+    from flows.snowflake_sync import snowflake_sync
+
+    _with_invalid_rows(warehouse)
+    announced = _announced(monkeypatch)
+    state: State = snowflake_sync("contacts_upsert", return_state=True)
+
+    assert state.is_completed() and state.name == "Completed with warnings"
+    assert "5 row(s) of contacts_upsert cannot be sent" in str(state.message)
+    assert "sync-contacts-upsert-invalid-rows" in str(state.message)  # the artifact's key, as it is
+    summary = state.result()
+    assert summary["rows_sent"] == summary["accepted"] == 45 and summary["null_identities"] == 3
+    (artifact,) = _artifacts(state, "sync-contacts-upsert-invalid-rows")
+    listed = str(artifact.data)
+    assert "@example.com" not in listed.lower() and "user10" not in listed.lower()
+    for shown in ("(null)", "(blank)", "u***@e***.com", "null identity", "blank identity", "duplicate"):
+        assert shown in listed, shown
+    alerts = [e for e in announced if e["event"] == "recipes.sync.invalid_rows"]
+    assert [e["payload"] for e in alerts] == [
+        {"sync": "contacts_upsert", "null_identities": 3, "duplicate_rows": 2, "duplicate_identities": 1}
+    ]
+    # Called directly, the flow still returns its summary (Prefect hands back the state's data).
+    assert snowflake_sync("contacts_upsert")["to_send"] == 0
+
+
+def test_a_sync_set_to_fail_on_invalid_rows_sends_nothing(
+    iterable_standin, app_database, warehouse, monkeypatch
+):
+    from prefect.states import State
+
+    from flows.snowflake_sync import snowflake_sync
+
+    folder = Path(str(load_settings().sync_definitions_dir))
+    shipped = yaml.safe_load((folder / "contacts_upsert.yaml").read_text())
+    (folder / "contacts_strict.yaml").write_text(
+        yaml.safe_dump(shipped | {"name": "contacts_strict", "on_invalid_rows": "fail"})
+    )
+    _with_invalid_rows(warehouse)
+    announced = _announced(monkeypatch)
+    state: State = snowflake_sync("contacts_strict", return_state=True)
+
+    assert state.is_failed()
+    assert "on_invalid_rows is fail" in str(state.message) and "3 with a NULL or blank" in str(state.message)
+    assert iterable_standin.sandbox.stats()["requests"] == {}
+    cur = warehouse.cursor()
+    cur.execute("SELECT COUNT(*) FROM SYNC_STATE.SYNC_SNAPSHOT WHERE SYNC_NAME = 'contacts_strict'")
+    assert cur.fetchone()[0] == 0
+    assert len(_artifacts(state, "sync-contacts-strict-invalid-rows")) == 1
+    assert any(e["event"] == "recipes.sync.invalid_rows" for e in announced)
+
+
+def test_a_dry_run_lists_invalid_rows_without_failing(iterable_standin, app_database, warehouse):
+    from prefect.states import State
+
+    from flows.snowflake_sync import snowflake_sync
+
+    _with_invalid_rows(warehouse)
+    state: State = snowflake_sync("contacts_upsert", dry_run=True, return_state=True)
+    assert state.is_completed() and state.name == "Completed with warnings"
+    assert state.result()["to_send"] == 45
+    assert len(_artifacts(state, "sync-contacts-upsert-invalid-rows")) == 1
+    assert iterable_standin.sandbox.stats()["requests"] == {}
+
+
+def test_a_clean_model_ends_plain_completed(iterable_standin, app_database, warehouse, monkeypatch):
+    from prefect.states import State
+
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 30)
+    announced = _announced(monkeypatch)
+    state: State = snowflake_sync("contacts_upsert", return_state=True)
+    assert state.is_completed() and state.name == "Completed"
+    assert _artifacts(state, "sync-contacts-upsert-invalid-rows") == []
+    assert not any(e["event"] == "recipes.sync.invalid_rows" for e in announced)

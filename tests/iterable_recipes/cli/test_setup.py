@@ -13,7 +13,17 @@ def test_without_an_alert_block_only_the_lost_runs_automation_is_kept():
     assert [a.name for a in loaded] == ["recipes-lost-runs-crashed", "recipes-stuck-pending-crashed"]
     assert loaded[0].trigger.posture == "Proactive"
     assert "recipes-inbox-item-dead" in skipped and "recipes-flow-run-failed" in skipped
-    assert "recipes-optouts-unresolved" in skipped
+    assert "recipes-optouts-unresolved" in skipped and "recipes-sync-invalid-rows" in skipped
+
+
+def test_invalid_sync_rows_alert_on_the_flows_event_not_on_a_state():
+    import uuid
+
+    loaded, _ = load_automations(AUTOMATIONS_DIR, uuid.uuid4())
+    (invalid,) = [a for a in loaded if a.name == "recipes-sync-invalid-rows"]
+    # A run "Completed with warnings" emits prefect.flow-run.Completed with warnings, not ...Completed.
+    assert invalid.trigger.expect == {"recipes.sync.invalid_rows"}
+    assert "{{ event.payload.duplicate_identities }}" in invalid.actions[0].body
 
 
 def test_setup_is_idempotent_and_wires_the_alert_block(prefect_server, monkeypatch, tmp_path: Path):

@@ -51,6 +51,7 @@ def test_shipped_gitlab_sync_is_update_only_on_recent_users() -> None:
         ("kind: custom_events\n", "(top level)", "event_name is required"),
         ("merge_nested_objects: true\n", "(top level)", "no field has type object"),
         ("not_in_iterable_retry_hours: 0\n", "not_in_iterable_retry_hours", "greater than 0"),
+        ("on_invalid_rows: skip\n", "on_invalid_rows", "'warn' or 'fail'"),
     ],
 )
 def test_bad_definitions_name_file_key_and_problem(
@@ -60,6 +61,11 @@ def test_bad_definitions_name_file_key_and_problem(
     with pytest.raises(ConfigError) as err:
         load_sync_definition(path)
     assert f"{path}: {key}" in str(err.value) and problem in str(err.value)
+
+
+def test_invalid_rows_warn_unless_the_definition_says_fail(tmp_path: Path) -> None:
+    assert load_sync_definition(write(tmp_path, GOOD)).on_invalid_rows == "warn"
+    assert load_sync_definition(write(tmp_path, GOOD + "on_invalid_rows: fail\n")).on_invalid_rows == "fail"
 
 
 def test_bad_field_type_and_column_are_refused(tmp_path: Path) -> None:
