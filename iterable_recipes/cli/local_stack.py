@@ -24,6 +24,10 @@ from typing import IO, Any
 import httpx
 
 STATE_DIR = Path(".recipes")
+# Prefect's usual port, taken by the embedded server when free (so the UI is where Prefect's docs say).
+PREFECT_PORT = 4200
+# In the embedded server's PREFECT_HOME while it runs: its API URL, for `recipes status` to find it.
+API_URL_FILE = "api-url"
 
 
 def new_webhook_secret() -> str:
@@ -114,6 +118,7 @@ class LocalStack:
             url = self._wait_http("prefect-server", "/api/health", 120)
             self._migrated_marker().write_text(_prefect_version())
             self.env |= {"PREFECT_API_URL": url + "/api", "PREFECT_HOME": self.env_prefect_home}
+            self._api_url_file().write_text(url + "/api")
             self.described.append(("Prefect", f"local server on SQLite, UI at {url}"))
 
     def _shown(self, path: Path) -> str:
@@ -169,6 +174,10 @@ class LocalStack:
     def env_prefect_home(self) -> str:
         """PREFECT_HOME of the embedded server (its SQLite database lives there)."""
         return str(self.prefect_home.resolve())
+
+    def _api_url_file(self) -> Path:
+        """Where the embedded server's API URL is kept while it runs (see ``running_local_api``)."""
+        return Path(self.env_prefect_home) / API_URL_FILE
 
     def _migrated_marker(self) -> Path:
         return Path(self.env_prefect_home) / "migrated-by-version"
@@ -229,15 +238,34 @@ class LocalStack:
     def stop(self) -> None:
         """Stop every subprocess started here, newest first (SIGTERM to its session, then SIGKILL)."""
         while self._processes:
-            _, process, log = self._processes.pop()
+            name, process, log = self._processes.pop()
             stop_process(process)
             log.close()
+            if name == "prefect-server":
+                self._api_url_file().unlink(missing_ok=True)
 
     def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def running_local_api(state_dir: Path = STATE_DIR, port: int | None = None) -> str | None:
+    """The API URL of the embedded Prefect server `recipes serve` runs from ``state_dir``, when it answers:
+    the URL it wrote into its Prefect home, else Prefect's usual port (``port``, default PREFECT_PORT)."""
+    written = state_dir / "prefect" / API_URL_FILE
+    candidates = [written.read_text().strip()] if written.is_file() else []
+    candidates.append(f"http://127.0.0.1:{port or PREFECT_PORT}/api")
+    return next((url for url in candidates if _healthy(url)), None)
+
+
+def _healthy(api_url: str) -> bool:
+    """Whether the Prefect API at ``api_url`` answers its health check."""
+    try:
+        return httpx.get(api_url + "/health", timeout=2).is_success
+    except httpx.HTTPError:
+        return False
 
 
 def _prefect_version() -> str:

@@ -14,13 +14,20 @@ import typer
 from rich.console import Console
 
 from iterable_recipes.cli.checkout_tools import run_dev_program
-from iterable_recipes.cli.deployments import DeploymentSpec, available, read_deployments, to_runner_deployment
-from iterable_recipes.cli.local_stack import LocalParts, LocalStack, new_webhook_secret
+from iterable_recipes.cli.deployments import (
+    PREFECT_FILE,
+    DeploymentSpec,
+    available,
+    full_name,
+    read_deployments,
+    to_runner_deployment,
+)
+from iterable_recipes.cli.local_stack import PREFECT_PORT, LocalParts, LocalStack, new_webhook_secret
+from iterable_recipes.cli.operating_state import drop_stale_schedules, read_on_server
 from iterable_recipes.serving import ServerThread
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "customersdot-webhook-secret"
-PREFECT_PORT = 4200
 
 
 def _free(port: int) -> bool:
@@ -31,23 +38,33 @@ def _free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def build_deployments(console: Console | None = None, schedules_active: bool = True) -> list[Any]:
-    """A served deployment per prefect.yaml entry whose flow exists here; the others are named and skipped."""
+def build_deployments(
+    console: Console | None = None, schedules_active: bool = True, path: Path = PREFECT_FILE
+) -> list[Any]:
+    """A served deployment per prefect.yaml entry whose flow exists here; the others are named and skipped.
+
+    Each deployment already on the server keeps its paused flag and its schedules' active flags (see
+    ``operating_state``), and loses the schedules prefect.yaml no longer has. Needs the Prefect API.
+    """
+    from prefect.client.orchestration import get_client
+
     deployments = []
-    for spec in read_deployments():
-        if not available(spec):
-            if console:
-                console.print(f"[yellow]skipped[/] {spec.name}: {spec.entrypoint} is not in this checkout")
-            continue
-        deployments.append(to_runner_deployment(spec, schedules_active))
+    with get_client(sync_client=True) as client:
+        for spec in read_deployments(path):
+            if not available(spec):
+                if console:
+                    skipped = f"{spec.name}: {spec.entrypoint} is not in this checkout"
+                    console.print(f"[yellow]skipped[/] {skipped}")
+                continue
+            on_server = read_on_server(client, full_name(spec))
+            deployments.append(to_runner_deployment(spec, schedules_active, on_server))
+            drop_stale_schedules(client, on_server, spec.slugs)
     return deployments
 
 
 def served_names(specs: list[DeploymentSpec] | None = None) -> list[str]:
     """ "flow-name/deployment-name" of each deployment that can be served here."""
-    from iterable_recipes.cli.deployments import load_flow
-
-    return [f"{load_flow(s).name}/{s.name}" for s in specs or read_deployments() if available(s)]
+    return [full_name(s) for s in specs or read_deployments() if available(s)]
 
 
 def start_receiver(host: str, port: int, api_url: str | None) -> Any:
@@ -148,7 +165,9 @@ def run(host: str, port: int, query_seconds: float, console: Console) -> None:
     receiver = start_receiver(host, port, PREFECT_API_URL.value())
     console.print(f"Receiver: POST {receiver.url}/webhooks/customersdot (health: {receiver.url}/healthz)")
     try:
-        prefect_serve(*build_deployments(console), query_seconds=query_seconds)
+        # Not Prefect's default (pause every served deployment when the runner stops): the paused flags
+        # are the operators', kept at the next start, so a pause by serve's own shutdown would stay.
+        prefect_serve(*build_deployments(console), query_seconds=query_seconds, pause_on_shutdown=False)
     finally:
         receiver.stop()
 
@@ -175,7 +194,6 @@ def serve(
         arguments = ["--host", host, "--port", str(port), "--query-seconds", str(query_seconds)]
         raise typer.Exit(run_dev_program("dev.serve_embedded", arguments))
     console = Console()
-    # Prefect's usual port when free, so the UI is where its docs say.
     stack = LocalStack(local_parts(), prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
     with console.status("starting the embedded parts..."):
         stack.start()

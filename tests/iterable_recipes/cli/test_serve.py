@@ -1,5 +1,17 @@
-from iterable_recipes.cli.deployments import available, read_deployments, to_runner_deployment
-from iterable_recipes.cli.serve import served_names
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from iterable_recipes.cli.deployments import PREFECT_FILE, available, read_deployments, to_runner_deployment
+from iterable_recipes.cli.local_stack import free_port
+from iterable_recipes.cli.operating_state import OnServer, kept_active
+from iterable_recipes.cli.serve import build_deployments, served_names
 from iterable_recipes.settings import Settings
 from iterable_recipes.sync.definitions import all_sync_definitions
 
@@ -37,3 +49,163 @@ def test_served_deployments_carry_the_file_schedules_parameters_and_limits():
     assert sync.parameters == {"sync": "gitlab_marketing_contacts"}
     assert sync.entrypoint == "flows/snowflake_sync.py:snowflake_sync"
     assert [s.schedule.cron for s in sync.schedules] == ["0 6 * * *"]
+
+
+def test_every_schedule_of_prefect_yaml_has_a_slug_of_its_own():
+    # Serve keeps a schedule's active flag by its slug, and `prefect deploy` patches a schedule by it.
+    for spec in read_deployments():
+        slugs = [s.get("slug") for s in spec.schedules]
+        assert all(slugs) and len(set(slugs)) == len(slugs), spec.name
+
+
+def test_an_interval_schedule_without_an_anchor_in_prefect_yaml_keeps_its_flag_whatever_its_anchor():
+    from prefect.client.schemas.objects import DeploymentSchedule
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    def every(minutes, year):
+        anchor = datetime(year, 1, 1, tzinfo=UTC)
+        return IntervalSchedule(interval=timedelta(minutes=minutes), anchor_date=anchor, timezone="UTC")
+
+    applied = DeploymentSchedule(schedule=every(5, 2020), active=False, slug="five")
+    on_server = OnServer(id=None, paused=False, schedules=(applied,))
+    # Built anew at each start, an interval without a file anchor is anchored at that moment.
+    assert kept_active(on_server, "five", every(5, 2026), anchored=False) is False
+    assert kept_active(on_server, "five", every(5, 2026), anchored=True) is None  # the file's anchor moved
+    assert kept_active(on_server, "five", every(10, 2020), anchored=False) is None  # a new interval
+    assert kept_active(on_server, "other", every(5, 2020), anchored=False) is None  # another schedule
+
+
+DRAIN = "customersdot-events/customersdot-drain"
+POLL = "marketo-unsubscribe-poll/marketo-unsubscribe-poll"
+SYNC = "snowflake-sync/snowflake-sync-gitlab-marketing-contacts"
+
+
+def flags(client, name):
+    """(paused, {slug: (active, cron, schedule id)}) of a deployment on the server."""
+    deployment = client.read_deployment_by_name(name)
+    return deployment.paused, {s.slug: (s.active, s.schedule.cron, s.id) for s in deployment.schedules}
+
+
+def test_a_restart_of_serve_keeps_a_paused_deployment_and_an_inactive_schedule(prefect_client, register):
+    register(build_deployments())
+    # New deployments take prefect.yaml's flags.
+    paused, schedules = flags(prefect_client, POLL)
+    assert not paused and [active for active, _, _ in schedules.values()] == [True]
+    poll = prefect_client.read_deployment_by_name(POLL)
+    drain = prefect_client.read_deployment_by_name(DRAIN)
+    prefect_client.pause_deployment(poll.id)
+    prefect_client.update_deployment_schedule(drain.id, drain.schedules[0].id, active=False)
+    before = {name: flags(prefect_client, name) for name in (POLL, DRAIN)}
+
+    register(build_deployments())  # serve started again
+
+    assert flags(prefect_client, POLL) == before[POLL]  # still paused, the same schedule
+    paused, schedules = flags(prefect_client, DRAIN)
+    assert not paused and schedules["every-minute"] == before[DRAIN][1]["every-minute"]
+    assert schedules["every-minute"][0] is False  # still switched off, not rewritten
+
+
+def test_serve_rewrites_only_a_schedule_whose_definition_changed_in_prefect_yaml(
+    prefect_client, register, tmp_path
+):
+    register(build_deployments())
+    for name in (POLL, DRAIN):
+        deployment = prefect_client.read_deployment_by_name(name)
+        prefect_client.update_deployment_schedule(deployment.id, deployment.schedules[0].id, active=False)
+    drain_before = flags(prefect_client, DRAIN)
+    edited = PREFECT_FILE.read_text().replace('cron: "*/5 * * * *"', 'cron: "*/10 * * * *"')
+    edited = edited.replace("slug: daily-0600", "slug: daily-six")  # the sync's schedule, renamed
+    assert edited.count("*/10") == 1 and edited.count("daily-six") == 1
+    copy = tmp_path / "prefect.yaml"
+    copy.write_text(edited)
+
+    register(build_deployments(path=copy))
+
+    _, poll = flags(prefect_client, POLL)
+    # The changed definition is rewritten, and with it prefect.yaml's active flag.
+    assert [(active, cron) for active, cron, _ in poll.values()] == [(True, "*/10 * * * *")]
+    assert flags(prefect_client, DRAIN) == drain_before  # unchanged: still off, the same schedule
+    _, sync = flags(prefect_client, SYNC)
+    assert list(sync) == ["daily-six"]  # the schedule prefect.yaml no longer has is gone
+
+
+def start_serve(api_url, folder):
+    """`recipes serve` as its own process (a session of its own) against the Prefect API at ``api_url``."""
+    recipes = shutil.which("recipes", path=str(Path(sys.executable).parent)) or "recipes"
+    argv = [recipes, "serve", "--port", str(free_port()), "--query-seconds", "60"]
+    env = os.environ | {"PREFECT_API_URL": api_url}
+    with (folder / "serve.log").open("ab") as log:
+        return subprocess.Popen(
+            argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_registered(client, process, since=None):
+    """Wait until every served deployment was registered (after ``since``, their update times)."""
+    deadline = time.monotonic() + 300  # two busy cores: generous, never asserted
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "recipes serve exited; see serve.log"
+        found = {d.name: d.updated for d in client.read_deployments() if d.name in NAMES}
+        if len(found) == len(NAMES) and (since is None or all(found[n] > since[n] for n in NAMES)):
+            return found
+        time.sleep(0.5)
+    raise AssertionError("recipes serve did not register its deployments")
+
+
+def stop_serve(process):
+    """Interrupt serve as Ctrl-C does and wait for it to end."""
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=120)
+
+
+NAMES = {name.split("/", 1)[1] for name in (DRAIN, POLL, SYNC)}
+
+
+def test_stopping_and_starting_recipes_serve_leaves_the_flags_as_operators_set_them(
+    served_api_url, prefect_client, app_database, tmp_path
+):
+    serve = start_serve(served_api_url, tmp_path)
+    try:
+        registered = wait_registered(prefect_client, serve)
+        drain = prefect_client.read_deployment_by_name(DRAIN)
+        prefect_client.update_deployment_schedule(drain.id, drain.schedules[0].id, active=False)
+        stop_serve(serve)
+        # Stopping serve paused nothing (Prefect's serve asks to by default; the next start would keep it).
+        assert [prefect_client.read_deployment_by_name(n).paused for n in (DRAIN, POLL, SYNC)] == [False] * 3
+        prefect_client.pause_deployment(prefect_client.read_deployment_by_name(POLL).id)
+        before = {name: flags(prefect_client, name) for name in (DRAIN, POLL)}
+
+        serve = start_serve(served_api_url, tmp_path)
+        wait_registered(prefect_client, serve, since=registered)
+
+        assert {name: flags(prefect_client, name) for name in (DRAIN, POLL)} == before
+    finally:
+        if serve.poll() is None:
+            stop_serve(serve)
+
+
+def test_prefect_deploy_all_after_serve_unpauses_a_deployment_and_leaves_a_schedule_off(
+    served_api_url, prefect_client, register
+):
+    # What the README says `prefect deploy --all` resets, on a server `recipes serve` registered.
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with contextlib.suppress(ObjectAlreadyExists):
+        prefect_client.create_work_pool(WorkPoolCreate(name="recipes-process", type="process"))
+    register(build_deployments())
+    poll = prefect_client.read_deployment_by_name(POLL)
+    prefect_client.pause_deployment(poll.id)
+    prefect_client.update_deployment_schedule(poll.id, poll.schedules[0].id, active=False)
+    _, before = flags(prefect_client, POLL)
+
+    checkout = PREFECT_FILE.parent
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    argv = [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)]
+    env = os.environ | {"PREFECT_API_URL": served_api_url, "RECIPES_PROJECT_DIR": str(checkout)}
+    done = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    paused, after = flags(prefect_client, POLL)
+    assert not paused  # back to prefect.yaml's
+    assert after == before  # the same schedule, still off: updated in place by its slug
