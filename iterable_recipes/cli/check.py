@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from iterable_recipes.checks import Finding, run_checks
 from iterable_recipes.settings import RECIPES, Recipe, Settings, load_settings
+
+if TYPE_CHECKING:
+    from iterable_recipes.checks import Finding
 
 
 def findings_table(findings: Sequence[Finding]) -> Table:
@@ -37,6 +39,8 @@ def report(findings: Sequence[Finding], console: Console) -> bool:
 
 def checked_or_exit(settings: Settings, recipes: Sequence[Recipe], offline: bool, console: Console) -> None:
     """Run the checks for ``recipes`` and end the process with status 1 unless everything holds."""
+    from iterable_recipes.checks import run_checks  # here: the warehouse driver loads slowly
+
     if not report(run_checks(settings, recipes, offline=offline), console):
         raise typer.Exit(1)
 

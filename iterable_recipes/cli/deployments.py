@@ -14,6 +14,12 @@ from iterable_recipes.cli.operating_state import OnServer, keep_active_flags
 from iterable_recipes.project import project_file
 
 PREFECT_FILE = project_file("prefect.yaml")
+# Which recipe each flow module serves: `recipes serve` runs only the recipes RECIPES_SERVE_RECIPES names.
+RECIPE_OF_MODULE = {
+    "flows.customersdot_events": "customersdot",
+    "flows.marketo_unsubscribes": "optouts",
+    "flows.snowflake_sync": "sync",
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,11 @@ class DeploymentSpec:
     def slugs(self) -> set[str]:
         """The slugs of the deployment's schedules (serve and `prefect deploy` find them by these)."""
         return {str(s["slug"]) for s in self.schedules if s.get("slug")}
+
+    @property
+    def recipe(self) -> str:
+        """The recipe the deployment belongs to (RECIPES_SERVE_RECIPES names it), by its flow module."""
+        return RECIPE_OF_MODULE.get(self.module, "")
 
     @property
     def function(self) -> str:

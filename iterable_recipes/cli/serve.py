@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from iterable_recipes.cli.deployments import (
 from iterable_recipes.cli.local_stack import PREFECT_PORT, LocalParts, LocalStack, new_webhook_secret
 from iterable_recipes.cli.operating_state import drop_stale_schedules, read_on_server
 from iterable_recipes.serving import ServerThread
+from iterable_recipes.settings import RECIPES, Settings, load_settings
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "customersdot-webhook-secret"
@@ -39,7 +41,10 @@ def _free(port: int) -> bool:
 
 
 def build_deployments(
-    console: Console | None = None, schedules_active: bool = True, path: Path = PREFECT_FILE
+    console: Console | None = None,
+    schedules_active: bool = True,
+    path: Path = PREFECT_FILE,
+    recipes: Sequence[str] = RECIPES,
 ) -> list[Any]:
     """A served deployment per prefect.yaml entry whose flow exists here; the others are named and skipped.
 
@@ -51,6 +56,12 @@ def build_deployments(
     deployments = []
     with get_client(sync_client=True) as client:
         for spec in read_deployments(path):
+            if spec.recipe not in recipes:
+                if console:
+                    console.print(
+                        f"[yellow]not served[/] {spec.name}: RECIPES_SERVE_RECIPES leaves out {spec.recipe}"
+                    )
+                continue
             if not available(spec):
                 if console:
                     skipped = f"{spec.name}: {spec.entrypoint} is not in this checkout"
@@ -148,12 +159,16 @@ def describe(described: list[tuple[str, str]], console: Console) -> None:
         console.print(f"  {part:<13} {what}")
 
 
-def local_parts() -> LocalParts:
-    """The embedded defaults this machine needs: what has no address of its own configured."""
+def local_parts(settings: Settings) -> LocalParts:
+    """The embedded defaults this machine needs: what the settings (environment, .env) and Prefect's own
+    settings (environment, profile) give no address of its own."""
+    from prefect.settings import PREFECT_API_URL
+
+    configured = settings.model_fields_set
     return LocalParts(
-        prefect=not os.environ.get("PREFECT_API_URL"),
-        app_database=not os.environ.get("RECIPES_DATABASE_URL"),
-        limiter=os.environ.get("LIMITER_BACKEND", "sqlite") == "sqlite",
+        prefect=not PREFECT_API_URL.value(),
+        app_database="recipes_database_url" not in configured,
+        limiter=settings.limiter_backend == "sqlite" and "limiter_sqlite_path" not in configured,
     )
 
 
@@ -167,7 +182,10 @@ def run(host: str, port: int, query_seconds: float, console: Console) -> None:
     try:
         # Not Prefect's default (pause every served deployment when the runner stops): the paused flags
         # are the operators', kept at the next start, so a pause by serve's own shutdown would stay.
-        prefect_serve(*build_deployments(console), query_seconds=query_seconds, pause_on_shutdown=False)
+        recipes = load_settings().recipes_serve_recipes
+        prefect_serve(
+            *build_deployments(console, recipes=recipes), query_seconds=query_seconds, pause_on_shutdown=False
+        )
     finally:
         receiver.stop()
 
@@ -184,6 +202,10 @@ def serve(
             "(a checkout only; nothing real is reached).",
         ),
     ] = False,
+    offline_checks: Annotated[
+        bool,
+        typer.Option("--offline-checks", help="Check settings and files at start, not the live vendors."),
+    ] = False,
 ) -> None:
     """Serve the webhook receiver and every deployment of prefect.yaml until interrupted.
 
@@ -193,12 +215,20 @@ def serve(
     if embedded:
         arguments = ["--host", host, "--port", str(port), "--query-seconds", str(query_seconds)]
         raise typer.Exit(run_dev_program("dev.serve_embedded", arguments))
+    from iterable_recipes.cli.check import checked_or_exit
+
     console = Console()
-    stack = LocalStack(local_parts(), prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+    settings = load_settings()
+    recipes = settings.recipes_serve_recipes
+    # Settings and files first: a missing key ends serve at once, before any part starts.
+    checked_or_exit(settings, recipes, offline=True, console=console)
+    stack = LocalStack(local_parts(settings), prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
     with console.status("starting the embedded parts..."):
         stack.start()
     stack.apply()
     try:
+        if not offline_checks:  # the live vendors, once the local Prefect server can load blocks
+            checked_or_exit(load_settings(), recipes, offline=False, console=console)
         describe(stack.described, console)
         run(host, port, query_seconds, console)
     finally:

@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from iterable_recipes.cli.deployments import PREFECT_FILE, available, read_deployments, to_runner_deployment
 from iterable_recipes.cli.local_stack import free_port
 from iterable_recipes.cli.operating_state import OnServer, kept_active
@@ -129,11 +131,25 @@ def test_serve_rewrites_only_a_schedule_whose_definition_changed_in_prefect_yaml
     assert list(sync) == ["daily-six"]  # the schedule prefect.yaml no longer has is gone
 
 
+SERVE_SETTINGS = {
+    "ITERABLE_API_KEY": "unused-key",
+    "MARKETO_BASE_URL": "http://127.0.0.1:9",
+    "MARKETO_CLIENT_ID": "unused",
+    "MARKETO_CLIENT_SECRET": "unused",
+    "MARKETO_WEBHOOK_SECRET": "unused-secret",
+    "SNOWFLAKE_ACCOUNT": "unused",
+    "SNOWFLAKE_USER": "unused",
+    "SNOWFLAKE_PASSWORD": "unused",
+}
+
+
 def start_serve(api_url, folder):
     """`recipes serve` as its own process (a session of its own) against the Prefect API at ``api_url``."""
     recipes = shutil.which("recipes", path=str(Path(sys.executable).parent)) or "recipes"
-    argv = [recipes, "serve", "--port", str(free_port()), "--query-seconds", "60"]
-    env = os.environ | {"PREFECT_API_URL": api_url}
+    # Settings for every part, so serve's checks at start pass; no vendor is reached (offline checks,
+    # and no run is due while the test looks at the flags).
+    argv = [recipes, "serve", "--port", str(free_port()), "--query-seconds", "60", "--offline-checks"]
+    env = os.environ | {"PREFECT_API_URL": api_url} | SERVE_SETTINGS
     with (folder / "serve.log").open("ab") as log:
         return subprocess.Popen(
             argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -209,3 +225,53 @@ def test_prefect_deploy_all_after_serve_unpauses_a_deployment_and_leaves_a_sched
     paused, after = flags(prefect_client, POLL)
     assert not paused  # back to prefect.yaml's
     assert after == before  # the same schedule, still off: updated in place by its slug
+
+
+def test_plain_serve_with_a_setting_missing_exits_at_once_naming_every_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from iterable_recipes.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("ITERABLE_API_KEY", "ITERABLE_CREDENTIALS_BLOCK", "CUSTOMERSDOT_WEBHOOK_SECRETS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RECIPES_SERVE_RECIPES", "customersdot")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 1
+    assert "ITERABLE_API_KEY" in result.output and "CUSTOMERSDOT_WEBHOOK_SECRETS" in result.output
+    assert "ITERABLE_CREDENTIALS_BLOCK" in result.output  # the block alternative
+    assert "MARKETO" not in result.output  # a recipe serve does not run is not checked
+    assert not (tmp_path / ".recipes").exists()  # nothing started, not even the local Prefect server
+
+
+def test_the_embedded_defaults_follow_the_settings_env_file_included(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from iterable_recipes.cli.serve import local_parts
+    from iterable_recipes.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("RECIPES_DATABASE_URL", "LIMITER_BACKEND", "LIMITER_SQLITE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    assert local_parts(load_settings()).app_database and local_parts(load_settings()).limiter
+    (tmp_path / ".env").write_text(
+        "RECIPES_DATABASE_URL=postgresql+psycopg://db.internal/recipes\nLIMITER_BACKEND=redis\n"
+    )
+    parts = local_parts(load_settings())
+    assert not parts.app_database and not parts.limiter
+
+
+def test_serve_runs_only_the_deployments_of_the_recipes_it_is_set_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    from iterable_recipes.settings import load_settings
+
+    monkeypatch.setenv("RECIPES_SERVE_RECIPES", "optouts, SYNC")
+    assert load_settings().recipes_serve_recipes == ["optouts", "sync"]
+    recipes = {spec.name: spec.recipe for spec in read_deployments()}
+    assert recipes["customersdot-drain"] == "customersdot"
+    assert recipes["marketo-opt-out-drain"] == recipes["marketo-unsubscribe-poll"] == "optouts"
+    assert all(r for r in recipes.values()), recipes
+    monkeypatch.setenv("RECIPES_SERVE_RECIPES", "optouts,newsletters")
+    with pytest.raises(Exception, match="RECIPES_SERVE_RECIPES"):
+        load_settings()
