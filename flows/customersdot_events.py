@@ -16,7 +16,14 @@ from iterable_recipes.resources import run_resources
 from tasks.checks import check_before_run
 from tasks.iterable import event_sender, profile_sender
 from tasks.reporting import Progress, emit_alert, publish_counts
-from tasks.store import RELEASE_LEASES_ON_END, claim_items, outcome_recorder, release_ended_runs, run_owner
+from tasks.store import (
+    RELEASE_LEASES_ON_END,
+    claim_items,
+    consent_gate,
+    outcome_recorder,
+    release_ended_runs,
+    run_owner,
+)
 
 
 @flow(
@@ -37,6 +44,8 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
             send_events=event_sender(resources),
             settle=outcome_recorder(resources, SOURCE, owner),
             not_found_delay=settings.event_not_found_retry_seconds,
+            consent=consent_gate(resources, "the CustomersDot chain"),
+            hold_seconds=settings.consent_hold_seconds,
         )
         progress = Progress("CustomersDot events delivered")
         with BatchPipeline(settings.drain_batches_in_flight, "customersdot-batch") as pipeline:

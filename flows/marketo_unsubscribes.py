@@ -4,7 +4,9 @@ Two flows. The poll (one run at a time: it owns the cursors) queues unsubscribes
 activities and lead changes into the inbox, where the webhook also puts them, keyed per lead. The
 opt-out drain (no concurrency limit: claims make concurrent drains safe) looks each person up, skips
 people Iterable does not know and people already opted out, opts out the rest, and leaves an audit
-record per decision.
+record per decision. Every unsubscribe is also in the consent ledger: a person Iterable did not know is
+looked up again with backoff (the drain first queues those due), and the CustomersDot drain queues the
+opt-out of a suppressed person it has just written, so the opt-out lands as soon as the person exists.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from tasks.reporting import emit_alert, publish_counts
 from tasks.store import (
     RELEASE_LEASES_ON_END,
     claim_items,
+    queue_due_optouts,
     record_audit,
     record_outcomes,
+    record_suppressions,
     release_ended_runs,
     run_owner,
 )
@@ -41,6 +45,7 @@ OPT_OUT_COUNTS = (
     "retry",
     "dead",
     "refused",
+    "requeued",
 )
 
 
@@ -56,11 +61,12 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
         check_before_run(resources, ["consent"])
         owner = run_owner()
         release_ended_runs(resources, SOURCE, owner)
-        counts: Counter[str] = Counter()
+        counts: Counter[str] = Counter({"requeued": queue_due_optouts(resources)})
         while items := claim_items(resources, SOURCE, batch_size, owner):
             counts["received"] += len(items)
             decisions = opt_out(resources, [item_email(item) for item in items], use_additive)
             record_audit(resources, items, decisions)
+            record_suppressions(resources, items, decisions)
             counts.update(d.outcome for d in decisions)
             outcomes = [outcome_for(item.id, d) for item, d in zip(items, decisions, strict=True)]
             counts.update(record_outcomes(resources, SOURCE, outcomes, owner))

@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     # Consent policy file; None means the shipped iterable_recipes/optouts/consent.yaml.
     consent_policy_path: str | None = None
 
+    # Consent ledger: a suppressed person Iterable does not know yet is looked up again (with backoff)
+    # for this many days; a custom event of a suppressed person waits at most this long for the opt-out.
+    consent_recheck_days: float = 30.0
+    consent_hold_seconds: float = 3600.0
+
     # Which recipes `recipes serve` runs (comma-separated); their settings are checked at its start.
     recipes_serve_recipes: Annotated[list[Recipe], NoDecode] = Field(default_factory=lambda: list(RECIPES))
     # A live check that passed (API key, consent policy, field types, Marketo login) is trusted this

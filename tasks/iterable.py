@@ -24,9 +24,10 @@ from iterable_recipes.optouts.decisions import (
     whole_batch_failed,
 )
 from iterable_recipes.resources import Resources
-from iterable_recipes.sync.definitions import SyncDefinition
+from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition
 from iterable_recipes.sync.delivery import BatchReport, deliver_batch
 from tasks import unwalked
+from tasks.store import consent_gate
 
 
 def retry_only_retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -92,7 +93,10 @@ def deliver_sync_batch(
     resources: Resources, defn: SyncDefinition, batch_no: int, items: Sequence[dict[str, Any]]
 ) -> BatchReport:
     """Send one sync batch (users/bulkUpdate or events/trackBulk); unknown people are reported."""
-    return deliver_batch(resources.iterable, defn, batch_no, items)
+    consent = (
+        consent_gate(resources, f"sync {defn.name}") if defn.identity.kind is IdentityKind.EMAIL else None
+    )
+    return deliver_batch(resources.iterable, defn, batch_no, items, consent)
 
 
 def sync_batch_sender(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from prefect import Flow, get_run_logger, task
@@ -27,7 +28,9 @@ from prefect.events import emit_event
 from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
 
-from iterable_recipes.optouts.decisions import OptOutDecision
+from iterable_recipes.optouts.decisions import OptOutDecision, item_email
+from iterable_recipes.optouts.keys import audit_trigger
+from iterable_recipes.optouts.ledger import queue_for_written_people, requeue_due, settle_ledger
 from iterable_recipes.resources import Resources, run_resources
 from iterable_recipes.store import Item, Outcome, Released
 from iterable_recipes.store.inbox import LEASE_EXPIRED_EVERY_TIME
@@ -145,13 +148,41 @@ def outcome_recorder(
     return lambda outcomes: record_outcomes(resources, source, unwalked(outcomes), owner)
 
 
+@task(name="record-consent-ledger", **STORE_TASK_OPTIONS)
+def record_suppressions(
+    resources: Resources, items: Sequence[Item], decisions: Sequence[OptOutDecision]
+) -> None:
+    """Move the ledger after Iterable answered: applied for people opted out (or found so), looked at
+    again later for people Iterable does not know yet."""
+    settle_ledger(resources.inbox.ledger, [item_email(item) for item in items], decisions)
+
+
+@task(name="queue-opt-outs-of-written-people", **STORE_TASK_OPTIONS)
+def queue_optouts_of_written(resources: Resources, emails: Sequence[str], by: str) -> set[str]:
+    """Queue the opt-out of each suppressed person among ``emails``, just written to Iterable by ``by``;
+    returns their normalised addresses (their custom events wait for the opt-out)."""
+    return queue_for_written_people(resources.inbox, emails, f"written to Iterable by {by}")
+
+
+def consent_gate(resources: Resources, by: str) -> Callable[[list[str]], set[str]]:
+    """``queue_optouts_of_written`` for one writer (the CustomersDot chain, a sync)."""
+    return lambda emails: queue_optouts_of_written(resources, emails, by)
+
+
+@task(name="queue-due-opt-outs", **STORE_TASK_OPTIONS)
+def queue_due_optouts(resources: Resources) -> int:
+    """Queue again the suppressions whose person may exist by now (looked at with backoff, for
+    CONSENT_RECHECK_DAYS); returns how many were queued."""
+    return requeue_due(resources.inbox, timedelta(days=resources.settings.consent_recheck_days))
+
+
 @task(name="record-opt-out-audit", **STORE_TASK_OPTIONS)
 def record_audit(resources: Resources, items: Sequence[Item], decisions: Sequence[OptOutDecision]) -> int:
     """One audit record per decision: trigger, Marketo lead and activity ids, when, Iterable's answer."""
     for item, decision in zip(items, decisions, strict=True):
         payload = item.payload or {}
         resources.inbox.add_audit(
-            "webhook" if payload.get("trigger") == "webhook" else "poll",
+            audit_trigger(payload),
             payload.get("leadId", ""),
             payload.get("activityIds", []),
             decision.outcome,

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from iterable_recipes.clients.errors import ApiError, RetryableError
 from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory, event_id_from
 from iterable_recipes.customersdot.contract import customersdot_event_adapter
 from iterable_recipes.customersdot.mapping import EventMapping, to_iterable
+from iterable_recipes.identities import normalise_email
 from iterable_recipes.store import Item, Outcome
 
 SOURCE = "customersdot"
@@ -30,6 +32,11 @@ EVENT_ID_SOURCE = "cdot"
 
 Send = Callable[[list[dict[str, Any]]], BulkResult]
 Settle = Callable[[list[Outcome]], dict[str, int]]
+# Given the people whose profiles Iterable just accepted: queues the opt-out of those under a consent
+# suppression and returns their normalised addresses, whose events must wait for it.
+ConsentGate = Callable[[list[str]], set[str]]
+# A held event is looked at again this often, until the opt-out is in place or the hold runs out.
+HOLD_RECHECK_SECONDS = 30.0
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Batch:
     """Claimed items that go to Iterable, with their profile and event bodies in the same order."""
 
     item_ids: list[int] = field(default_factory=list)
+    received_at: list[datetime] = field(default_factory=list)
     users: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     settled: list[Outcome] = field(default_factory=list)
@@ -60,6 +68,7 @@ def prepare(items: list[Item], mapping: EventMapping) -> Batch:
         profile, event_name, event_fields = mapped
         email = event.person.email
         batch.item_ids.append(item.id)
+        batch.received_at.append(item.created_at)
         batch.users.append({"email": email, "dataFields": profile})
         batch.events.append(
             {
@@ -106,12 +115,16 @@ class CustomersDotDrain:
         send_events: Send,
         settle: Settle,
         not_found_delay: float,
+        consent: ConsentGate | None = None,
+        hold_seconds: float = 3600.0,
     ) -> None:
         self.mapping = mapping
         self._send_profiles = send_profiles
         self._send_events = send_events
         self._settle = settle
         self.not_found_delay = not_found_delay
+        self._consent = consent
+        self.hold_seconds = hold_seconds
         self.counts: Counter[str] = Counter()
         self.fatal: ApiError | None = None
         self._lock = threading.Lock()
@@ -161,6 +174,8 @@ class CustomersDotDrain:
             outcome = _outcome(item_id, result, index, self.not_found_delay)
             (failed.append(outcome) if outcome else passed.append(index))
         outcomes = _put_back(failed) if refused else failed
+        if passed and self._consent is not None:
+            passed = self._hold_suppressed(batch, passed, outcomes)
         if passed:
             events = [batch.events[i] for i in passed]
             result, refused = self._send(self._send_events, events, "events/trackBulk")
@@ -173,10 +188,34 @@ class CustomersDotDrain:
                 outcomes = _put_back(outcomes)
         self.settle(outcomes)
 
+    def _hold_suppressed(self, batch: Batch, passed: list[int], outcomes: list[Outcome]) -> list[int]:
+        """The positions whose events may go now; a person under a consent suppression waits (any
+        custom event may start a Journey) until the opt-out, queued here, is in place. A hold spends no
+        attempt; past ``hold_seconds`` since the event arrived the item dies with reason consent-hold."""
+        assert self._consent is not None
+        held = self._consent([batch.users[i]["email"] for i in passed])
+        if not held:
+            return passed
+        now = datetime.now(UTC)
+        going = []
+        for position in passed:
+            if normalise_email(batch.users[position]["email"]) not in held:
+                going.append(position)
+                continue
+            item_id = batch.item_ids[position]
+            if (now - batch.received_at[position]).total_seconds() >= self.hold_seconds:
+                outcomes.append(
+                    Outcome(item_id, "dead", "consent-hold: the opt-out was not in place in time")
+                )
+            else:
+                reason = "consent-hold: waiting for the opt-out of this person"
+                outcomes.append(Outcome(item_id, "hold", reason, delay=HOLD_RECHECK_SECONDS))
+        return going
+
     def summary(self) -> dict[str, int]:
         """The counts every CustomersDot drain run reports."""
         counts = dict(self.counts)
-        names = ("received", "sent", "delivered", "skipped", "retry", "dead", "refused")
+        names = ("received", "sent", "delivered", "skipped", "retry", "dead", "refused", "held")
         summary = {name: counts.get(name, 0) for name in names}
         summary["failed"] = summary["retry"] + summary["dead"]
         return summary

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.store.inbox import NewItem
+from iterable_recipes.store.ledger import Suppression
 
 SOURCE = "marketo"
 KIND = "unsubscribe"
@@ -25,6 +28,7 @@ def webhook_item(lead_id: str, email: str, unsubscribed_at: str) -> NewItem:
             "activityIds": [],
         },
         dedupe_key=str(lead_id),
+        suppression=Suppression(normalise_email(email), str(lead_id), "webhook"),
     )
 
 
@@ -45,4 +49,31 @@ def poll_item(activity_key: str, lead_id: int | str, email: str, stream: str) ->
             "stream": stream,
         },
         dedupe_key=str(lead_id),
+        suppression=Suppression(normalise_email(email), str(lead_id), "poll"),
     )
+
+
+def ledger_item(suppression: Suppression, why: str, at: str) -> NewItem:
+    """An opt-out queued again from the ledger (the person may exist now: ``why`` says what showed it;
+    ``at`` makes the id new each time, while one open item per lead still holds through the dedupe key)."""
+    return NewItem(
+        source=SOURCE,
+        source_id=f"ledger-{suppression.subject_id}-{at}",
+        kind=KIND,
+        payload={
+            "email": suppression.email,
+            "leadId": suppression.subject_id,
+            "trigger": "ledger",
+            "activityIds": [],
+            "reason": why,
+        },
+        dedupe_key=suppression.subject_id,
+    )
+
+
+def audit_trigger(payload: dict[str, object]) -> Literal["webhook", "poll", "ledger"]:
+    """What queued the item, as the audit records it (items older than the ledger say webhook or poll)."""
+    trigger = payload.get("trigger")
+    if trigger in ("webhook", "ledger"):
+        return trigger
+    return "poll"

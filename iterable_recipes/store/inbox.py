@@ -10,15 +10,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Select, and_, func, null, or_, select, text, union_all, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    case,
+    func,
+    null,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from iterable_recipes.masking import mask_emails
-from iterable_recipes.store.db import make_engine
+from iterable_recipes.store.db import make_engine, utcnow
+from iterable_recipes.store.ledger import Suppression, SuppressionLedger
 from iterable_recipes.store.schema import (
     OPEN_STATUSES,
     TERMINAL_STATUSES,
@@ -34,11 +48,6 @@ MAX_REASON_CHARS = 2000
 LEASE_EXPIRED_EVERY_TIME = "lease expired on every attempt"
 ADD_CHUNK = 500  # rows per INSERT: well under SQLite's 32,766 bound parameters
 T = received_events
-
-
-def utcnow() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,8 @@ class NewItem:
     dedupe_key: str | None = None
     status: Literal["pending", "skipped"] = "pending"
     reason: str | None = None
+    # A request not to be emailed that this item carries: recorded in the ledger in the same transaction.
+    suppression: Suppression | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,7 @@ class AuditRecord:
     """One opt-out decision: what triggered it, for which lead, and what Iterable answered."""
 
     id: int
-    source: Literal["webhook", "poll"]
+    source: Literal["webhook", "poll", "ledger"]
     lead_id: str
     activity_ids: list[str]
     at: datetime
@@ -108,7 +119,7 @@ class Outcome:
     """What a drain records for one item it claimed: delivered, retry (after ``delay``), dead or skipped."""
 
     item_id: int
-    status: Literal["delivered", "retry", "dead", "skipped"]
+    status: Literal["delivered", "retry", "dead", "skipped", "hold"]
     reason: str = ""
     delay: float | None = None
 
@@ -119,7 +130,7 @@ class Settled:
     no longer the drain's: its lease ran out and another drain took it), and the items that died."""
 
     counts: dict[str, int] = field(
-        default_factory=lambda: {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0, "refused": 0}
+        default_factory=lambda: {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0, "held": 0, "refused": 0}
     )
     dead: list[tuple[int, str]] = field(default_factory=list)
 
@@ -159,6 +170,7 @@ class Inbox:
         dialect = self.engine.dialect.name
         if dialect not in {"sqlite", "postgresql"}:
             raise ValueError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+        self.ledger = SuppressionLedger(self.engine)
         insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(T)
         self._add_stmt = insert.on_conflict_do_nothing().returning(T.c.id, T.c.source, T.c.source_id)
 
@@ -208,6 +220,8 @@ class Inbox:
         with self.engine.begin() as conn:
             for start in range(0, len(items), ADD_CHUNK):
                 results.extend(self._add_chunk(conn, items[start : start + ADD_CHUNK], now))
+            # Repeats too: a suppression is recorded whatever became of the item that first carried it.
+            self.ledger.record(conn, [i.suppression for i in items if i.suppression is not None], now)
         return results
 
     def _add_chunk(self, conn: Connection, items: Sequence[NewItem], now: datetime) -> list[AddResult]:
@@ -391,6 +405,9 @@ class Inbox:
             written: str | None = None
             if outcome.status == "retry":
                 written = self.mark_retry(outcome.item_id, reason, delay=outcome.delay, owner=owner)
+            elif outcome.status == "hold":
+                held = self.mark_held(outcome.item_id, reason, outcome.delay or 0.0, owner=owner)
+                written = "held" if held else None
             elif outcome.status == "dead":
                 written = "dead" if self.mark_dead(outcome.item_id, reason, owner=owner) else None
             elif outcome.status == "skipped":
@@ -431,6 +448,26 @@ class Inbox:
                 .values(status=status, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
             )
         return status
+
+    def mark_held(self, id: int, reason: str, delay: float, *, owner: str) -> bool:
+        """Put the item back for ``delay`` seconds without spending the attempt its claim counted (it
+        waits for something else, such as a consent check, not for a failure to clear)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(T)
+                .where(self._held([id], owner))
+                .values(
+                    status="retry",
+                    attempts=case((T.c.attempts > 0, T.c.attempts - 1), else_=0),
+                    last_error=_reason(reason),
+                    next_attempt_at=now + timedelta(seconds=delay),
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return bool(result.rowcount)
 
     def _finish(self, id: int, status: Status, reason: str, owner: str) -> bool:
         now = utcnow()
@@ -632,7 +669,7 @@ class Inbox:
 
     def add_audit(
         self,
-        source: Literal["webhook", "poll"],
+        source: Literal["webhook", "poll", "ledger"],
         lead_id: str | int,
         activity_ids: Sequence[str | int],
         outcome: AuditOutcome,

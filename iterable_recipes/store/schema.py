@@ -110,3 +110,26 @@ optout_audit = Table(
     Column("iterable_response", json_type(), nullable=True),
     Index("ix_optout_audit_lead", "lead_id", "at"),
 )
+
+SUPPRESSION_STATUSES = ("pending", "applied", "lifted")
+
+# The consent ledger: every address someone asked not to be emailed at, recorded with the inbox item
+# that carries the request (one transaction), and kept after that item is settled.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("applied_at", UTCDateTime(), nullable=True),
+    Column("checks", Integer, nullable=False, server_default="0"),
+    Column("next_check_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("email", "subject_id", name="uq_suppressions_email_subject"),
+    CheckConstraint(f"status IN {SUPPRESSION_STATUSES!r}", name="ck_suppressions_status"),
+    Index("ix_suppressions_email", "email"),
+    Index("ix_suppressions_due", "status", "next_check_at"),
+)

@@ -23,6 +23,7 @@ from iterable_recipes.clients.batching import send_in_batches
 from iterable_recipes.clients.iterable import IterableClient
 from iterable_recipes.clients.iterable_models import FailureCategory
 from iterable_recipes.clients.lookups import look_up_many
+from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.sync.accept import accept_batch
 from iterable_recipes.sync.batches import iter_batches
@@ -49,14 +50,27 @@ def looks_up_first(defn: SyncDefinition) -> bool:
 
 
 def deliver_batch(
-    client: IterableClient, defn: SyncDefinition, batch_no: int, items: Sequence[dict[str, Any]]
+    client: IterableClient,
+    defn: SyncDefinition,
+    batch_no: int,
+    items: Sequence[dict[str, Any]],
+    consent: Callable[[list[str]], set[str]] | None = None,
 ) -> BatchReport:
     """Send one batch (users/bulkUpdate or events/trackBulk); unknown people are reported, never created.
 
-    Raises the ``ApiError`` of a request that failed as a whole: the batch is then not accepted.
+    ``consent`` (email identities) queues the opt-out of each person under a consent suppression and
+    names them: after a profile write it is called with the people Iterable accepted; before an event
+    batch, the events of those it names are held back (rejected with reason consent-hold, so later runs
+    send them once the opt-out is in place). Raises the ``ApiError`` of a request that failed as a whole:
+    the batch is then not accepted.
     """
     report = BatchReport(batch_no)
     positions = list(range(len(items)))
+    if consent is not None and defn.kind is SyncKind.CUSTOM_EVENTS:
+        held = consent([items[p]["email"] for p in positions])
+        for position in [p for p in positions if normalise_email(items[p]["email"]) in held]:
+            report.rejected[position] = "consent-hold: waiting for the opt-out of this person"
+        positions = [p for p in positions if p not in report.rejected]
     if looks_up_first(defn):
         known: list[int] = []
         for position, found in zip(positions, look_up_many(client, [i["email"] for i in items]), strict=True):
@@ -73,6 +87,9 @@ def deliver_batch(
                 report.not_found.append(positions[index])
             else:
                 report.rejected[positions[index]] = mask_emails(f"{failure.category}: {failure.reason}")
+        if consent is not None and defn.kind is SyncKind.USER_PROFILES:
+            failed = set(report.rejected) | set(report.not_found)
+            consent([items[p]["email"] for p in positions if p not in failed])
     return report
 
 

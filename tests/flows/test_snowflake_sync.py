@@ -306,7 +306,8 @@ def test_a_sync_set_to_fail_on_invalid_rows_sends_nothing(
 
     assert state.is_failed()
     assert "on_invalid_rows is fail" in str(state.message) and "3 with a NULL or blank" in str(state.message)
-    assert iterable_standin.sandbox.stats()["requests"] == {}
+    # Only the run's start checks read Iterable (the key, the field types); nothing was written.
+    assert set(iterable_standin.sandbox.stats()["requests"]) <= {"channels", "users/getFields"}
     cur = warehouse.cursor()
     cur.execute("SELECT COUNT(*) FROM SYNC_STATE.SYNC_SNAPSHOT WHERE SYNC_NAME = 'contacts_strict'")
     assert cur.fetchone()[0] == 0

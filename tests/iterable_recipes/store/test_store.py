@@ -152,7 +152,7 @@ def test_a_stale_drains_outcomes_are_refused_and_counted(inbox: Inbox) -> None:
         ],
         "stale",
     )
-    assert stale.counts == {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0, "refused": 4}
+    assert stale.counts == {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0, "held": 0, "refused": 4}
     assert stale.dead == []
     assert stored(inbox, ids[0]).status == "delivered", "a stale drain overwrote another's delivery"
     for item_id in ids[1:]:

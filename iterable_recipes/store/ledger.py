@@ -1,0 +1,173 @@
+"""The consent ledger: every address someone asked not to be emailed at, kept after its inbox item is settled.
+
+A row is recorded in the same transaction as the inbox item that carries the request, so an unsubscribe
+is never held only in memory. A row is "pending" until the opt-out is known to be in place ("applied":
+Iterable accepted it, or a look-up showed the person already opted out), and "lifted" when the subject
+subscribed again at the source. Pending rows whose person Iterable did not know yet are looked at again
+with backoff (``check_later``, ``due``). The ledger knows addresses and subjects, not vendors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from iterable_recipes.store.db import utcnow
+from iterable_recipes.store.schema import suppressions as S
+
+# Looking again for a person Iterable did not know: after 1 min, doubling, at most every 6 h.
+RECHECK_BASE_SECONDS = 60.0
+RECHECK_CAP_SECONDS = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """One request not to be emailed: the normalised address, its subject (a Marketo lead id), the source."""
+
+    email: str
+    subject_id: str
+    source: str
+
+
+class SuppressionLedger:
+    """Reads and moves the ledger's rows; every write is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
+        self._insert = dialect.insert(S)
+
+    def record(self, conn: Connection, entries: Sequence[Suppression], now: datetime) -> None:
+        """Record ``entries`` inside the caller's transaction; a lifted row asked again is pending again."""
+        if not entries:
+            return
+        rows = [
+            {"email": e.email, "subject_id": e.subject_id, "source": e.source, "status": "pending",
+             "recorded_at": now, "updated_at": now, "checks": 0, "next_check_at": None}
+            for e in entries
+        ]  # fmt: skip
+        stmt = self._insert.on_conflict_do_update(
+            index_elements=[S.c.email, S.c.subject_id],
+            set_={"status": "pending", "updated_at": now, "applied_at": None},
+            where=S.c.status == "lifted",
+        )
+        conn.execute(stmt, rows)
+
+    def pending_among(self, emails: Iterable[str]) -> set[str]:
+        """The addresses of ``emails`` with a suppression not yet applied (compare normalised addresses)."""
+        wanted = sorted(set(emails))
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(S.c.email).where(S.c.email.in_(wanted), S.c.status == "pending"))
+            return {str(row.email) for row in rows}
+
+    def subjects_of(self, emails: Iterable[str]) -> dict[str, str]:
+        """A subject (lead id) of each pending address of ``emails``, to queue its opt-out under."""
+        wanted = sorted(set(emails))
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(S.c.email, func.min(S.c.subject_id).label("subject_id"))
+                .where(S.c.email.in_(wanted), S.c.status == "pending")
+                .group_by(S.c.email)
+            )
+            return {str(row.email): str(row.subject_id) for row in rows}
+
+    def mark_applied(self, emails: Iterable[str]) -> int:
+        """The opt-out of these addresses is in place: their pending rows become applied."""
+        wanted = sorted(set(emails))
+        if not wanted:
+            return 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(S)
+                .where(S.c.email.in_(wanted), S.c.status == "pending")
+                .values(status="applied", applied_at=now, updated_at=now, next_check_at=None)
+            )
+        return int(result.rowcount)
+
+    def check_later(self, emails: Iterable[str]) -> int:
+        """Iterable did not know these people yet: look again after a backoff that grows per check."""
+        wanted = sorted(set(emails))
+        if not wanted:
+            return 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(S.c.id, S.c.checks).where(S.c.email.in_(wanted), S.c.status == "pending")
+            ).all()
+            for row in rows:
+                wait = min(RECHECK_CAP_SECONDS, RECHECK_BASE_SECONDS * 2 ** min(int(row.checks), 20))
+                conn.execute(
+                    update(S)
+                    .where(S.c.id == row.id)
+                    .values(
+                        checks=S.c.checks + 1, next_check_at=now + timedelta(seconds=wait), updated_at=now
+                    )
+                )
+        return len(rows)
+
+    def due(self, window: timedelta, limit: int = 1000) -> list[Suppression]:
+        """Pending rows whose next look is due, recorded within ``window`` (older ones wait for the
+        reconciliation): the opt-outs to queue again."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(S.c.email, S.c.subject_id, S.c.source)
+                .where(
+                    S.c.status == "pending",
+                    S.c.next_check_at.is_not(None),
+                    S.c.next_check_at <= now,
+                    S.c.recorded_at >= now - window,
+                )
+                .order_by(S.c.next_check_at)
+                .limit(limit)
+            )
+            return [Suppression(str(r.email), str(r.subject_id), str(r.source)) for r in rows]
+
+    def postpone(self, entries: Sequence[Suppression]) -> None:
+        """Rows just queued again are not due until the opt-out drain looks (it sets the next time)."""
+        if not entries:
+            return
+        with self.engine.begin() as conn:
+            for entry in entries:
+                conn.execute(
+                    update(S)
+                    .where(and_(S.c.email == entry.email, S.c.subject_id == entry.subject_id))
+                    .values(next_check_at=None)
+                )
+
+    def lift(self, subject_id: str) -> int:
+        """The subject subscribed again at the source: its rows are lifted (another subject's row for the
+        same address keeps the address suppressed). Lifting writes nothing to Iterable."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(S)
+                .where(S.c.subject_id == str(subject_id), S.c.status != "lifted")
+                .values(status="lifted", updated_at=now, next_check_at=None)
+            )
+        return int(result.rowcount)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status, and how many pending rows wait for the person to exist in Iterable."""
+        with self.engine.connect() as conn:
+            grouped = conn.execute(select(S.c.status, func.count()).group_by(S.c.status)).all()
+            per_status = {str(status): int(n) for status, n in grouped}
+            waiting = conn.execute(
+                select(func.count()).where(S.c.status == "pending", S.c.checks > 0)
+            ).scalar()
+        counts = {status: per_status.get(status, 0) for status in ("pending", "applied", "lifted")}
+        return counts | {"pending_existence": int(waiting or 0)}
+
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest pending row was recorded (None when none is pending)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.min(S.c.recorded_at)).where(S.c.status == "pending")).scalar()

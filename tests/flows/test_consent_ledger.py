@@ -1,0 +1,130 @@
+"""The consent ledger over real sockets: an unsubscribe is applied as soon as the person exists, whoever
+creates them, and no custom event of a suppressed person goes out before the opt-out is in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from iterable_recipes.clients.iterable_models import event_id_from
+from iterable_recipes.optouts.keys import SOURCE as OPTOUTS
+from iterable_recipes.optouts.keys import webhook_item
+from iterable_recipes.store.inbox import Inbox
+from iterable_recipes.store.schema import received_events, suppressions
+from tests.integration import customersdot_event
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+MARKETING_EMAIL = 1
+
+
+def _unsubscribe(inbox: Inbox, email: str, lead_id: str = "77") -> None:
+    inbox.add_many([webhook_item(lead_id, email, "2026-11-20T10:00:00+00:00")])
+
+
+def _signup(email: str) -> dict[str, Any]:
+    """A CustomersDot trial start of ``email`` (any custom event may start a Journey)."""
+    event = customersdot_event()
+    event["person"]["email"] = email
+    return event
+
+
+def _user(sandbox: Any, email: str) -> Any:
+    with sandbox.lock:
+        sandbox.settle()
+        return sandbox.find(email=email)
+
+
+def _due_now(inbox: Inbox, table: Any, column: str) -> None:
+    """Bring every waiting row's next time to now (the test's stand-in for the clock moving on)."""
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    with inbox.engine.begin() as conn:
+        conn.execute(update(table).where(getattr(table.c, column).is_not(None)).values({column: past}))
+
+
+def test_unsubscribe_first_then_signup_opts_the_person_out_before_any_event(iterable_standin, app_database):
+    from flows.customersdot_events import customersdot_drain
+    from flows.marketo_unsubscribes import marketo_optout_drain
+
+    inbox = Inbox(app_database)
+    sandbox = iterable_standin.sandbox
+    # Padded and mixed case as Marketo may send it: the ledger keys the normalised address.
+    _unsubscribe(inbox, "  Late.Signup@Example.com ")
+    first = marketo_optout_drain()
+    assert first["not_in_iterable"] == 1
+    assert inbox.ledger.counts() == {"pending": 1, "applied": 0, "lifted": 0, "pending_existence": 1}
+
+    # The person signs up: the chain creates them and would track "SaaS Trials" (a Journey's start).
+    event = _signup("late.signup@example.com")
+    inbox.add("customersdot", event["id"], event["type"], event)
+    chain = customersdot_drain()
+    assert chain["held"] == 1 and chain["delivered"] == 0
+    assert _user(sandbox, "late.signup@example.com") is not None  # the profile was written
+    assert event_id_from("cdot", event["id"]) not in sandbox.events()  # the event was not
+    assert inbox.counts()[OPTOUTS].get("pending", 0) == 1  # the opt-out queued right after the write
+
+    second = marketo_optout_drain()
+    assert second["opted_out"] == 1
+    assert MARKETING_EMAIL in _user(sandbox, "late.signup@example.com").subs["unsubscribedChannelIds"]
+    assert inbox.ledger.counts()["applied"] == 1
+
+    _due_now(inbox, received_events, "next_attempt_at")
+    after = customersdot_drain()
+    assert after["delivered"] == 1
+    assert event_id_from("cdot", event["id"]) in sandbox.events()
+    (item,) = inbox.list_items(source="customersdot")
+    assert item.attempts == 1  # the hold spent none
+
+
+def test_a_person_created_by_anything_else_is_found_on_a_later_look(iterable_standin, app_database):
+    from flows.marketo_unsubscribes import marketo_optout_drain
+
+    inbox = Inbox(app_database)
+    sandbox = iterable_standin.sandbox
+    _unsubscribe(inbox, "form.signup@example.com", lead_id="88")
+    assert marketo_optout_drain()["not_in_iterable"] == 1
+    # Created by an Iterable form or an import, not by the project: no write of ours to react to.
+    sandbox.seed_users([{"email": "form.signup@example.com", "subscribedMessageTypeIds": [101]}])
+    assert marketo_optout_drain()["requeued"] == 0  # not due yet: the look waits for its backoff
+    _due_now(inbox, suppressions, "next_check_at")
+    later = marketo_optout_drain()
+    assert later["requeued"] == 1 and later["opted_out"] == 1
+    assert MARKETING_EMAIL in _user(sandbox, "form.signup@example.com").subs["unsubscribedChannelIds"]
+    assert inbox.ledger.counts()["applied"] == 1
+
+
+def test_an_applied_opt_out_is_never_applied_again_by_our_writes(iterable_standin, app_database):
+    from flows.customersdot_events import customersdot_drain
+    from flows.marketo_unsubscribes import marketo_optout_drain
+
+    inbox = Inbox(app_database)
+    sandbox = iterable_standin.sandbox
+    sandbox.seed_users([{"email": "known@example.com", "subscribedMessageTypeIds": [101]}])
+    _unsubscribe(inbox, "known@example.com", lead_id="99")
+    assert marketo_optout_drain()["opted_out"] == 1
+    # The person subscribes again in Iterable itself (their choice, after our opt-out).
+    with sandbox.lock:
+        sandbox.find(email="known@example.com").subs["unsubscribedChannelIds"] = []
+    event = _signup("known@example.com")
+    inbox.add("customersdot", event["id"], event["type"], event)
+    assert customersdot_drain()["delivered"] == 1
+    assert inbox.counts()[OPTOUTS] == {"delivered": 1}  # nothing queued again
+    assert _user(sandbox, "known@example.com").subs["unsubscribedChannelIds"] == []
+
+
+def test_a_held_event_dies_with_consent_hold_when_the_opt_out_never_lands(
+    iterable_standin, app_database, monkeypatch
+):
+    from flows.customersdot_events import customersdot_drain
+
+    monkeypatch.setenv("CONSENT_HOLD_SECONDS", "0")
+    inbox = Inbox(app_database)
+    _unsubscribe(inbox, "never.out@example.com", lead_id="66")
+    event = _signup("never.out@example.com")
+    inbox.add("customersdot", event["id"], event["type"], event)
+    summary = customersdot_drain()
+    assert summary["dead"] == 1 and summary["delivered"] == 0
+    (item,) = inbox.list_items(source="customersdot")
+    assert item.status == "dead" and "consent-hold" in (item.last_error or "")
