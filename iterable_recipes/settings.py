@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     iterable_limits_enabled: bool = True
     # Pace this fraction below Iterable's stated limits (0.05: 5 % slower).
     iterable_rate_headroom: float = DEFAULT_HEADROOM
-    # Opt-outs use the additive /api/subscriptions endpoints instead of bulkUpdateSubscriptions.
+    # Whether Iterable enabled the additive /api/subscriptions endpoints for the project (they need its
+    # enablement): opt-outs then DELETE the channel instead of writing bulkUpdateSubscriptions.
     iterable_optout_additive: bool = False
 
     # Marketo

@@ -201,8 +201,10 @@ class IterableClient:
         params: Mapping[str, str] | None = None,
         bulk: bool = False,
         ok: tuple[int, ...] = (200,),
+        retry: RetryPolicy | None = None,
     ) -> httpx.Response:
-        """Send one request with limiter and retries; return the response or raise an ``ApiError``."""
+        """Send one request with limiter and retries (``retry`` or the client's); return the response or
+        raise an ``ApiError``."""
         content = None if body is None else _dumps(body)
 
         def once() -> httpx.Response:
@@ -226,7 +228,7 @@ class IterableClient:
         def on_retry(attempt: int, error: RetryableError, delay: float) -> None:
             log.warning("Iterable %s attempt %d failed (%s); retrying in %.2fs", name, attempt, error, delay)
 
-        return call_with_retries(once, self.retry, on_retry=on_retry)
+        return call_with_retries(once, retry if retry is not None else self.retry, on_retry=on_retry)
 
     @staticmethod
     def _error(name: str, response: httpx.Response, *, bulk: bool) -> ApiError:
@@ -362,22 +364,31 @@ class IterableClient:
     # ---- subscriptions ----------------------------------------------------------------------------
 
     def bulk_update_subscriptions(
-        self, requests: Sequence[UpdateSubscriptionsRequest | Mapping[str, Any]]
+        self,
+        requests: Sequence[UpdateSubscriptionsRequest | Mapping[str, Any]],
+        *,
+        retry: RetryPolicy | None = None,
     ) -> BulkResult:
-        """``POST /api/users/bulkUpdateSubscriptions``; ``valid*Failures`` come back as retryable items."""
+        """``POST /api/users/bulkUpdateSubscriptions``; ``valid*Failures`` come back as retryable items.
+
+        Each array sent overwrites the stored one, so a caller whose arrays come from a read passes
+        ``retry=NO_RETRY`` and reads again before resending.
+        """
         name = "users/bulkUpdateSubscriptions"
         body = {"updateSubscriptionsRequests": [_wire(r) for r in requests]}
-        response = self._request(name, "POST", "/api/users/bulkUpdateSubscriptions", body=body, bulk=True)
+        response = self._request(
+            name, "POST", "/api/users/bulkUpdateSubscriptions", body=body, bulk=True, retry=retry
+        )
         answer = self._parse(name, BulkUpdateSubscriptionsResponse, self._json(name, response))
         failed = FailedUpdates(invalid_emails=answer.invalid_emails, invalid_user_ids=answer.invalid_user_ids)
         result = read_bulk_result(name, requests, answer.fail_count, failed, None)
-        retry = {email_match_key(e) for e in answer.valid_email_failures}
+        retry_emails = {email_match_key(e) for e in answer.valid_email_failures}
         retry_ids = set(answer.valid_user_id_failures)
-        if retry or retry_ids:
+        if retry_emails or retry_ids:
             matching = []
             for index, item in enumerate(requests):
                 mail, uid = item_ids(item)
-                if (mail and email_match_key(mail) in retry) or (uid and uid in retry_ids):
+                if (mail and email_match_key(mail) in retry_emails) or (uid and uid in retry_ids):
                     matching.append(index)
             mark_failures(
                 result, matching, FailureCategory.RETRY, "failed inside Iterable; retry", answer.fail_count

@@ -9,14 +9,15 @@ Three guards, all pure Python:
   ``GET /api/messageTypes`` answers before anything is written;
 - ``assert_may_subscribe`` is the call-time guard every subscribing write goes through.
 
-Opting out is read-modify-write (``updateSubscriptions`` overwrites each array it is sent), so
-``optout_changes`` computes the arrays from the ones on the profile.
+An opt-out touches nothing but the channels it leaves: an unsubscribed channel blocks all its message
+types, so the person's types stay as they set them. Through ``bulkUpdateSubscriptions`` (which
+overwrites each array it is sent) only ``unsubscribedChannelIds`` is sent, and
+``optout_channel_ids`` builds it from the profile's current one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +28,8 @@ from iterable_recipes.config_files import ConfigError, load_yaml_model
 
 DEFAULT_CONSENT_POLICY_PATH = Path(__file__).resolve().parent / "consent.yaml"
 
-# Profile fields holding subscription state (Iterable's names).
+# The profile field holding the channels a person left (Iterable's name).
 UNSUBSCRIBED_CHANNEL_IDS = "unsubscribedChannelIds"
-SUBSCRIBED_MESSAGE_TYPE_IDS = "subscribedMessageTypeIds"
 
 
 class ConsentError(ConfigError):
@@ -67,21 +67,27 @@ class MessageTypePolicy(BaseModel):
         return f"message type {self.id} '{self.name}'"
 
 
+RETIRED_REMOVE_TYPES = "remove_subscribed_message_type_ids"
+
+
 class OptOutPolicy(BaseModel):
-    """What one opt-out writes, in a single request."""
+    """The channels one opt-out leaves; the person's message types are never written."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     unsubscribe_channel_ids: list[int] = Field(default_factory=list)
-    remove_subscribed_message_type_ids: list[int] = Field(default_factory=list)
 
-
-@dataclass(frozen=True)
-class OptOutChange:
-    """The two arrays an opt-out sends, computed from the profile's current ones."""
-
-    unsubscribed_channel_ids: list[int]
-    subscribed_message_type_ids: list[int]
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_retired_key(cls, data: Any) -> Any:
+        # Silently ignoring it would let a file claim types are removed when they are not.
+        if isinstance(data, Mapping) and RETIRED_REMOVE_TYPES in data:
+            raise PydanticCustomError(
+                "retired_key",
+                f"{RETIRED_REMOVE_TYPES} is no longer used: an opt-out leaves the person's message types "
+                "as they set them (the unsubscribed channel blocks them all); delete the key",
+            )
+        return data
 
 
 class ConsentPolicy(BaseModel):
@@ -133,13 +139,6 @@ class ConsentPolicy(BaseModel):
         assert found is not None  # guaranteed at load
         return found
 
-    def _removed_type_ids(self) -> set[int]:
-        # Every type of an unsubscribed channel leaves subscribedMessageTypeIds, even one the file
-        # forgot to list, so the request stays valid under validateChannelAlignment.
-        unsubscribed = set(self.opt_out.unsubscribe_channel_ids)
-        of_channels = {t.id for t in self.message_types if t.channel_id in unsubscribed}
-        return of_channels | set(self.opt_out.remove_subscribed_message_type_ids)
-
     # ---- guards ---------------------------------------------------------------------------------
 
     def check_against(self, channels: Iterable[Any], message_types: Iterable[Any]) -> None:
@@ -149,7 +148,7 @@ class ConsentPolicy(BaseModel):
         them (camelCase keys, or snake_case attributes of parsed models). Raises ConsentError
         naming every disagreement: a missing id, a different name, type, medium, channel or
         subscription policy, or an Iterable message type on an unsubscribed channel that the
-        policy does not know (an opt-out would leave it subscribed).
+        policy does not know (the file would no longer describe what an opt-out blocks).
         """
         theirs_channels = {int(_get(c, "id")): c for c in channels}
         theirs_types = {int(_get(t, "id")): t for t in message_types}
@@ -182,7 +181,7 @@ class ConsentPolicy(BaseModel):
             if self.message_type(type_id) is None and channel_id in unsubscribed:
                 problems.append(
                     f"Iterable's message type {type_id} '{_get(found, 'name')}' on channel {channel_id} "
-                    "is missing from the policy, so an opt-out would leave it subscribed"
+                    "is missing from the policy, which must list every type an opt-out blocks"
                 )
         if problems:
             raise ConsentError(f"{self._source} disagrees with Iterable: " + "; ".join(problems))
@@ -207,19 +206,17 @@ class ConsentPolicy(BaseModel):
 
     # ---- opt-out --------------------------------------------------------------------------------
 
-    def optout_changes(self, current_fields: Mapping[str, Any]) -> OptOutChange:
-        """The arrays an opt-out writes, given the profile's current data fields.
+    def optout_channel_ids(self, current_fields: Mapping[str, Any]) -> list[int]:
+        """``unsubscribedChannelIds`` after an opt-out: the profile's own, then the policy's channels.
 
-        Adds the policy's channels to ``unsubscribedChannelIds`` and drops every type of those
-        channels from ``subscribedMessageTypeIds``; every other id is kept in its order.
+        Give it the fields of a read made immediately before the write: the array sent replaces the
+        stored one, so a channel left after that read would be undone.
         """
         unsubscribed = _id_list(current_fields, UNSUBSCRIBED_CHANNEL_IDS)
         for channel_id in self.opt_out.unsubscribe_channel_ids:
             if channel_id not in unsubscribed:
                 unsubscribed.append(channel_id)
-        removed = self._removed_type_ids()
-        subscribed = [i for i in _id_list(current_fields, SUBSCRIBED_MESSAGE_TYPE_IDS) if i not in removed]
-        return OptOutChange(unsubscribed_channel_ids=unsubscribed, subscribed_message_type_ids=subscribed)
+        return unsubscribed
 
     def is_opted_out(self, current_fields: Mapping[str, Any]) -> bool:
         """Whether the profile already left every channel an opt-out unsubscribes.
@@ -288,25 +285,13 @@ def _load_problems(policy: ConsentPolicy) -> list[str]:
     for channel_id in opt_out.unsubscribe_channel_ids:
         if channel_id not in channels:
             problems.append(f"opt_out.unsubscribe_channel_ids: channel {channel_id} is not listed")
-    for type_id in opt_out.remove_subscribed_message_type_ids:
-        if type_id not in types:
-            problems.append(f"opt_out.remove_subscribed_message_type_ids: type {type_id} is not listed")
     for channel in policy.channels:
         marketing_email = (channel.type, channel.medium) == ("Marketing", "Email")
         if marketing_email and channel.id not in opt_out.unsubscribe_channel_ids:
             problems.append(
                 f"opt_out: an opt-out would leave people reachable on marketing {channel.label()}: "
-                "opt_out.unsubscribe_channel_ids must include it (removing message types alone does not "
-                "unsubscribe anyone from the channel)"
+                "opt_out.unsubscribe_channel_ids must include it"
             )
-    for channel_id in opt_out.unsubscribe_channel_ids:
-        for message_type in policy.message_types:
-            removed = message_type.id in opt_out.remove_subscribed_message_type_ids
-            if message_type.channel_id == channel_id and not removed:
-                problems.append(
-                    f"opt_out.remove_subscribed_message_type_ids: must include {message_type.label()} of "
-                    f"unsubscribed channel {channel_id}, or the request breaks validateChannelAlignment"
-                )
     return problems
 
 

@@ -2,27 +2,48 @@
 out, unsubscribe the rest from marketing email; and what each decision means for the inbox and audit.
 
 Every subscription-writing endpoint creates unknown users, so the look-up always comes first and an
-unknown person is never written. The opt-out unsubscribes the marketing email channel and removes that
-channel's message types in the same request (bulkUpdateSubscriptions), or goes through the additive
-subscription endpoints when the project has them.
+unknown person is never written. An opt-out touches only the policy's channels (the marketing email
+channel), never the person's message types: the unsubscribed channel blocks them all.
+
+- Additive (``ITERABLE_OPTOUT_ADDITIVE``, for a project where Iterable enabled the subscription
+  endpoints): ``DELETE /api/subscriptions/messageChannel/{id}/user/{email}``; no array is written,
+  so nothing the person changes elsewhere can be undone.
+- Fallback: ``bulkUpdateSubscriptions`` with only ``unsubscribedChannelIds`` (which it overwrites) and
+  ``validateChannelAlignment: false``. The array is built from a read of a small group made straight
+  before its write, and a write Iterable could not take is redone from a new read, never resent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from iterable_recipes.clients.batching import send_in_batches
 from iterable_recipes.clients.errors import ApiError, PermanentError, RetryableError
 from iterable_recipes.clients.iterable import IterableClient
+from iterable_recipes.clients.iterable_models import BulkResult, IterableUser
 from iterable_recipes.clients.lookups import look_up_many
+from iterable_recipes.clients.retry import NO_RETRY, call_with_retries
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.optouts.consent import ConsentPolicy
 from iterable_recipes.store import Item, Outcome
 
+log = logging.getLogger(__name__)
+
 OptOutOutcome = Literal["opted_out", "not_in_iterable", "already_opted_out", "failed"]
+
+# The fallback reads this many people, then writes them at once: a channel a person leaves between
+# our read and our write is the one change it can undo, so the gap is kept to one group's look-ups.
+READ_WRITE_GROUP = 50
+
+NOT_ENABLED = (
+    "Iterable answered 404 to DELETE /api/subscriptions/messageChannel/...: the additive subscription "
+    "endpoints are not enabled for this project; ask Iterable to enable them, or set "
+    "ITERABLE_OPTOUT_ADDITIVE=false"
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,10 @@ class OptOutDecision:
     outcome: OptOutOutcome
     detail: str = ""
     retryable: bool = False
+
+
+class _NotEnabled(Exception):
+    """The project lacks Iterable's enablement of the additive subscription endpoints."""
 
 
 def _failure(error: ApiError) -> OptOutDecision:
@@ -50,63 +75,120 @@ def opt_out_people(
     """Opt people out of marketing email, only those Iterable already knows; one decision per position.
 
     Each address is normalised first, so an item queued before keys were normalised (or by any other
-    caller) is looked up and written as the same person.
+    caller) is looked up and written as the same person. ``additive`` says whether Iterable enabled
+    the additive subscription endpoints for the project.
     """
     emails = [normalise_email(email) for email in emails]
-    decisions: list[OptOutDecision | None] = [None] * len(emails)
+    if additive:
+        return _opt_out_additive(client, policy, emails)
+    decisions: list[OptOutDecision] = []
+    for start in range(0, len(emails), READ_WRITE_GROUP):
+        decisions.extend(_read_then_write(client, policy, emails[start : start + READ_WRITE_GROUP]))
+    return decisions
+
+
+def _settled_by_look_up(
+    policy: ConsentPolicy, found: IterableUser | ApiError | None
+) -> OptOutDecision | None:
+    """The decision a look-up settles alone (an error, unknown, already out); None when a write is due."""
+    if isinstance(found, ApiError):
+        return _failure(found)
+    if found is None:
+        return OptOutDecision("not_in_iterable", "getByEmail answered {}")
+    if policy.is_opted_out(found.data_fields):
+        return OptOutDecision("already_opted_out", "channel already unsubscribed")
+    return None
+
+
+# ---- fallback: bulkUpdateSubscriptions, unsubscribedChannelIds only --------------------------------
+
+
+def _read_then_write(
+    client: IterableClient, policy: ConsentPolicy, emails: list[str]
+) -> list[OptOutDecision]:
+    """One group: read, then write at once; a write Iterable could not take is redone from a new read."""
+    # The client would resend the same array on a 429 or 5xx, undoing a channel the person left in
+    # the meantime; retrying the read and the write together builds the resent array afresh.
+    return call_with_retries(lambda: _read_and_write(client, policy, emails), client.retry)
+
+
+def _read_and_write(client: IterableClient, policy: ConsentPolicy, emails: list[str]) -> list[OptOutDecision]:
+    """Look the group up, then send ``unsubscribedChannelIds`` for who still needs it, nothing between."""
+    decisions: list[OptOutDecision | None] = []
     writes: list[tuple[int, dict[str, Any]]] = []
     for position, (email, found) in enumerate(zip(emails, look_up_many(client, emails), strict=True)):
-        if isinstance(found, ApiError):
-            decisions[position] = _failure(found)
-        elif found is None:
-            decisions[position] = OptOutDecision("not_in_iterable", "getByEmail answered {}")
-        elif policy.is_opted_out(found.data_fields):
-            decisions[position] = OptOutDecision("already_opted_out", "channel already unsubscribed")
-        else:
-            change = policy.optout_changes(found.data_fields)
-            # Never true for an opt-out (it only removes types); the guard makes that a checked fact.
-            policy.assert_may_subscribe(
-                set(change.subscribed_message_type_ids)
-                - set(found.data_fields.get("subscribedMessageTypeIds") or [])
-            )
-            writes.append(
-                (
-                    position,
-                    {
-                        "email": email,
-                        "unsubscribedChannelIds": change.unsubscribed_channel_ids,
-                        "subscribedMessageTypeIds": change.subscribed_message_type_ids,
-                    },
-                )
-            )
-    if additive:
-        for position, request in writes:
-            decisions[position] = _opt_out_additive(client, policy, request["email"])
-    elif writes:
-        result = send_in_batches([request for _, request in writes], client.bulk_update_subscriptions)
+        decision = _settled_by_look_up(policy, found)
+        if decision is None and isinstance(found, IterableUser):
+            writes.append((position, _channel_request(policy, email, found)))
+        decisions.append(decision)
+    if writes:
+        result = send_in_batches([request for _, request in writes], _write_once(client))
         for index, (position, _) in enumerate(writes):
-            failure = result.failures.get(index)
-            decisions[position] = (
-                OptOutDecision("opted_out", "bulkUpdateSubscriptions accepted")
-                if failure is None
-                else OptOutDecision("failed", mask_emails(failure.reason), failure.retryable)
-            )
+            decisions[position] = _written(result, index)
     return [d if d is not None else OptOutDecision("failed", "no decision") for d in decisions]
 
 
-def _opt_out_additive(client: IterableClient, policy: ConsentPolicy, email: str) -> OptOutDecision:
-    """Unsubscribe through DELETE /api/subscriptions: the channel's types first, then the channel."""
+def _channel_request(policy: ConsentPolicy, email: str, found: IterableUser) -> dict[str, Any]:
+    """The one UpdateSubscriptionsRequest of an opt-out: the channel array, to the address Iterable gave."""
+    return {
+        "email": found.email or email,
+        "unsubscribedChannelIds": policy.optout_channel_ids(found.data_fields),
+        # Without it Iterable refuses a profile whose subscribed types sit under the left channel;
+        # with it those types stay as the person set them, dormant (spec: defaults to true).
+        "validateChannelAlignment": False,
+    }
+
+
+def _write_once(client: IterableClient) -> Callable[[Sequence[dict[str, Any]]], BulkResult]:
+    """bulkUpdateSubscriptions without the client's own resends (see ``_read_then_write``)."""
+
+    def send(batch: Sequence[dict[str, Any]]) -> BulkResult:
+        return client.bulk_update_subscriptions(batch, retry=NO_RETRY)
+
+    return send
+
+
+def _written(result: BulkResult, index: int) -> OptOutDecision:
+    """The decision for item ``index`` of an accepted bulkUpdateSubscriptions."""
+    failure = result.failures.get(index)
+    if failure is None:
+        return OptOutDecision("opted_out", "bulkUpdateSubscriptions accepted")
+    return OptOutDecision("failed", mask_emails(failure.reason), failure.retryable)
+
+
+# ---- additive: DELETE the channel, no array written ------------------------------------------------
+
+
+def _opt_out_additive(
+    client: IterableClient, policy: ConsentPolicy, emails: list[str]
+) -> list[OptOutDecision]:
+    """Look everyone up, then unsubscribe each known person from the policy's channels one by one."""
+    decisions: list[OptOutDecision] = []
     try:
-        channel_types = {
-            t.id for t in policy.message_types if t.channel_id in policy.opt_out.unsubscribe_channel_ids
-        }
-        for type_id in sorted(channel_types):
-            client.unsubscribe("messageType", type_id, email=email)
+        for email, found in zip(emails, look_up_many(client, emails), strict=True):
+            decision = _settled_by_look_up(policy, found)
+            if decision is None and isinstance(found, IterableUser):
+                decision = _unsubscribe_channels(client, policy, found.email or email)
+            decisions.append(decision or OptOutDecision("failed", "no decision"))
+    except _NotEnabled:
+        # A setting that disagrees with the project: everyone waits until it is fixed, nobody is lost.
+        log.error(NOT_ENABLED)
+        return [OptOutDecision("failed", NOT_ENABLED, True)] * len(emails)
+    return decisions
+
+
+def _unsubscribe_channels(client: IterableClient, policy: ConsentPolicy, address: str) -> OptOutDecision:
+    """DELETE each of the policy's channels for one person; 200 and 202 both mean accepted."""
+    try:
         for channel_id in policy.opt_out.unsubscribe_channel_ids:
-            client.unsubscribe("messageChannel", channel_id, email=email)
-    except (RetryableError, PermanentError) as error:
+            client.unsubscribe("messageChannel", channel_id, email=address)
+    except PermanentError as error:
+        if error.status == 404:
+            raise _NotEnabled from None
         return _failure(error)
-    return OptOutDecision("opted_out", "subscriptions endpoints accepted")
+    except RetryableError as error:
+        return _failure(error)
+    return OptOutDecision("opted_out", "subscriptions endpoint accepted")
 
 
 def whole_batch_failed(error: ApiError, size: int) -> list[OptOutDecision]:

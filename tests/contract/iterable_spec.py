@@ -145,8 +145,9 @@ def validate_iterable_request(
 class SpecCheckingTransport(httpx.BaseTransport):
     """Validates each request against the spec, then hands it to ``inner``.
 
-    ``checked`` lists (method, path template) of requests that passed; ``violations`` the messages of
-    those that did not (they raise ``SpecViolation`` and never reach ``inner``).
+    ``checked`` lists (method, path template) of requests that passed, ``sent`` the same with each
+    one's concrete path and JSON body; ``violations`` the messages of those that did not (they raise
+    ``SpecViolation`` and never reach ``inner``).
     """
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
@@ -155,6 +156,7 @@ class SpecCheckingTransport(httpx.BaseTransport):
         _routes()
         self.inner = inner
         self.checked: list[tuple[str, str]] = []
+        self.sent: list[tuple[str, str, Any]] = []
         self.violations: list[str] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -172,6 +174,7 @@ class SpecCheckingTransport(httpx.BaseTransport):
             self.violations.append(str(violation))
             raise
         self.checked.append((request.method, find_operation(request.method, path)[0]))
+        self.sent.append((request.method, path, body))
         return self.inner.handle_request(request)
 
     def close(self) -> None:

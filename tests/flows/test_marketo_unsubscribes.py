@@ -39,9 +39,10 @@ def test_poll_opts_out_known_people_only(iterable_standin, marketo_standin, app_
     sandbox = iterable_standin.sandbox
     link = sandbox.user("known.link@example.com")
     form = sandbox.user("known.form@example.com")
-    # The marketing email channel is left, its types dropped in the same request; SMS types stay.
-    assert 1 in link["unsubscribedChannelIds"] and link["subscribedMessageTypeIds"] == [301]
-    assert 1 in form["unsubscribedChannelIds"] and form["subscribedMessageTypeIds"] == []
+    # The marketing email channel is left; the message types stay as each person set them (GitLab
+    # Marketing dormant under the left channel, SMS Promotions still reaching them on SMS).
+    assert link["unsubscribedChannelIds"] == [1] and link["subscribedMessageTypeIds"] == [101, 301]
+    assert form["unsubscribedChannelIds"] == [1] and form["subscribedMessageTypeIds"] == [101]
     # Nobody is created by the opt-out path, and the already-opted-out person is not written again.
     assert sandbox.user("stranger@example.com") is None
     stats = sandbox.stats()

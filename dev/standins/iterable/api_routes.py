@@ -90,7 +90,10 @@ def _user_answer(sandbox: IterableSandbox, email: str | None = None, user_id: st
         sandbox.settle()
         user = sandbox.find(email=email, user_id=user_id)
         # An unknown user is a 200 with an empty object, exactly as Iterable answers.
-        return JSONResponse({"user": user.api_view()} if user is not None else {})
+        answer = JSONResponse({"user": user.api_view()} if user is not None else {})
+        if user is not None:
+            sandbox.looked_up(user)
+        return answer
 
 
 @router.get("/users/getByEmail")

@@ -38,6 +38,7 @@ class OptionsPatch(BaseModel):
     max_body_bytes: int | None = None
     create_new_fields_default: bool | None = None
     opt_in_message_types: bool | None = None
+    additive_subscriptions_enabled: bool | None = None
 
 
 def _sandbox(request: Request) -> IterableSandbox:

@@ -60,6 +60,10 @@ class SandboxOptions:
     # Iterable's opt-in message types feature (the seeded catalogue has opt-in types, so on). With it
     # on, users/bulkUpdate cannot write unsubscribedChannelIds / unsubscribedMessageTypeIds (spec).
     opt_in_message_types: bool = True
+    # Whether Iterable enabled the additive /api/subscriptions/{group}/{id}... endpoints for the project
+    # (the spec: "To enable this API, contact your customer success manager"). Off, they answer 404.
+    # On here by default so the stand-in can exercise them; a real project starts without them.
+    additive_subscriptions_enabled: bool = True
 
     def copy(self) -> SandboxOptions:
         """A deep copy, so a reset can return to the options the sandbox was created with."""

@@ -106,6 +106,8 @@ class IterableSandbox:
         self.subscription_writes: dict[str, int] = defaultdict(int)
         self.users_created: dict[str, int] = defaultdict(int)
         self._pending: list[tuple[float, int, ProfileWrite]] = []
+        # Changes the person makes right after our next look-up of them (change_after_lookup).
+        self._after_lookup: dict[str, dict[str, list[int]]] = {}
         self._sequence = itertools.count()
         self.faults = FaultBook()
         self.windows = SlidingWindows()
@@ -173,6 +175,14 @@ class IterableSandbox:
             applied += 1
         return applied
 
+    def looked_up(self, user: User) -> None:
+        """A look-up of ``user`` was answered: apply the change armed for that moment, if any."""
+        change = self._after_lookup.pop(user.email, None)
+        if change is not None:
+            # The person's own change (a preference centre, an SMS STOP), not an API write of ours.
+            user.subs.update({name: list(ids) for name, ids in change.items()})
+            user.updated_at = iterable_now()
+
     def touch_subscriptions(self, user: User) -> None:
         """Count a subscription write and stamp the profile."""
         self.subscription_writes[user.email] += 1
@@ -220,6 +230,18 @@ class IterableSandbox:
                     if item.get(name) is not None:
                         user.subs[name] = [int(x) for x in item[name]]
             return len(items)
+
+    def change_after_lookup(self, email: str, **arrays: list[int]) -> None:
+        """Replace these subscription arrays once the next look-up of ``email`` has been answered.
+
+        Models a person changing their subscriptions between a caller's read and its write: the
+        answer still shows the old arrays, every later request sees the new ones.
+        """
+        unknown = set(arrays) - set(SUBSCRIPTION_ARRAYS)
+        if unknown:
+            raise ValueError(f"not subscription arrays: {sorted(unknown)}")
+        with self.lock:
+            self._after_lookup[email.lower()] = {name: [int(x) for x in ids] for name, ids in arrays.items()}
 
     def events(self) -> dict[str, dict[str, Any]]:
         """Every stored event by id."""
@@ -300,4 +322,6 @@ class IterableSandbox:
                 "max_body_bytes": options.max_body_bytes,
                 "profile_delay_seconds": options.profile_delay_seconds,
                 "create_new_fields_default": options.create_new_fields_default,
+                "opt_in_message_types": options.opt_in_message_types,
+                "additive_subscriptions_enabled": options.additive_subscriptions_enabled,
             }

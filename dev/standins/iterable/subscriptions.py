@@ -196,6 +196,13 @@ def _apply_additive(
     _save(sb, user, address, subs, endpoint)
 
 
+def _not_enabled(sb: IterableSandbox) -> Answer | None:
+    """404 while the project lacks Iterable's enablement of the additive endpoints (the spec's 404)."""
+    if sb.options.additive_subscriptions_enabled:
+        return None
+    return fail(404, "NotFound", "Endpoint not found")
+
+
 def subscribe_one(
     sb: IterableSandbox,
     group: str,
@@ -207,6 +214,9 @@ def subscribe_one(
 ) -> Answer:
     """PATCH (``on``) or DELETE one user's membership of a list, message type or channel."""
     with sb.lock:
+        closed = _not_enabled(sb)
+        if closed is not None:
+            return closed
         sb.settle()
         try:
             name = _group(sb, group, group_id)
@@ -220,6 +230,10 @@ def subscribe_bulk(
     sb: IterableSandbox, group: str, group_id: int, action: str, body: Any, endpoint: str
 ) -> Answer:
     """PUT /subscriptions/{group}/{id}?action=: many users at once, answered 202 as Iterable does."""
+    with sb.lock:
+        closed = _not_enabled(sb)
+    if closed is not None:
+        return closed
     if action not in ("subscribe", "unsubscribe"):
         return bad_params("action must be subscribe or unsubscribe")
     if not isinstance(body, dict):

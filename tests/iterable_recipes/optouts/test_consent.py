@@ -13,7 +13,6 @@ from iterable_recipes.optouts.consent import (
     DEFAULT_CONSENT_POLICY_PATH,
     ConsentError,
     ConsentPolicy,
-    OptOutChange,
     load_consent_policy,
 )
 from iterable_recipes.resources import Resources
@@ -77,7 +76,6 @@ def test_consent_policy_path_setting_picks_another_file(
 ) -> None:
     raw["message_types"][0]["id"] = 111
     raw["main_message_type_id"] = 111
-    raw["opt_out"]["remove_subscribed_message_type_ids"] = [111, 102]
     monkeypatch.setenv("CONSENT_POLICY_PATH", str(write(tmp_path, raw)))
     assert Resources.from_settings().consent_policy.main_message_type_id == 111
 
@@ -96,8 +94,10 @@ def test_main_type_with_optout_policy_is_refused(tmp_path: Path, raw: dict[str, 
     assert "'Marketing Message'" in message and "OptOut" in message
 
 
-def test_optout_touching_only_a_message_type_is_refused(tmp_path: Path, raw: dict[str, Any]) -> None:
-    raw["opt_out"] = {"unsubscribe_channel_ids": [], "remove_subscribed_message_type_ids": [101]}
+def test_optout_leaving_only_the_transactional_channel_is_refused(
+    tmp_path: Path, raw: dict[str, Any]
+) -> None:
+    raw["opt_out"] = {"unsubscribe_channel_ids": [2]}
     message = refused(tmp_path, raw)
     assert "reachable on marketing channel 1 'Marketing Email'" in message
     assert "opt_out.unsubscribe_channel_ids must include it" in message
@@ -106,7 +106,7 @@ def test_optout_touching_only_a_message_type_is_refused(tmp_path: Path, raw: dic
 def test_optout_unsubscribing_another_channel_but_not_marketing_email_is_refused(
     tmp_path: Path, raw: dict[str, Any]
 ) -> None:
-    raw["opt_out"] = {"unsubscribe_channel_ids": [3], "remove_subscribed_message_type_ids": [101, 102, 301]}
+    raw["opt_out"] = {"unsubscribe_channel_ids": [3]}
     assert "reachable on marketing channel 1 'Marketing Email'" in refused(tmp_path, raw)
 
 
@@ -115,13 +115,14 @@ def test_optout_without_any_action_is_refused(tmp_path: Path, raw: dict[str, Any
     assert "reachable on marketing channel 1" in refused(tmp_path, raw)
 
 
-def test_optout_leaving_a_type_of_the_channel_subscribed_is_refused(
+def test_the_retired_list_of_types_to_remove_is_refused_saying_why(
     tmp_path: Path, raw: dict[str, Any]
 ) -> None:
-    raw["opt_out"]["remove_subscribed_message_type_ids"] = [102]
+    # A file still listing types to remove would claim an opt-out writes them; it never does.
+    raw["opt_out"]["remove_subscribed_message_type_ids"] = [101, 102]
     message = refused(tmp_path, raw)
-    assert "must include message type 101 'GitLab Marketing'" in message
-    assert "validateChannelAlignment" in message
+    assert "remove_subscribed_message_type_ids is no longer used" in message
+    assert "delete the key" in message
 
 
 def test_type_on_unknown_channel_is_refused(tmp_path: Path, raw: dict[str, Any]) -> None:
@@ -140,11 +141,9 @@ def test_marketing_email_channel_must_be_marketing_email(tmp_path: Path, raw: di
 def test_unknown_ids_in_the_optout_and_main_type_are_refused(tmp_path: Path, raw: dict[str, Any]) -> None:
     raw["main_message_type_id"] = 555
     raw["opt_out"]["unsubscribe_channel_ids"] = [1, 7]
-    raw["opt_out"]["remove_subscribed_message_type_ids"] = [101, 102, 808]
     message = refused(tmp_path, raw)
     assert "main_message_type_id: message type 555 is not listed" in message
     assert "channel 7 is not listed" in message
-    assert "type 808 is not listed" in message
 
 
 def test_duplicate_ids_and_unknown_keys_are_refused(tmp_path: Path, raw: dict[str, Any]) -> None:
@@ -218,27 +217,23 @@ def test_subscribing_to_optin_and_transactional_types_is_allowed(policy: Consent
 # ---- opt-out arrays -----------------------------------------------------------------------------
 
 
-def test_optout_adds_the_channel_and_drops_its_types(policy: ConsentPolicy) -> None:
+def test_optout_adds_the_channel_to_the_profiles_own_list(policy: ConsentPolicy) -> None:
     fields = {
         "unsubscribedChannelIds": [3],
         "subscribedMessageTypeIds": [301, 101, 102],
         "unsubscribedMessageTypeIds": [201],
     }
-    change = policy.optout_changes(fields)
-    assert change == OptOutChange(unsubscribed_channel_ids=[3, 1], subscribed_message_type_ids=[301])
+    assert policy.optout_channel_ids(fields) == [3, 1]
     assert fields["unsubscribedChannelIds"] == [3]  # the profile's arrays are not mutated
     assert not policy.is_opted_out(fields)
 
 
 def test_optout_of_a_bare_profile(policy: ConsentPolicy) -> None:
-    change = policy.optout_changes({"subscribedMessageTypeIds": None})
-    assert change == OptOutChange(unsubscribed_channel_ids=[1], subscribed_message_type_ids=[])
+    assert policy.optout_channel_ids({"unsubscribedChannelIds": None}) == [1]
     assert not policy.is_opted_out({})
 
 
 def test_optout_is_idempotent_and_recognised(policy: ConsentPolicy) -> None:
     fields = {"unsubscribedChannelIds": [1, 3], "subscribedMessageTypeIds": [301]}
     assert policy.is_opted_out(fields)
-    change = policy.optout_changes(fields)
-    assert change.unsubscribed_channel_ids == [1, 3]
-    assert change.subscribed_message_type_ids == [301]
+    assert policy.optout_channel_ids(fields) == [1, 3]

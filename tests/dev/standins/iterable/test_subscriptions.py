@@ -130,3 +130,69 @@ def test_bulk_subscription_action(api: httpx.Client, sandbox: IterableSandbox) -
     assert sandbox.stats()["users_created"]["subscriptions/bulkUnsubscribe"] == 1
     bad_action = api.put("/subscriptions/messageChannel/1", params={"action": "toggle"}, json={"users": []})
     assert bad_action.status_code == 400
+
+
+def test_bulk_update_subscriptions_keeps_omitted_arrays_and_dormant_types_without_alignment(
+    api: httpx.Client, sandbox: IterableSandbox
+) -> None:
+    sandbox.seed_users(
+        [
+            {
+                "email": "a@example.com",
+                "subscribedMessageTypeIds": [101, 301],
+                "unsubscribedMessageTypeIds": [102],
+            }
+        ]
+    )
+    only_channel = {"email": "a@example.com", "unsubscribedChannelIds": [1]}
+    # validateChannelAlignment defaults to true (the spec): the stored 101 would sit under a left channel.
+    refused = api.post("/users/bulkUpdateSubscriptions", json={"updateSubscriptionsRequests": [only_channel]})
+    assert refused.json()["validEmailFailures"] == ["a@example.com"]
+    request = only_channel | {"validateChannelAlignment": False}
+    response = api.post("/users/bulkUpdateSubscriptions", json={"updateSubscriptionsRequests": [request]})
+    assert response.json()["successCount"] == 1
+    user = known_user(sandbox, "a@example.com")
+    assert user["unsubscribedChannelIds"] == [1]
+    assert user["subscribedMessageTypeIds"] == [101, 301] and user["unsubscribedMessageTypeIds"] == [102]
+
+
+def test_additive_endpoints_answer_404_until_iterable_enables_them(
+    api: httpx.Client, control: httpx.Client, sandbox: IterableSandbox
+) -> None:
+    sandbox.seed_users([{"email": "a@example.com", "subscribedMessageTypeIds": [101]}])
+    assert control.post("/options", json={"additive_subscriptions_enabled": False}).status_code == 200
+    assert control.get("/options").json()["additive_subscriptions_enabled"] is False
+    answers = [
+        api.delete("/subscriptions/messageChannel/1/user/a@example.com"),
+        api.patch("/subscriptions/messageType/301/user/stranger@example.com"),
+        api.put(
+            "/subscriptions/messageChannel/1", params={"action": "unsubscribe"}, json={"users": ["x@y.io"]}
+        ),
+    ]
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    assert_matches("IterableApiResponse", answers[0].json())
+    assert known_user(sandbox, "a@example.com")["unsubscribedChannelIds"] == []
+    assert sandbox.stats()["users_created"] == {"_sandbox/seed": 1}
+    # bulkUpdateSubscriptions needs no enablement.
+    request = {"email": "a@example.com", "unsubscribedChannelIds": [1], "validateChannelAlignment": False}
+    assert (
+        api.post("/users/bulkUpdateSubscriptions", json={"updateSubscriptionsRequests": [request]}).json()[
+            "successCount"
+        ]
+        == 1
+    )
+
+
+def test_a_change_armed_for_after_a_look_up_lands_after_the_answer(
+    api: httpx.Client, sandbox: IterableSandbox
+) -> None:
+    sandbox.seed_users([{"email": "a@example.com", "subscribedMessageTypeIds": [101, 301]}])
+    sandbox.change_after_lookup("A@example.com", unsubscribedChannelIds=[3])
+    answered = api.get("/users/getByEmail", params={"email": "a@example.com"}).json()["user"]["dataFields"]
+    assert answered["unsubscribedChannelIds"] == []  # the look-up still shows the old arrays
+    user = known_user(sandbox, "a@example.com")
+    assert user["unsubscribedChannelIds"] == [3] and user["subscribedMessageTypeIds"] == [101, 301]
+    assert sandbox.stats()["subscription_writes"] == {}  # the person's change, not an API write
+    sandbox.seed_users([{"email": "a@example.com", "unsubscribedChannelIds": []}])
+    api.get("/users/getByEmail", params={"email": "a@example.com"})
+    assert known_user(sandbox, "a@example.com")["unsubscribedChannelIds"] == []  # applied once only
