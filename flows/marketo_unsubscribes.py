@@ -33,6 +33,7 @@ from tasks.store import (
     record_suppressions,
     release_ended_runs,
     run_owner,
+    skip_lifted,
 )
 
 OPT_OUT_BATCH = 500
@@ -46,6 +47,7 @@ OPT_OUT_COUNTS = (
     "dead",
     "refused",
     "requeued",
+    "lifted",
 )
 
 
@@ -62,8 +64,13 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
         owner = run_owner()
         release_ended_runs(resources, SOURCE, owner)
         counts: Counter[str] = Counter({"requeued": queue_due_optouts(resources)})
-        while items := claim_items(resources, SOURCE, batch_size, owner):
-            counts["received"] += len(items)
+        while claimed := claim_items(resources, SOURCE, batch_size, owner):
+            counts["received"] += len(claimed)
+            items, lifted = skip_lifted(resources, claimed)
+            counts.update(record_outcomes(resources, SOURCE, lifted, owner))
+            counts["lifted"] += len(lifted)
+            if not items:
+                continue
             decisions = opt_out(resources, [item_email(item) for item in items], use_additive)
             record_audit(resources, items, decisions)
             record_suppressions(resources, items, decisions)

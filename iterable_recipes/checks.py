@@ -89,6 +89,16 @@ def setting_findings(settings: Settings, recipes: Sequence[Recipe]) -> list[Find
     return findings
 
 
+def webhook_findings(settings: Settings, recipes: Sequence[Recipe]) -> list[Finding]:
+    """The webhook secrets ``recipes`` need and lack (the receiver refuses those webhooks until set)."""
+    parts: list[Part] = [p for p in _parts(recipes) if p.endswith("_webhook")]
+    return [
+        Finding(name, False, "not set: its webhook is refused until it is")
+        for part in parts
+        for name in settings.missing(part)
+    ]
+
+
 def file_findings(settings: Settings, recipes: Sequence[Recipe]) -> list[Finding]:
     """Each file ``recipes`` read, checked on its own: a bad one is named with its key and problem."""
     findings = []

@@ -30,7 +30,7 @@ from prefect.runtime import flow_run as current_run
 
 from iterable_recipes.optouts.decisions import OptOutDecision, item_email
 from iterable_recipes.optouts.keys import audit_trigger
-from iterable_recipes.optouts.ledger import queue_for_written_people, requeue_due, settle_ledger
+from iterable_recipes.optouts.ledger import lifted_items, queue_for_written_people, requeue_due, settle_ledger
 from iterable_recipes.resources import Resources, run_resources
 from iterable_recipes.store import Item, Outcome, Released
 from iterable_recipes.store.inbox import LEASE_EXPIRED_EVERY_TIME
@@ -167,6 +167,15 @@ def queue_optouts_of_written(resources: Resources, emails: Sequence[str], by: st
 def consent_gate(resources: Resources, by: str) -> Callable[[list[str]], set[str]]:
     """``queue_optouts_of_written`` for one writer (the CustomersDot chain, a sync)."""
     return lambda emails: queue_optouts_of_written(resources, emails, by)
+
+
+@task(name="skip-lifted-opt-outs", **STORE_TASK_OPTIONS)
+def skip_lifted(resources: Resources, items: Sequence[Item]) -> tuple[list[Item], list[Outcome]]:
+    """The items still to opt out, and a skipped outcome for each whose lead subscribed again in
+    Marketo since (their choice stands: nothing is written to Iterable for them)."""
+    lifted = lifted_items(resources.inbox, items)
+    reason = "subscribed again in Marketo since the unsubscribe"
+    return [i for i in items if i.id not in lifted], [Outcome(i, "skipped", reason) for i in sorted(lifted)]
 
 
 @task(name="queue-due-opt-outs", **STORE_TASK_OPTIONS)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 UNSUBSCRIBE_EMAIL = 9
 DATA_VALUE_CHANGE = 13
 _TRUE_VALUES = {"true", "1", "yes"}
+_FALSE_VALUES = {"false", "0", "no"}
 
 
 class Attribute(BaseModel):
@@ -51,6 +52,13 @@ class Activity(BaseModel):
     def key(self) -> str:
         """A stable identity: the GUID, else the legacy integer id (instances not yet migrated)."""
         return self.marketoGUID or f"id:{self.id}"
+
+    def sets_subscribed_again(self) -> bool:
+        """Whether this record is a lead change of ``unsubscribed`` to false (a re-subscription)."""
+        return self.activityTypeId != UNSUBSCRIBE_EMAIL and any(
+            f.name.lower() == "unsubscribed" and (f.newValue or "").strip().lower() in _FALSE_VALUES
+            for f in self.fields
+        )
 
     def sets_unsubscribed(self) -> bool:
         """Whether this record says the lead's ``unsubscribed`` flag became true.

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.optouts.decisions import OptOutDecision
 from iterable_recipes.optouts.keys import ledger_item
-from iterable_recipes.store import Inbox
+from iterable_recipes.store import Inbox, Item
 from iterable_recipes.store.ledger import Suppression, SuppressionLedger
 
 # Outcomes that show the opt-out in place: accepted by Iterable, or seen on the profile already.
@@ -50,3 +50,9 @@ def queue_for_written_people(inbox: Inbox, emails: Sequence[str], why: str) -> s
     if subjects:
         queue_optouts(inbox, [Suppression(email, lead, "ledger") for email, lead in subjects.items()], why)
     return set(subjects)
+
+
+def lifted_items(inbox: Inbox, items: Sequence[Item]) -> set[int]:
+    """The ids of ``items`` whose lead subscribed again in Marketo after asking: not to be opted out."""
+    lifted = inbox.ledger.lifted_subjects(str((i.payload or {}).get("leadId", "")) for i in items)
+    return {i.id for i in items if str((i.payload or {}).get("leadId", "")) in lifted}

@@ -41,6 +41,7 @@ def poll_stream(
         "already_waiting": 0,
         "resubscribed": 0,
         "unresolved": 0,
+        "lifted": 0,
     }
     token = inbox.get_cursor(cursor_name)
     if token is None:
@@ -49,6 +50,11 @@ def poll_stream(
     pages = client.iter_activities(token) if stream == "activities" else client.iter_lead_changes(token)
     for page in pages:
         counts["pages"] += 1
+        for change in page.items:
+            if change.sets_subscribed_again():
+                # That lead's suppression only: another lead with the same address keeps it suppressed.
+                # Nothing is written to Iterable; the person subscribes there through Iterable's own means.
+                counts["lifted"] += inbox.ledger.lift(str(change.leadId))
         unsubscribes = [a for a in page.items if a.sets_unsubscribed()]
         if unsubscribes:
             leads = {lead.id: lead for lead in client.get_leads_by_ids({a.leadId for a in unsubscribes})}

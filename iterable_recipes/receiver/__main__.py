@@ -38,7 +38,22 @@ def main() -> None:
     except SettingsError as err:
         print(err.report(), file=sys.stderr)
         raise SystemExit(2) from None
+    if not receiver_checks_pass(settings):
+        raise SystemExit(2)
     serve(args.host, args.port, settings, log_level=args.log_level)
+
+
+def receiver_checks_pass(settings: Settings) -> bool:
+    """The offline checks of what the receiver uses, said on stderr: a bad file stops it; a webhook
+    whose secret is missing is named (that webhook is refused until it is set), the others still run."""
+    from iterable_recipes.checks import file_findings, webhook_findings
+
+    recipes = [r for r in settings.recipes_serve_recipes if r in ("customersdot", "optouts")]
+    # Of the files, the receiver reads only the event mapping (routing CustomersDot events).
+    files = [f for f in file_findings(settings, [r for r in recipes if r == "customersdot"]) if not f.ok]
+    for finding in webhook_findings(settings, recipes) + files:
+        print(f"{finding.check}: {finding.detail}", file=sys.stderr)
+    return not files
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from iterable_recipes.store.db import utcnow
@@ -78,6 +78,20 @@ class SuppressionLedger:
                 .group_by(S.c.email)
             )
             return {str(row.email): str(row.subject_id) for row in rows}
+
+    def lifted_subjects(self, subject_ids: Iterable[str]) -> set[str]:
+        """The subjects of ``subject_ids`` whose every row is lifted (they subscribed again since)."""
+        wanted = sorted({str(s) for s in subject_ids})
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(S.c.subject_id)
+                .where(S.c.subject_id.in_(wanted))
+                .group_by(S.c.subject_id)
+                .having(func.sum(case((S.c.status == "lifted", 0), else_=1)) == 0)
+            )
+            return {str(row.subject_id) for row in rows}
 
     def mark_applied(self, emails: Iterable[str]) -> int:
         """The opt-out of these addresses is in place: their pending rows become applied."""

@@ -128,3 +128,33 @@ def test_a_held_event_dies_with_consent_hold_when_the_opt_out_never_lands(
     assert summary["dead"] == 1 and summary["delivered"] == 0
     (item,) = inbox.list_items(source="customersdot")
     assert item.status == "dead" and "consent-hold" in (item.last_error or "")
+
+
+def test_a_resubscription_in_marketo_lifts_that_leads_suppression_only(
+    iterable_standin, marketo_standin, app_database
+):
+    from flows.marketo_unsubscribes import marketo_optout_drain, marketo_poll
+
+    inbox = Inbox(app_database)
+    iterable_standin.sandbox.seed_users(
+        [{"email": "changed.mind@example.com", "subscribedMessageTypeIds": [101]}]
+    )
+    marketo = marketo_standin.sandbox
+    marketo.add_lead(501, "changed.mind@example.com")
+    marketo.add_lead(502, "changed.mind@example.com")  # a duplicate lead of the same person
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    marketo.unsubscribe(501, how="form")
+    assert marketo_poll(start=start, drain=False)["lead_changes_queued"] == 1
+    marketo.resubscribe(501)
+    assert marketo_poll(drain=False)["lead_changes_lifted"] == 1
+    drained = marketo_optout_drain()
+    assert drained["lifted"] == 1 and drained["opted_out"] == 0
+    user = _user(iterable_standin.sandbox, "changed.mind@example.com")
+    assert MARKETING_EMAIL not in user.subs["unsubscribedChannelIds"]  # lifting wrote nothing
+    assert inbox.ledger.counts()["lifted"] == 1
+
+    # The other lead unsubscribes: the address is suppressed again, through that lead.
+    marketo.unsubscribe(502, how="form")
+    marketo_poll(drain=False)
+    assert inbox.ledger.pending_among(["changed.mind@example.com"]) == {"changed.mind@example.com"}
+    assert marketo_optout_drain()["opted_out"] == 1

@@ -216,3 +216,14 @@ def test_a_flow_trusts_a_passed_check_for_the_configured_time_and_never_a_failed
             with pytest.raises(CheckFailed):
                 check_at_start(resources, "consent", clock=lambda: now[0])
         assert channel_reads() == 4
+
+
+def test_the_receiver_names_a_missing_webhook_secret_and_still_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from iterable_recipes.receiver.__main__ import receiver_checks_pass
+
+    monkeypatch.setenv("CUSTOMERSDOT_WEBHOOK_SECRETS", WEBHOOK_SECRET)
+    assert receiver_checks_pass(load_settings())
+    err = capsys.readouterr().err
+    assert "MARKETO_WEBHOOK_SECRET" in err and "CUSTOMERSDOT_WEBHOOK_SECRETS" not in err

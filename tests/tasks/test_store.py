@@ -65,7 +65,7 @@ def test_outcomes_settle_only_the_drains_own_items_and_dead_ones_are_announced(
         Outcome(theirs[0].id, "delivered"),  # not drain-a's to settle
     ]
     counts = store_tasks.record_outcomes(resources, "customersdot", outcomes, "drain-a")
-    assert counts == {"delivered": 1, "retry": 0, "dead": 1, "skipped": 0, "refused": 1}
+    assert counts == {"delivered": 1, "retry": 0, "dead": 1, "skipped": 0, "held": 0, "refused": 1}
     left = inbox.get(theirs[0].id)
     assert left is not None and left.status == "in_flight"
     assert [e["payload"]["item_id"] for e in announced] == [mine[1].id]

@@ -214,6 +214,35 @@ class MarketoSandbox:
                 lead["updatedAt"] = _stamp(moment)
             return guids
 
+    def resubscribe(self, lead_id: int, at: datetime | None = None) -> str | None:
+        """The lead subscribes again (a form, a sales rep): a Data Value Change of ``unsubscribed`` to
+        false, as Marketo logs it; None when the lead was not unsubscribed (nothing changes)."""
+        moment = _aware(at)
+        with self._lock:
+            lead = self._leads.get(lead_id)
+            if lead is None:
+                raise KeyError(f"no lead {lead_id}")
+            if not lead["unsubscribed"]:
+                return None
+            guid = self._append(
+                moment,
+                lead_id,
+                DATA_VALUE_CHANGE,
+                primary=("Unsubscribed", UNSUBSCRIBED_FIELD_ID),
+                attributes=_change_attributes("false", "true", "Form fill", "Web form fillout"),
+                fields=[
+                    {
+                        "id": UNSUBSCRIBED_FIELD_ID,
+                        "name": "unsubscribed",
+                        "newValue": "false",
+                        "oldValue": "true",
+                    }
+                ],
+            )
+            lead["unsubscribed"] = False
+            lead["updatedAt"] = _stamp(moment)
+            return guid
+
     def add_noise(self, n: int, at: datetime | None = None) -> int:
         """Log ``n`` activities that are not unsubscribes (other types, changes of other fields)."""
         moment = _aware(at)
