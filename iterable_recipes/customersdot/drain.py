@@ -66,7 +66,8 @@ def prepare(items: list[Item], mapping: EventMapping) -> Batch:
             batch.settled.append(Outcome(item.id, "skipped", "not forwarded by the event mapping"))
             continue
         profile, event_name, event_fields = mapped
-        email = event.person.email
+        # The one key of a person everywhere (the ledger, the opt-out, the sync): Iterable folds case too.
+        email = normalise_email(event.person.email)
         batch.item_ids.append(item.id)
         batch.received_at.append(item.created_at)
         batch.users.append({"email": email, "dataFields": profile})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from iterable_recipes.identities import TRIM_CHARS
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition
 
 NULL_MARKER = "~"  # never produced by a present value, which always starts with its length and ':'
@@ -14,15 +15,25 @@ def source_subquery(defn: SyncDefinition) -> str:
     return f"({defn.source.query}) AS M"
 
 
+# TRIM_CHARS as SQL, one CHR() per character: plain ASCII text that Snowflake and fakesnow read alike
+# (a literal holding the characters themselves would depend on each dialect's escape rules).
+EMAIL_TRIM_SQL = " || ".join(f"CHR({ord(char)})" for char in TRIM_CHARS)
+
+
 def identity_expr(defn: SyncDefinition) -> str:
-    """The identity as a trimmed string (emails lower-cased), NULL when missing or blank.
+    """The identity as a trimmed string, NULL when missing or blank; emails exactly as
+    ``normalise_email`` keys them (every Unicode whitespace and invisible character trimmed, lower-cased).
 
     Keys are compared as strings, as Hightouch does; emails are case-insensitive for Iterable, so two
-    spellings of one address count as a duplicate rather than as two people.
+    spellings of one address count as a duplicate rather than as two people, and a padded address is
+    the same person the receiver, the poll and the opt-out know.
     """
-    value = f"TRIM(TO_VARCHAR(M.{defn.identity.column}))"
     if defn.identity.kind is IdentityKind.EMAIL:
-        value = f"LOWER({value})"
+        # CAST, not TO_VARCHAR (the same for text): fakesnow drops TRIM's characters argument unless
+        # its operand is already a cast to VARCHAR, so the test would not see what Snowflake runs.
+        value = f"LOWER(TRIM(CAST(M.{defn.identity.column} AS VARCHAR), {EMAIL_TRIM_SQL}))"
+    else:
+        value = f"TRIM(TO_VARCHAR(M.{defn.identity.column}))"
     return f"NULLIF({value}, '')"
 
 
