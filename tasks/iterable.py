@@ -23,6 +23,7 @@ from iterable_recipes.optouts.decisions import (
     opt_out_people,
     whole_batch_failed,
 )
+from iterable_recipes.optouts.reconcile import DriftReport, drift_report, reconcile
 from iterable_recipes.resources import Resources
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition
 from iterable_recipes.sync.delivery import BatchReport, deliver_batch
@@ -86,6 +87,20 @@ def opt_out(resources: Resources, emails: Sequence[str], additive: bool) -> list
         return opt_out_people(client, policy, emails, additive)
     except ApiError as error:
         return whole_batch_failed(error, len(emails))
+
+
+@task(name="reconcile-consent", **ITERABLE_TASK_OPTIONS)
+def reconcile_consent(resources: Resources, repair: bool) -> DriftReport:
+    """Compare every active suppression with Iterable (getByEmail up to CONSENT_EXPORT_THRESHOLD, the
+    user export above); with ``repair``, queue the opt-outs that are ours to redo. Returns masked rows."""
+    result = reconcile(
+        resources.inbox,
+        resources.iterable,
+        resources.consent_policy,
+        threshold=resources.settings.consent_export_threshold,
+        repair=repair,
+    )
+    return drift_report(result)
 
 
 @task(name="deliver-sync-batch", **ITERABLE_TASK_OPTIONS)

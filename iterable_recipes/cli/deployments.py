@@ -18,6 +18,7 @@ PREFECT_FILE = project_file("prefect.yaml")
 RECIPE_OF_MODULE = {
     "flows.customersdot_events": "customersdot",
     "flows.marketo_unsubscribes": "optouts",
+    "flows.consent_reconciliation": "optouts",
     "flows.snowflake_sync": "sync",
 }
 

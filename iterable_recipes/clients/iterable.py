@@ -15,11 +15,12 @@ masked; never a URL, an email or the key.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -78,6 +79,7 @@ ITERABLE_RATE_LIMITS: dict[str, Rate] = {
     "users/getFields": Rate(3),
     "channels": Rate(100),
     "messageTypes": Rate(100),
+    "export/data.json": Rate(4, 60.0),
 }
 
 # When a 429 carries no Retry-After, hold the endpoint back this long (one second is the window of
@@ -432,6 +434,63 @@ class IterableClient:
             ok=(200, 202),
             bulk=True,
         )
+
+    # ---- export -----------------------------------------------------------------------------------
+
+    def export_users(self, only_fields: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """``GET /api/export/data.json`` of every user (``range=All``), one dict per line as it streams.
+
+        The spec allows 4 requests a minute per project, so one export replaces thousands of getByEmail
+        calls. Only the request is retried here: a stream broken midway raises ``RetryableError`` and
+        the caller starts the export again (a half-read export is not a complete one).
+        """
+        name = "export/data.json"
+        params = httpx.QueryParams(
+            [("dataTypeName", "user"), ("range", "All"), *(("onlyFields", f) for f in only_fields)]
+        )
+        with self._export_stream(name, params) as response:
+            try:
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield self._export_row(name, line)
+            except httpx.TransportError as exc:
+                raise RetryableError(f"export stream broken ({type(exc).__name__})", endpoint=name) from None
+
+    def _export_stream(self, name: str, params: httpx.QueryParams) -> Any:
+        """The export's streamed 200, after the limiter and retries of its opening; an ApiError else."""
+
+        def once() -> Any:
+            self.limiter.acquire(name)
+            request = self._http.build_request("GET", "/api/export/data.json", params=params)
+            request.headers["Accept"] = "application/x-json-stream"
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                raise RetryableError(f"timed out ({type(exc).__name__})", endpoint=name) from None
+            except httpx.TransportError as exc:
+                raise RetryableError(f"transport error ({type(exc).__name__})", endpoint=name) from None
+            if response.status_code == 200:
+                return contextlib.closing(response)
+            response.read()
+            response.close()
+            error = self._error(name, response, bulk=False)
+            if error.status == 429 and not isinstance(self.limiter, NoLimiter):
+                wait = error.retry_after if isinstance(error, RetryableError) else None
+                self.limiter.slow_down(name, wait or DEFAULT_SLOW_DOWN_SECONDS)
+            raise error
+
+        return call_with_retries(once, self.retry)
+
+    @staticmethod
+    def _export_row(name: str, line: str) -> dict[str, Any]:
+        """One line of an export: a JSON object, or a retryable error (never a silently skipped person)."""
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise RetryableError("unreadable export line", endpoint=name, code=UNEXPECTED) from None
+        if not isinstance(row, dict):
+            raise RetryableError("export line is not an object", endpoint=name, code=UNEXPECTED)
+        return row
 
     # ---- project configuration --------------------------------------------------------------------
 

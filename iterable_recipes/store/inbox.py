@@ -692,6 +692,12 @@ class Inbox:
             ).scalar_one()
         return int(new_id)
 
+    def audit_count(self, outcome: AuditOutcome) -> int:
+        """How many audit records have ``outcome`` (``unresolved``: unsubscribes nobody could act on)."""
+        with self.engine.connect() as conn:
+            stmt = select(func.count()).select_from(optout_audit).where(optout_audit.c.outcome == outcome)
+            return int(conn.execute(stmt).scalar() or 0)
+
     def list_audit(self, lead_id: str | int | None = None, limit: int = 100) -> list[AuditRecord]:
         """Audit records, newest first, optionally of one lead."""
         stmt = select(optout_audit).order_by(optout_audit.c.id.desc()).limit(limit)

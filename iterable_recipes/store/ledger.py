@@ -33,6 +33,17 @@ class Suppression:
     source: str
 
 
+@dataclass(frozen=True)
+class ActiveSuppression:
+    """A suppression not lifted: its row's status, when it was applied and how often Iterable was asked."""
+
+    email: str
+    subject_id: str
+    status: str
+    applied_at: datetime | None
+    checks: int
+
+
 class SuppressionLedger:
     """Reads and moves the ledger's rows; every write is one short transaction."""
 
@@ -169,6 +180,36 @@ class SuppressionLedger:
                 .values(status="lifted", updated_at=now, next_check_at=None)
             )
         return int(result.rowcount)
+
+    def active(self) -> list[ActiveSuppression]:
+        """Every row not lifted (pending or applied), oldest first: what the reconciliation compares."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(S.c.email, S.c.subject_id, S.c.status, S.c.applied_at, S.c.checks)
+                .where(S.c.status != "lifted")
+                .order_by(S.c.id)
+            )
+            return [
+                ActiveSuppression(str(r.email), str(r.subject_id), str(r.status), r.applied_at, int(r.checks))
+                for r in rows
+            ]
+
+    def reopen(self, entries: Sequence[Suppression]) -> int:
+        """Applied rows whose opt-out no longer holds (the profile was re-created) are pending again, so
+        the next opt-out applied to them stamps a new ``applied_at`` and the writers' gate holds them."""
+        now = utcnow()
+        reopened = 0
+        with self.engine.begin() as conn:
+            for entry in entries:
+                result = conn.execute(
+                    update(S)
+                    .where(
+                        S.c.email == entry.email, S.c.subject_id == entry.subject_id, S.c.status == "applied"
+                    )
+                    .values(status="pending", applied_at=None, updated_at=now, next_check_at=None)
+                )
+                reopened += int(result.rowcount)
+        return reopened
 
     def counts(self) -> dict[str, int]:
         """Rows per status, and how many pending rows wait for the person to exist in Iterable."""

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from dev.standins.iterable import endpoints, events, profiles, subscriptions
+from dev.standins.iterable import endpoints, events, exports, profiles, subscriptions
 from dev.standins.iterable.answers import Answer, bad_params, envelope
 from dev.standins.iterable.gate import BODY_KEY
 from dev.standins.iterable.store import IterableSandbox
@@ -200,6 +200,23 @@ async def subscribe_bulk(request: Request, group: str, group_id: str, action: st
     return _reply(
         subscriptions.subscribe_bulk(_sandbox(request), group, _numeric(group_id), action, body, name)
     )
+
+
+@router.get("/export/data.json")
+async def export_json(request: Request) -> Response:
+    """Export every user, one JSON object a line (``dataTypeName=user`` only)."""
+    query = request.query_params
+    lines = exports.export_lines(
+        _sandbox(request),
+        query.get("dataTypeName", ""),
+        query.get("range"),
+        query.getlist("onlyFields"),
+        query.getlist("omitFields"),
+    )
+    if isinstance(lines, tuple):
+        return _reply(lines)
+    body = "".join(f"{line}\n" for line in lines)
+    return Response(body, media_type="application/x-json-stream")
 
 
 @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

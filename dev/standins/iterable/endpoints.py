@@ -20,6 +20,7 @@ _FIXED = {
     ("GET", "users/getFields"): "users/getFields",
     ("GET", "channels"): "channels",
     ("GET", "messageTypes"): "messageTypes",
+    ("GET", "export/data.json"): "export/data.json",
 }
 
 

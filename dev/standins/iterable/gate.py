@@ -17,6 +17,8 @@ from typing import Any
 from dev.standins.iterable.answers import PLAIN_TEXT, RATE_LIMIT_TEXT, STATUS_CODES, envelope
 from dev.standins.iterable.endpoints import resolve
 from dev.standins.iterable.faults import Decision
+from dev.standins.iterable.options import RATE_WINDOWS
+from dev.standins.iterable.ratelimit import WINDOW_SECONDS
 from dev.standins.iterable.store import IterableSandbox
 
 Scope = MutableMapping[str, Any]
@@ -134,7 +136,8 @@ class Gate:
             limit = sb.options.rate_limits.get(endpoint)
             if not sb.options.limits_enabled or not limit:
                 return None
-            return sb.windows.acquire(endpoint, limit, time.monotonic())
+            window = RATE_WINDOWS.get(endpoint, WINDOW_SECONDS)
+            return sb.windows.acquire(endpoint, limit, time.monotonic(), window)
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, endpoint: str, decision: Decision

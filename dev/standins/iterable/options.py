@@ -6,7 +6,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-# Per-project limits as the spec's operation descriptions state them (requests per second).
+# Per-project limits as the spec's operation descriptions state them: requests per second, or per the
+# window of RATE_WINDOWS when the spec states another (the export: 4 a minute).
 DEFAULT_RATE_LIMITS: dict[str, float] = {
     "events/track": 2000,
     "events/trackBulk": 10,
@@ -17,7 +18,9 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "users/getFields": 3,
     "channels": 100,
     "messageTypes": 100,
+    "export/data.json": 4,
 }
+RATE_WINDOWS: dict[str, float] = {"export/data.json": 60.0}
 
 # Epoch milliseconds, as Iterable reports message type timestamps.
 _SEED_TIME_MS = 1_700_000_000_000

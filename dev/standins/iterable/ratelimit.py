@@ -1,4 +1,5 @@
-"""Per-endpoint 1-second sliding windows: at most ``limit`` requests in any second, as Iterable enforces."""
+"""Per-endpoint sliding windows (1 second unless an endpoint's limit is stated per minute): at most
+``limit`` requests in any window, as Iterable enforces."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ class SlidingWindows:
     def __init__(self) -> None:
         self._windows: dict[str, deque[float]] = {}
 
-    def acquire(self, endpoint: str, limit: float, now: float) -> int | None:
+    def acquire(
+        self, endpoint: str, limit: float, now: float, window_seconds: float = WINDOW_SECONDS
+    ) -> int | None:
         """Admit a request at ``now`` (monotonic seconds), or return the Retry-After seconds to answer."""
         window = self._windows.get(endpoint)
         if window is None:
             window = self._windows[endpoint] = deque()
-        horizon = now - WINDOW_SECONDS
+        horizon = now - window_seconds
         while window and window[0] <= horizon:
             window.popleft()
         if len(window) >= max(1, int(limit)):
-            return max(1, math.ceil(window[0] + WINDOW_SECONDS - now))
+            return max(1, math.ceil(window[0] + window_seconds - now))
         window.append(now)
         return None
 

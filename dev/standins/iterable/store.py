@@ -203,6 +203,16 @@ class IterableSandbox:
             found = self.find(email=email)
             return found.control_view() if found is not None else None
 
+    def forget_user(self, email: str) -> bool:
+        """Delete one profile, as Iterable's user deletion does; a later write or seed re-creates it
+        with a new ``signupDate``. Returns whether it existed."""
+        with self.lock:
+            self.settle()
+            user = self.users_by_email.pop(email.lower(), None)
+            if user is not None and user.user_id is not None:
+                self.email_by_user_id.pop(user.user_id, None)
+            return user is not None
+
     def seed_users(self, items: list[dict[str, Any]]) -> int:
         """Create or update users at once (no delay, not counted as API writes); returns how many.
 

@@ -23,6 +23,9 @@ def test_prefect_yaml_declares_the_drains_the_poll_and_one_deployment_per_sync()
     assert specs["customersdot-drain"].concurrency_limit is None
     assert specs["marketo-opt-out-drain"].concurrency_limit is None
     assert specs["marketo-unsubscribe-poll"].concurrency_limit == 1
+    reconciliation = specs["consent-reconciliation"]
+    assert reconciliation.parameters == {"repair": False}
+    assert [s["cron"] for s in reconciliation.schedules] == ["30 5 * * *"]  # daily
     for name in all_sync_definitions():
         spec = specs[f"snowflake-sync-{name.replace('_', '-')}"]
         assert spec.parameters == {"sync": name}
@@ -271,6 +274,7 @@ def test_serve_runs_only_the_deployments_of_the_recipes_it_is_set_to(monkeypatch
     recipes = {spec.name: spec.recipe for spec in read_deployments()}
     assert recipes["customersdot-drain"] == "customersdot"
     assert recipes["marketo-opt-out-drain"] == recipes["marketo-unsubscribe-poll"] == "optouts"
+    assert recipes["consent-reconciliation"] == "optouts"
     assert all(r for r in recipes.values()), recipes
     monkeypatch.setenv("RECIPES_SERVE_RECIPES", "optouts,newsletters")
     with pytest.raises(Exception, match="RECIPES_SERVE_RECIPES"):

@@ -14,6 +14,7 @@ def test_without_an_alert_block_only_the_lost_runs_automation_is_kept():
     assert loaded[0].trigger.posture == "Proactive"
     assert "recipes-inbox-item-dead" in skipped and "recipes-flow-run-failed" in skipped
     assert "recipes-optouts-unresolved" in skipped and "recipes-sync-invalid-rows" in skipped
+    assert "recipes-consent-drift" in skipped
 
 
 def test_invalid_sync_rows_alert_on_the_flows_event_not_on_a_state():

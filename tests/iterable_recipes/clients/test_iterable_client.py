@@ -95,6 +95,7 @@ def test_rate_limits_follow_the_spec() -> None:
     assert ITERABLE_RATE_LIMITS["events/trackBulk"] == Rate(10)
     assert ITERABLE_RATE_LIMITS["users/getByEmail"] == Rate(100)
     assert ITERABLE_RATE_LIMITS["users/byUserId"] == Rate(100)
+    assert ITERABLE_RATE_LIMITS["export/data.json"] == Rate(4, 60.0)  # "4 requests/minute"
     # No client method sends these single-item endpoints any more, so nothing paces them.
     assert "events/track" not in ITERABLE_RATE_LIMITS
     assert "users/update" not in ITERABLE_RATE_LIMITS
