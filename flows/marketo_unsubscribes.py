@@ -26,6 +26,7 @@ from tasks.marketo import poll_unsubscribes
 from tasks.reporting import emit_alert, publish_counts
 from tasks.store import (
     RELEASE_LEASES_ON_END,
+    begin_audit,
     claim_items,
     queue_due_optouts,
     record_audit,
@@ -66,6 +67,7 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
         counts: Counter[str] = Counter({"requeued": queue_due_optouts(resources)})
         while claimed := claim_items(resources, SOURCE, batch_size, owner):
             counts["received"] += len(claimed)
+            begin_audit(resources, claimed)
             items, lifted = skip_lifted(resources, claimed)
             counts.update(record_outcomes(resources, SOURCE, lifted, owner))
             counts["lifted"] += len(lifted)

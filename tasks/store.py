@@ -171,10 +171,13 @@ def consent_gate(resources: Resources, by: str) -> Callable[[list[str]], set[str
 
 @task(name="skip-lifted-opt-outs", **STORE_TASK_OPTIONS)
 def skip_lifted(resources: Resources, items: Sequence[Item]) -> tuple[list[Item], list[Outcome]]:
-    """The items still to opt out, and a skipped outcome for each whose lead subscribed again in
-    Marketo since (their choice stands: nothing is written to Iterable for them)."""
+    """The items still to opt out, and a skipped outcome (audited) for each whose lead subscribed again
+    in Marketo since (their choice stands: nothing is written to Iterable for them)."""
     lifted = lifted_items(resources.inbox, items)
     reason = "subscribed again in Marketo since the unsubscribe"
+    for item in items:
+        if item.id in lifted:
+            resources.inbox.finish_attempt(item, "skipped", {"detail": reason, "retryable": False})
     return [i for i in items if i.id not in lifted], [Outcome(i, "skipped", reason) for i in sorted(lifted)]
 
 
@@ -185,16 +188,27 @@ def queue_due_optouts(resources: Resources) -> int:
     return requeue_due(resources.inbox, timedelta(days=resources.settings.consent_recheck_days))
 
 
+@task(name="begin-opt-out-audit", **STORE_TASK_OPTIONS)
+def begin_audit(resources: Resources, items: Sequence[Item]) -> None:
+    """One "attempting" audit record per item and attempt, before anything is written to Iterable, so a
+    crash at any later point leaves a trace of the attempt."""
+    resources.inbox.begin_attempts([(item, audit_trigger(item.payload or {})) for item in items])
+
+
 @task(name="record-opt-out-audit", **STORE_TASK_OPTIONS)
 def record_audit(resources: Resources, items: Sequence[Item], decisions: Sequence[OptOutDecision]) -> int:
-    """One audit record per decision: trigger, Marketo lead and activity ids, when, Iterable's answer."""
+    """Finalise each item's attempt record with the decision and Iterable's answer (a record is added
+    when none was begun)."""
     for item, decision in zip(items, decisions, strict=True):
+        response = {"detail": decision.detail, "retryable": decision.retryable}
+        if resources.inbox.finish_attempt(item, decision.outcome, response):
+            continue
         payload = item.payload or {}
         resources.inbox.add_audit(
             audit_trigger(payload),
             payload.get("leadId", ""),
             payload.get("activityIds", []),
             decision.outcome,
-            {"detail": decision.detail, "retryable": decision.retryable},
+            response,
         )
     return len(items)

@@ -43,7 +43,9 @@ from iterable_recipes.store.schema import (
 
 Status = Literal["pending", "in_flight", "retry", "delivered", "dead", "skipped"]
 # "unresolved": the poll found an unsubscribe whose lead it could not turn into an address.
-AuditOutcome = Literal["opted_out", "not_in_iterable", "already_opted_out", "failed", "unresolved"]
+AuditOutcome = Literal[
+    "attempting", "opted_out", "not_in_iterable", "already_opted_out", "failed", "unresolved", "skipped"
+]
 MAX_REASON_CHARS = 2000
 LEASE_EXPIRED_EVERY_TIME = "lease expired on every attempt"
 ADD_CHUNK = 500  # rows per INSERT: well under SQLite's 32,766 bound parameters
@@ -112,6 +114,8 @@ class AuditRecord:
     at: datetime
     outcome: AuditOutcome
     iterable_response: Any
+    item_id: int | None = None
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -692,6 +696,40 @@ class Inbox:
             ).scalar_one()
         return int(new_id)
 
+    def begin_attempts(self, attempts: Sequence[tuple[Item, Literal["webhook", "poll", "ledger"]]]) -> None:
+        """Record "attempting" for each item's current attempt, before anything is written to Iterable;
+        a record of the same item and attempt already there is kept (a task retried, a run resumed)."""
+        if not attempts:
+            return
+        now = utcnow()
+        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(optout_audit)
+        rows = [
+            {
+                "source": source,
+                "lead_id": str((item.payload or {}).get("leadId", "")),
+                "activity_ids": [str(a) for a in (item.payload or {}).get("activityIds", [])],
+                "at": now,
+                "outcome": "attempting",
+                "iterable_response": None,
+                "item_id": item.id,
+                "attempt": item.attempts,
+            }
+            for item, source in attempts
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["item_id", "attempt"]), rows)
+
+    def finish_attempt(self, item: Item, outcome: AuditOutcome, iterable_response: Any) -> bool:
+        """Finalise the record of ``item``'s current attempt with what happened (idempotent); False when
+        no record of that attempt was begun."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(optout_audit)
+                .where(optout_audit.c.item_id == item.id, optout_audit.c.attempt == item.attempts)
+                .values(outcome=outcome, iterable_response=iterable_response, at=utcnow())
+            )
+        return bool(result.rowcount)
+
     def audit_count(self, outcome: AuditOutcome) -> int:
         """How many audit records have ``outcome`` (``unresolved``: unsubscribes nobody could act on)."""
         with self.engine.connect() as conn:
@@ -713,6 +751,8 @@ class Inbox:
                     at=r.at,
                     outcome=r.outcome,
                     iterable_response=r.iterable_response,
+                    item_id=r.item_id,
+                    attempt=r.attempt,
                 )
                 for r in conn.execute(stmt)
             ]

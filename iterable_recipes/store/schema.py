@@ -108,7 +108,12 @@ optout_audit = Table(
     Column("at", UTCDateTime(), nullable=False),
     Column("outcome", String(32), nullable=False),
     Column("iterable_response", json_type(), nullable=True),
+    # The inbox item and its attempt a record is about (None for what no item carries: an unsubscribe
+    # the poll could not resolve): one record per attempt, written "attempting" before the write.
+    Column("item_id", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
+    Column("attempt", Integer, nullable=True),
     Index("ix_optout_audit_lead", "lead_id", "at"),
+    Index("uq_optout_audit_attempt", "item_id", "attempt", unique=True),
 )
 
 SUPPRESSION_STATUSES = ("pending", "applied", "lifted")

@@ -158,3 +158,30 @@ def test_a_resubscription_in_marketo_lifts_that_leads_suppression_only(
     marketo_poll(drain=False)
     assert inbox.ledger.pending_among(["changed.mind@example.com"]) == {"changed.mind@example.com"}
     assert marketo_optout_drain()["opted_out"] == 1
+
+
+def test_every_attempt_leaves_its_own_audit_record_begun_before_the_write(iterable_standin, app_database):
+    from flows.marketo_unsubscribes import marketo_optout_drain
+
+    inbox = Inbox(app_database)
+    sandbox = iterable_standin.sandbox
+    sandbox.seed_users([{"email": "twice@example.com", "subscribedMessageTypeIds": [101]}])
+    _unsubscribe(inbox, "twice@example.com", lead_id="55")
+    (item,) = inbox.list_items(source=OPTOUTS)
+    # A crash right after the record was begun leaves it, "attempting"; beginning it again adds nothing.
+    claimed = inbox.claim(OPTOUTS, limit=1, owner="crashed-run")
+    inbox.begin_attempts([(claimed[0], "webhook")])
+    inbox.begin_attempts([(claimed[0], "webhook")])
+    assert [(r.attempt, r.outcome) for r in inbox.list_audit(lead_id="55")] == [(1, "attempting")]
+    inbox.release("crashed-run", "the run crashed")
+
+    # Iterable refuses the next write once: that attempt is audited failed, the one after opted out.
+    sandbox.set_faults(endpoint="users/bulkUpdateSubscriptions", fail_next=[503, 503, 503, 503, 503])
+    marketo_optout_drain()
+    sandbox.clear_faults()
+    _due_now(inbox, received_events, "next_attempt_at")
+    assert marketo_optout_drain()["opted_out"] == 1
+    records = sorted((r.attempt, r.outcome) for r in inbox.list_audit(lead_id="55"))
+    assert records[0] == (1, "attempting") and records[-1][1] == "opted_out"
+    assert ("failed") in {outcome for _, outcome in records[1:-1]}
+    assert all(r.item_id == item.id for r in inbox.list_audit(lead_id="55"))
