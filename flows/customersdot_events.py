@@ -13,12 +13,14 @@ from prefect import flow
 from iterable_recipes.customersdot.drain import SOURCE, CustomersDotDrain, fewer_collections
 from iterable_recipes.pipeline import BatchPipeline
 from iterable_recipes.resources import run_resources
+from iterable_recipes.sentences import error_text
 from tasks.checks import check_before_run
 from tasks.iterable import event_sender, profile_sender
+from tasks.logs import capture_library_logs, run_logger
 from tasks.reporting import Progress, emit_alert, publish_counts
 from tasks.store import (
     RELEASE_LEASES_ON_END,
-    claim_items,
+    claim_batch,
     consent_gate,
     outcome_recorder,
     release_ended_runs,
@@ -34,6 +36,8 @@ from tasks.store import (
 def customersdot_drain(batch_size: int | None = None, max_batches: int | None = None) -> dict[str, int]:
     """Deliver every due CustomersDot event; returns counts (received, sent, skipped, failed, dead)."""
     with run_resources() as resources, fewer_collections():
+        capture_library_logs()
+        logger = run_logger()
         settings = resources.settings
         check_before_run(resources, ["iterable_key"])
         owner = run_owner()
@@ -46,21 +50,31 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
             not_found_delay=settings.event_not_found_retry_seconds,
             consent=consent_gate(resources, "the CustomersDot chain"),
             hold_seconds=settings.consent_hold_seconds,
+            report=logger.log,
         )
+        limit = batch_size or settings.drain_batch_size
         progress = Progress("CustomersDot events delivered")
+        batches = 0
         with BatchPipeline(settings.drain_batches_in_flight, "customersdot-batch") as pipeline:
-            for slot in pipeline.slots(max_batches):
-                limit = batch_size or settings.drain_batch_size
-                if drain.stopped or not (items := claim_items(resources, SOURCE, limit, owner)):
+            for batch_no, slot in enumerate(pipeline.slots(max_batches), start=1):
+                if drain.stopped or not (items := claim_batch(resources, SOURCE, limit, owner, batch_no)):
                     break
-                slot.run(drain.deliver, items)
+                batches = batch_no
+                slot.run(drain.deliver, items, batch_no)
                 progress.update(drain.counts["delivered"], drain.counts["received"])
         summary = drain.summary()
         progress.update(summary["delivered"], summary["received"])
         publish_counts(SOURCE, summary, "CustomersDot events drained into Iterable")
         if summary["dead"]:
             emit_alert(SOURCE, "inbox.dead", {"dead": summary["dead"]})
+        logger.info(drain.sentence(batches))
         if drain.fatal is not None:
-            # Items were put back for a later run; fail this one so operators and automations see why.
+            # Items were put back for a later run; fail this one so operators and automations see why
+            # (the state message is the error's endpoint, status, code and masked text).
+            logger.error(
+                "Stopped claiming: Iterable refused the account (%s). The events of the batches in "
+                "flight are due again at once; fix the key or its permissions, then retry this run.",
+                error_text(drain.fatal),
+            )
             raise drain.fatal
         return summary

@@ -16,18 +16,19 @@ from datetime import datetime
 
 from prefect import flow
 
-from iterable_recipes.optouts.decisions import item_email, outcome_for
+from iterable_recipes.optouts.decisions import decisions_sentence, item_email, outcome_for
 from iterable_recipes.optouts.keys import SOURCE
 from iterable_recipes.optouts.poll import STREAMS
 from iterable_recipes.resources import run_resources
 from tasks.checks import check_before_run
-from tasks.iterable import opt_out
+from tasks.iterable import opt_out_batch
+from tasks.logs import capture_library_logs, run_logger
 from tasks.marketo import poll_unsubscribes
 from tasks.reporting import emit_alert, publish_counts
 from tasks.store import (
     RELEASE_LEASES_ON_END,
     begin_audit,
-    claim_items,
+    claim_batch,
     queue_due_optouts,
     record_audit,
     record_outcomes,
@@ -60,12 +61,18 @@ OPT_OUT_COUNTS = (
 def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None = None) -> dict[str, int]:
     """Drain every due opt-out; returns counts (received, opted_out, not_in_iterable, ... , dead)."""
     with run_resources() as resources:
+        capture_library_logs()
+        logger = run_logger()
         use_additive = resources.settings.iterable_optout_additive if additive is None else additive
         check_before_run(resources, ["consent"])
         owner = run_owner()
         release_ended_runs(resources, SOURCE, owner)
         counts: Counter[str] = Counter({"requeued": queue_due_optouts(resources)})
-        while claimed := claim_items(resources, SOURCE, batch_size, owner):
+        if counts["requeued"]:
+            logger.info("Queued %d opt-out(s) again for people Iterable may know by now.", counts["requeued"])
+        batch_no = 0
+        while claimed := claim_batch(resources, SOURCE, batch_size, owner, batch_no + 1):
+            batch_no += 1
             counts["received"] += len(claimed)
             begin_audit(resources, claimed)
             items, lifted = skip_lifted(resources, claimed)
@@ -73,23 +80,38 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
             counts["lifted"] += len(lifted)
             if not items:
                 continue
-            decisions = opt_out(resources, [item_email(item) for item in items], use_additive)
+            decisions = opt_out_batch(resources, batch_no, [item_email(item) for item in items], use_additive)
             record_audit(resources, items, decisions)
             record_suppressions(resources, items, decisions)
             counts.update(d.outcome for d in decisions)
             outcomes = [outcome_for(item.id, d) for item, d in zip(items, decisions, strict=True)]
             counts.update(record_outcomes(resources, SOURCE, outcomes, owner))
+            logger.info(decisions_sentence(batch_no, decisions))
         summary = {name: counts[name] for name in OPT_OUT_COUNTS}
+        logger.info(_optouts_sentence(summary, batch_no))
         publish_counts("marketo-opt-outs", summary, "Marketo unsubscribes opted out in Iterable")
         if counts["dead"]:
             emit_alert("marketo-opt-outs", "inbox.dead", {"dead": counts["dead"]})
         return summary
 
 
+def _optouts_sentence(summary: dict[str, int], batches: int) -> str:
+    """The opt-out drain's closing line: what it took, what it did, and what it left for later."""
+    if not summary["received"]:
+        return "No opt-outs were due."
+    return (
+        f"Opt-out drain done: {summary['received']:,} unsubscribe(s) in {batches} batch(es); "
+        f"{summary['opted_out']:,} opted out, {summary['not_in_iterable']:,} not in Iterable (looked up "
+        f"again later), {summary['already_opted_out']:,} already opted out; {summary['retry']:,} due "
+        f"again later, {summary['dead']:,} dead."
+    )
+
+
 @flow(name="marketo-unsubscribe-poll", description="Poll Marketo for unsubscribes (the webhook's backstop).")
 def marketo_poll(start: datetime | None = None, drain: bool = True) -> dict[str, int]:
     """Queue new unsubscribes from both streams, then drain the opt-outs when anything was queued."""
     with run_resources() as resources:
+        capture_library_logs()
         check_before_run(resources, ["marketo"])
         counts: Counter[str] = Counter()
         for stream in STREAMS:
@@ -98,9 +120,20 @@ def marketo_poll(start: datetime | None = None, drain: bool = True) -> dict[str,
             )
         queued = counts["activities_queued"] + counts["lead_changes_queued"]
         summary = dict(counts) | {"queued": queued}
+        run_logger().info(
+            "Queued %d Marketo unsubscribe(s) for opt-out (%d from activities, %d from lead changes).",
+            queued,
+            counts["activities_queued"],
+            counts["lead_changes_queued"],
+        )
         publish_counts("marketo-unsubscribe-poll", summary, "Marketo unsubscribes queued for opt-out")
         unresolved = counts["activities_unresolved"] + counts["lead_changes_unresolved"]
         if unresolved:
+            run_logger().warning(
+                "%d unsubscribe(s) name a lead without an address, or one deleted or merged: each is in "
+                "the opt-out audit (outcome unresolved); opt the person out by hand.",
+                unresolved,
+            )
             emit_alert("marketo-unsubscribe-poll", "optouts.unresolved", {"unresolved": unresolved})
         if drain and queued:
             marketo_optout_drain()

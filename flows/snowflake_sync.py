@@ -26,6 +26,7 @@ from iterable_recipes.sync.invalid import invalid_summary
 from iterable_recipes.sync.results import ChangeSetSummary
 from tasks.checks import check_before_run
 from tasks.iterable import sync_batch_sender
+from tasks.logs import capture_library_logs, run_logger
 from tasks.reporting import Progress, emit_alert, publish_counts, publish_table
 from tasks.warehouse import finish_sync, list_invalid_rows, plan_sync, sample_sync
 
@@ -61,6 +62,9 @@ def _report_invalid_rows(
 
     A dry run is someone looking at a preview: it gets the list but raises no alert.
     """
+    run_logger().warning(
+        "%s: never sent (listed, masked, in the artifact %s).", invalid_summary(plan), _invalid_rows_key(defn)
+    )
     publish_table(
         _invalid_rows_key(defn),
         list_invalid_rows(conn, defn, run_id, schema, plan),
@@ -85,6 +89,24 @@ def _refused(defn: SyncDefinition, plan: ChangeSetSummary) -> RuntimeError:
         f"{invalid_summary(plan)}; on_invalid_rows is fail, so nothing was sent and the sync's state is "
         f"unchanged (see the artifact {_invalid_rows_key(defn)}); fix the model, or set "
         "on_invalid_rows: warn to send the other rows"
+    )
+
+
+def _not_accepted(defn: SyncDefinition, failed_batches: int, first_failure: str | None) -> RuntimeError:
+    """The error a run ends with when Iterable did not accept some batches, naming the first cause."""
+    first = f"; first: {first_failure}" if first_failure else ""
+    return RuntimeError(
+        f"{failed_batches} batch(es) of {defn.name} were not accepted{first}; their rows are sent "
+        "again by the next run (or a retry of this one)"
+    )
+
+
+def _done_sentence(defn: SyncDefinition, summary: dict[str, Any]) -> str:
+    """The run's closing line: what Iterable took, what is left for later runs and why."""
+    return (
+        f"Sync {defn.name} done: {summary['rows_sent']:,} row(s) sent, {summary['accepted']:,} accepted; "
+        f"{summary['rejected']:,} rejected and {summary['not_in_iterable']:,} not in Iterable (both tried "
+        f"again by later runs); {summary['failed_batches']} batch(es) not accepted."
     )
 
 
@@ -116,6 +138,8 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
     warnings"; with ``on_invalid_rows: fail`` it fails before sending anything instead.
     """
     with run_resources() as resources:
+        capture_library_logs()
+        logger = run_logger()
         settings = resources.settings
         defn = load_named_sync(sync, settings.sync_definitions_dir or SYNCS_DIR)
         schema = settings.snowflake_state_schema
@@ -124,6 +148,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             check_before_run(resources, ["iterable_key", "field_types"], [defn])
         with resources.warehouse() as conn:
             plan = plan_sync(conn, defn, run_id, schema, dry_run)
+            logger.info(plan.sentence())
             if plan.invalid_rows:
                 _report_invalid_rows(conn, defn, run_id, schema, plan, dry_run)
             if dry_run:
@@ -148,23 +173,22 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
                 raise _refused(defn, plan)
             progress = Progress(f"Rows of {defn.name} sent to Iterable")
             with resources.warehouse() as accept_conn:
-                outcome = send_batches(
+                delivered = send_batches(
                     conn, accept_conn, defn, run_id, schema,
-                    deliver=sync_batch_sender(resources, defn),
+                    deliver=sync_batch_sender(resources, defn, plan.batches),
                     depth=settings.sync_batches_in_flight,
                     progress=lambda done: progress.update(done, plan.to_send),
                 )  # fmt: skip
+            outcome = delivered.counts()
             status = "succeeded" if not outcome["failed_batches"] else "failed"
             counts = finish_sync(conn, defn, run_id, schema, status).as_dict()
         summary = plan.as_dict() | counts | outcome
         publish_counts(f"sync-{defn.name}", _counts(summary), f"Sync {defn.name} to Iterable")
+        logger.info(_done_sentence(defn, summary))
         if summary["rejected"]:
             emit_alert(
                 f"sync-{defn.name}", "sync.rejected", {"rejected": summary["rejected"], "sync": defn.name}
             )
         if outcome["failed_batches"]:
-            raise RuntimeError(
-                f"{outcome['failed_batches']} batch(es) of {defn.name} were not accepted; "
-                "their rows are sent again by the next run (or a retry of this one)"
-            )
+            raise _not_accepted(defn, outcome["failed_batches"], delivered.first_failure)
         return _ended(summary, defn, plan)

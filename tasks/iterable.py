@@ -25,9 +25,11 @@ from iterable_recipes.optouts.decisions import (
 )
 from iterable_recipes.optouts.reconcile import DriftReport, drift_report, reconcile
 from iterable_recipes.resources import Resources
-from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition
+from iterable_recipes.sentences import error_text
+from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind
 from iterable_recipes.sync.delivery import BatchReport, deliver_batch
 from tasks import unwalked
+from tasks.logs import how_many, run_logger
 from tasks.store import consent_gate
 
 
@@ -64,14 +66,30 @@ def track_events(resources: Resources, events: Sequence[dict[str, Any]]) -> Bulk
     return send_in_batches(events, resources.iterable.track_events).without_identities()
 
 
-def profile_sender(resources: Resources) -> Callable[[list[dict[str, Any]]], BulkResult]:
-    """``upsert_users`` for ``resources``, called with its items unwalked (Prefect need not walk them)."""
-    return lambda users: upsert_users(resources, unwalked(users))
+def profile_sender(resources: Resources) -> Callable[[int, list[dict[str, Any]]], BulkResult]:
+    """``upsert_users`` for ``resources``, called with its items unwalked (Prefect need not walk them),
+    its task run named by what it holds ("bulkUpdate batch 12, 1000 users")."""
+
+    def send(batch_no: int, users: list[dict[str, Any]]) -> BulkResult:
+        named = upsert_users.with_options(
+            task_run_name=f"bulkUpdate batch {batch_no}, {how_many(len(users), 'user')}"
+        )
+        return named(resources, unwalked(users))
+
+    return send
 
 
-def event_sender(resources: Resources) -> Callable[[list[dict[str, Any]]], BulkResult]:
-    """``track_events`` for ``resources``, called with its items unwalked."""
-    return lambda events: track_events(resources, unwalked(events))
+def event_sender(resources: Resources) -> Callable[[int, list[dict[str, Any]]], BulkResult]:
+    """``track_events`` for ``resources``, called with its items unwalked ("trackBulk batch 12, 998
+    events")."""
+
+    def send(batch_no: int, events: list[dict[str, Any]]) -> BulkResult:
+        named = track_events.with_options(
+            task_run_name=f"trackBulk batch {batch_no}, {how_many(len(events), 'event')}"
+        )
+        return named(resources, unwalked(events))
+
+    return send
 
 
 @task(name="opt-out", **INBOX_RETRIED)
@@ -86,6 +104,11 @@ def opt_out(resources: Resources, emails: Sequence[str], additive: bool) -> list
         policy = checked_policy(client, resources.consent_policy)
         return opt_out_people(client, policy, emails, additive)
     except ApiError as error:
+        run_logger().warning(
+            "Iterable refused the whole opt-out batch (%s); its %d people are tried again later",
+            error_text(error),
+            len(emails),
+        )
         return whole_batch_failed(error, len(emails))
 
 
@@ -103,19 +126,62 @@ def reconcile_consent(resources: Resources, repair: bool) -> DriftReport:
     return drift_report(result)
 
 
+def opt_out_batch(
+    resources: Resources, batch_no: int, emails: Sequence[str], additive: bool
+) -> list[OptOutDecision]:
+    """``opt_out``, its task run named by what it holds ("opt-out batch 3, 200 leads")."""
+    named = opt_out.with_options(task_run_name=f"opt-out batch {batch_no}, {how_many(len(emails), 'lead')}")
+    return named(resources, unwalked(emails), additive)
+
+
 @task(name="deliver-sync-batch", **ITERABLE_TASK_OPTIONS)
 def deliver_sync_batch(
-    resources: Resources, defn: SyncDefinition, batch_no: int, items: Sequence[dict[str, Any]]
+    resources: Resources,
+    defn: SyncDefinition,
+    batch_no: int,
+    items: Sequence[dict[str, Any]],
+    batches: int = 0,
 ) -> BatchReport:
-    """Send one sync batch (users/bulkUpdate or events/trackBulk); unknown people are reported."""
+    """Send one sync batch (users/bulkUpdate or events/trackBulk); unknown people are reported.
+
+    Logs one line: what Iterable answered, or why the batch as a whole was not accepted.
+    """
     consent = (
         consent_gate(resources, f"sync {defn.name}") if defn.identity.kind is IdentityKind.EMAIL else None
     )
-    return deliver_batch(resources.iterable, defn, batch_no, items, consent)
+    try:
+        report = deliver_batch(resources.iterable, defn, batch_no, items, consent)
+    except ApiError as error:
+        run_logger().warning(
+            "Batch %d of %d, %d rows: not accepted (%s); %s",
+            batch_no + 1,
+            batches,
+            len(items),
+            error_text(error),
+            "tried again in a while" if is_retryable(error) else "its rows are sent again by the next run",
+        )
+        raise
+    run_logger().info(report.sentence(defn, batches))
+    return report
+
+
+def sync_batch_name(defn: SyncDefinition, batch_no: int, batches: int, size: int) -> str:
+    """A sync batch's task run name: "bulkUpdate batch 12 of 40, 1000 users" (shown 1-based)."""
+    if defn.kind is SyncKind.CUSTOM_EVENTS:
+        return f"trackBulk batch {batch_no + 1} of {batches}, {how_many(size, 'event')}"
+    return f"bulkUpdate batch {batch_no + 1} of {batches}, {how_many(size, 'user')}"
 
 
 def sync_batch_sender(
-    resources: Resources, defn: SyncDefinition
+    resources: Resources, defn: SyncDefinition, batches: int
 ) -> Callable[[int, list[dict[str, Any]]], BatchReport]:
-    """``deliver_sync_batch`` for ``resources`` and ``defn``, called with its items unwalked."""
-    return lambda batch_no, items: deliver_sync_batch(resources, unwalked(defn), batch_no, unwalked(items))
+    """``deliver_sync_batch`` for ``resources`` and ``defn`` (``batches`` in the plan), called with its
+    items unwalked, each task run named by its batch."""
+
+    def send(batch_no: int, items: list[dict[str, Any]]) -> BatchReport:
+        named = deliver_sync_batch.with_options(
+            task_run_name=sync_batch_name(defn, batch_no, batches, len(items))
+        )
+        return named(resources, unwalked(defn), batch_no, unwalked(items), batches)
+
+    return send

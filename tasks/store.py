@@ -141,11 +141,24 @@ def record_outcomes(
     return settled.counts
 
 
+def claim_batch(resources: Resources, source: str, limit: int, owner: str, batch_no: int) -> list[Item]:
+    """``claim_items``, its task run named by the batch it claims ("claim customersdot batch 3, up to
+    1000")."""
+    named = claim_items.with_options(task_run_name=f"claim {source} batch {batch_no}, up to {limit}")
+    return named(resources, source, limit, owner)
+
+
 def outcome_recorder(
     resources: Resources, source: str, owner: str
 ) -> Callable[[list[Outcome]], dict[str, int]]:
-    """``record_outcomes`` for one drain, called with its outcomes unwalked."""
-    return lambda outcomes: record_outcomes(resources, source, unwalked(outcomes), owner)
+    """``record_outcomes`` for one drain, called with its outcomes unwalked, each task run named by how
+    many it writes."""
+
+    def record(outcomes: list[Outcome]) -> dict[str, int]:
+        named = record_outcomes.with_options(task_run_name=f"record {len(outcomes)} {source} outcome(s)")
+        return named(resources, source, unwalked(outcomes), owner)
+
+    return record
 
 
 @task(name="record-consent-ledger", **STORE_TASK_OPTIONS)

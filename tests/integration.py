@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -164,3 +166,51 @@ def marketo_standin(monkeypatch: pytest.MonkeyPatch, test_parts: dict[str, Any])
     finally:
         server.stop()
         assert transport.violations == [], transport.violations
+
+
+# An address in the clear: a local part and a domain around "@" without the masker's stars.
+RAW_EMAIL = re.compile(r"[^\s*@'\"(),;]+@[^\s*@'\"(),;]+\.[a-z]{2,}", re.IGNORECASE)
+
+
+def run_logs(run_id: UUID) -> list[str]:
+    """Every message Prefect holds for flow run ``run_id`` (sent logs flushed first)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                limit=200,
+                offset=len(messages),
+            )
+            messages += [log.message for log in page]
+            if len(page) < 200:
+                return messages
+
+
+def task_run_names(run_id: UUID) -> list[str]:
+    """The names of the task runs of flow run ``run_id``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return [run.name for run in runs]
+
+
+def flow_run_id(state: Any) -> UUID:
+    """The id of the flow run that ended in ``state``."""
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    return run_id
+
+
+def assert_no_raw_email(lines: list[str], emails: list[str]) -> None:
+    """No line holds one of ``emails``, nor anything else shaped like an address in the clear."""
+    for line in lines:
+        assert not any(email.lower() in line.lower() for email in emails), line
+        assert not RAW_EMAIL.search(line), line

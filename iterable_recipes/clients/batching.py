@@ -9,6 +9,7 @@ bisects it so the good records still go through and each bad one is recorded wit
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_BULK_ITEMS = 1000
 MAX_BULK_BYTES = 4_000_000
@@ -83,12 +85,33 @@ def send_splitting(batch: Sequence[T], send: Callable[[Sequence[T]], BulkResult]
     try:
         return send(batch)
     except SplitBatchError as error:
-        if len(batch) == 1:
-            return _isolated(batch[0], error)
-        middle = len(batch) // 2
-        left = send_splitting(batch[:middle], send)
-        right = send_splitting(batch[middle:], send)
-        return left.extend(right)
+        if len(batch) > 1:
+            # One line per refused request, not per half: the halves' refusals show in its answer.
+            log.warning(
+                "Iterable refused a request of %d items whole (%s); sending it in halves to find "
+                "the items it refuses",
+                len(batch),
+                error,
+            )
+        return _split(batch, send, error)
+
+
+def _split(
+    batch: Sequence[T], send: Callable[[Sequence[T]], BulkResult], error: SplitBatchError
+) -> BulkResult:
+    """Bisect a refused ``batch`` quietly down to single items (each refused one recorded)."""
+    if len(batch) == 1:
+        return _isolated(batch[0], error)
+    middle = len(batch) // 2
+    return _send_half(batch[:middle], send).extend(_send_half(batch[middle:], send))
+
+
+def _send_half(batch: Sequence[T], send: Callable[[Sequence[T]], BulkResult]) -> BulkResult:
+    """Send one half of a refused batch; refused again, split it again."""
+    try:
+        return send(batch)
+    except SplitBatchError as error:
+        return _split(batch, send, error)
 
 
 def _isolated(item: Any, error: SplitBatchError) -> BulkResult:

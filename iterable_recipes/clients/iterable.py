@@ -228,7 +228,12 @@ class IterableClient:
             raise error
 
         def on_retry(attempt: int, error: RetryableError, delay: float) -> None:
-            log.warning("Iterable %s attempt %d failed (%s); retrying in %.2fs", name, attempt, error, delay)
+            # Captured into the run's logs by the flows (tasks/logs.py); str(error) holds no email or key.
+            asked = f" (Retry-After: {error.retry_after:g} s)" if error.retry_after is not None else ""
+            log.warning(
+                "Iterable %s attempt %d failed (%s); waiting %.2f s%s, then sending it again",
+                name, attempt, error, delay, asked,
+            )  # fmt: skip
 
         return call_with_retries(once, retry if retry is not None else self.retry, on_retry=on_retry)
 

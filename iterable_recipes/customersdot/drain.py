@@ -10,9 +10,10 @@ given in (the flow passes its tasks), so this module knows nothing of Prefect.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,18 +26,41 @@ from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory
 from iterable_recipes.customersdot.contract import customersdot_event_adapter
 from iterable_recipes.customersdot.mapping import EventMapping, to_iterable
 from iterable_recipes.identities import normalise_email
+from iterable_recipes.sentences import answered, counted, error_text
 from iterable_recipes.store import Item, Outcome
 
 SOURCE = "customersdot"
 EVENT_ID_SOURCE = "cdot"
 
-Send = Callable[[list[dict[str, Any]]], BulkResult]
+# Sends one step of batch number ``batch_no`` (the number names the task run).
+Send = Callable[[int, list[dict[str, Any]]], BulkResult]
 Settle = Callable[[list[Outcome]], dict[str, int]]
+# Told one line per batch, with its logging level: what was claimed, sent, answered and settled.
+Report = Callable[[int, str], None]
 # Given the people whose profiles Iterable just accepted: queues the opt-out of those under a consent
 # suppression and returns their normalised addresses, whose events must wait for it.
 ConsentGate = Callable[[list[str]], set[str]]
 # A held event is looked at again this often, until the opt-out is in place or the hold runs out.
 HOLD_RECHECK_SECONDS = 30.0
+# The outcomes a batch's line names, in this order, with what each means for the item.
+OUTCOME_WORDS = (
+    ("delivered", "delivered"),
+    ("skipped", "skipped (not forwarded)"),
+    ("retry", "due again later"),
+    ("held", "held for an opt-out"),
+    ("dead", "dead"),
+    ("refused", "not written (another drain holds them)"),
+)
+
+
+def _no_report(level: int, line: str) -> None:
+    """The default ``report``: lines go nowhere."""
+
+
+def outcomes_sentence(written: Mapping[str, int]) -> str:
+    """The outcomes one batch wrote: "Outcomes: 998 delivered, 2 due again later"."""
+    parts = [f"{written[name]:,} {words}" for name, words in OUTCOME_WORDS if written.get(name)]
+    return "Outcomes: " + (", ".join(parts) if parts else "none written")
 
 
 @dataclass
@@ -105,7 +129,8 @@ class CustomersDotDrain:
     """One drain run's state, shared by its worker threads: the counts, and why it stopped claiming.
 
     ``send_profiles`` and ``send_events`` send one batch (users/bulkUpdate, events/trackBulk) and raise
-    an ``ApiError`` when the request as a whole failed; ``settle`` writes outcomes for this drain's items.
+    an ``ApiError`` when the request as a whole failed; ``settle`` writes outcomes for this drain's items;
+    ``report`` is told one line per batch.
     """
 
     def __init__(
@@ -118,6 +143,7 @@ class CustomersDotDrain:
         not_found_delay: float,
         consent: ConsentGate | None = None,
         hold_seconds: float = 3600.0,
+        report: Report = _no_report,
     ) -> None:
         self.mapping = mapping
         self._send_profiles = send_profiles
@@ -126,6 +152,7 @@ class CustomersDotDrain:
         self.not_found_delay = not_found_delay
         self._consent = consent
         self.hold_seconds = hold_seconds
+        self._report = report
         self.counts: Counter[str] = Counter()
         self.fatal: ApiError | None = None
         self._lock = threading.Lock()
@@ -140,18 +167,23 @@ class CustomersDotDrain:
         with self._lock:
             self.counts[name] += n
 
-    def settle(self, outcomes: list[Outcome]) -> None:
-        """Write outcomes (only for items this drain still holds) and add them to the counts."""
-        if outcomes:
-            written = self._settle(outcomes)
-            with self._lock:
-                self.counts.update(written)
+    def settle(self, outcomes: list[Outcome]) -> dict[str, int]:
+        """Write outcomes (only for items this drain still holds), add them to the counts; returns
+        what was written."""
+        if not outcomes:
+            return {}
+        written = self._settle(outcomes)
+        with self._lock:
+            self.counts.update(written)
+        return written
 
-    def _send(self, send: Send, bodies: list[dict[str, Any]], endpoint: str) -> tuple[BulkResult, bool]:
+    def _send(
+        self, send: Send, batch_no: int, bodies: list[dict[str, Any]], endpoint: str
+    ) -> tuple[BulkResult, bool]:
         """The step's result (every item failed the way the whole request did, when it raised), and
         whether the request was refused for the account: the run then stops and fails."""
         try:
-            return send(bodies), False
+            return send(batch_no, bodies), False
         except RetryableError as error:
             return BulkResult.whole_request_failed(endpoint, len(bodies), error), False
         except ApiError as error:
@@ -161,14 +193,34 @@ class CustomersDotDrain:
                     self.fatal = self.fatal or error
             return BulkResult.whole_request_failed(endpoint, len(bodies), error), refusal
 
-    def deliver(self, items: list[Item]) -> None:
-        """One batch: profiles, then the events of those accepted, then every item's outcome."""
+    def deliver(self, items: list[Item], batch_no: int = 0) -> None:
+        """One batch: profiles, then the events of those accepted, then every item's outcome; then
+        one line saying so."""
         self.count("received", len(items))
+        line = [f"Batch {batch_no}: claimed {counted(len(items), 'CustomersDot event')}"]
+        written: Counter[str] = Counter()
         batch = prepare(items, self.mapping)
-        self.settle(batch.settled)
-        if not batch.users:
-            return
-        result, refused = self._send(self._send_profiles, batch.users, "users/bulkUpdate")
+        written.update(self.settle(batch.settled))
+        refusal = None
+        if batch.users:
+            outcomes, refusal = self._deliver_prepared(batch, batch_no, line)
+            written.update(self.settle(outcomes))
+        line.append(outcomes_sentence(written))
+        if refusal is not None:
+            line.append(
+                f"Iterable refused the account ({error_text(refusal)}): this batch's items are due "
+                "again at once and no more batches are claimed"
+            )
+        level = logging.WARNING if refusal is not None or written["dead"] else logging.INFO
+        self._report(level, ". ".join(line) + ".")
+
+    def _deliver_prepared(
+        self, batch: Batch, batch_no: int, line: list[str]
+    ) -> tuple[list[Outcome], ApiError | None]:
+        """Send a prepared batch's profiles, then its events; the outcomes to write, and the error of
+        a request refused for the account (else None). Adds what Iterable answered to ``line``."""
+        result, refused = self._send(self._send_profiles, batch_no, batch.users, "users/bulkUpdate")
+        line.append(answered(result, "profiles"))
         failed: list[Outcome] = []
         passed: list[int] = []
         for index, item_id in enumerate(batch.item_ids):
@@ -176,18 +228,26 @@ class CustomersDotDrain:
             (failed.append(outcome) if outcome else passed.append(index))
         outcomes = _put_back(failed) if refused else failed
         if passed and self._consent is not None:
-            passed = self._hold_suppressed(batch, passed, outcomes)
+            going = self._hold_suppressed(batch, passed, outcomes)
+            if len(going) < len(passed):
+                line.append(
+                    f"Held back {counted(len(passed) - len(going), 'event')} for people waiting on "
+                    "their opt-out"
+                )
+            passed = going
         if passed:
             events = [batch.events[i] for i in passed]
-            result, refused = self._send(self._send_events, events, "events/trackBulk")
+            result, refused_events = self._send(self._send_events, batch_no, events, "events/trackBulk")
+            line.append(answered(result, "events"))
             for index, position in enumerate(passed):
                 item_id = batch.item_ids[position]
                 outcome = _outcome(item_id, result, index, self.not_found_delay)
                 outcomes.append(outcome or Outcome(item_id, "delivered"))
             self.count("sent", len(passed))
-            if refused:
+            if refused_events:
                 outcomes = _put_back(outcomes)
-        self.settle(outcomes)
+            refused = refused or refused_events
+        return outcomes, (self.fatal if refused else None)
 
     def _hold_suppressed(self, batch: Batch, passed: list[int], outcomes: list[Outcome]) -> list[int]:
         """The positions whose events may go now; a person under a consent suppression waits (any
@@ -212,6 +272,15 @@ class CustomersDotDrain:
                 reason = "consent-hold: waiting for the opt-out of this person"
                 outcomes.append(Outcome(item_id, "hold", reason, delay=HOLD_RECHECK_SECONDS))
         return going
+
+    def sentence(self, batches: int) -> str:
+        """The run's closing line: what it received, in how many batches, and what became of it."""
+        summary = self.summary()
+        if not summary["received"]:
+            return "No CustomersDot events were due."
+        events = counted(summary["received"], "CustomersDot event")
+        outcomes = outcomes_sentence(summary).lower()
+        return f"Drained {events} in {counted(batches, 'batch', 'batches')}; {outcomes}."
 
     def summary(self) -> dict[str, int]:
         """The counts every CustomersDot drain run reports."""

@@ -16,6 +16,7 @@ channel), never the person's message types: the unsubscribed channel blocks them
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from iterable_recipes.clients.retry import NO_RETRY, call_with_retries
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.optouts.consent import ConsentPolicy
+from iterable_recipes.sentences import counted, tally
 from iterable_recipes.store import Item, Outcome
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,23 @@ def outcome_for(item_id: int, decision: OptOutDecision) -> Outcome:
     if decision.outcome in ("not_in_iterable", "already_opted_out"):
         return Outcome(item_id, "skipped", decision.outcome.replace("_", " "))
     return Outcome(item_id, "retry" if decision.retryable else "dead", decision.detail)
+
+
+def decisions_sentence(batch_no: int, decisions: Sequence[OptOutDecision]) -> str:
+    """One opt-out batch's log line: "Opt-out batch 3, 200 leads: 150 opted out, 30 not in Iterable
+    (looked up again later), 15 already opted out, 5 failed (... ×5), tried again later"."""
+    by_outcome = Counter(d.outcome for d in decisions)
+    parts = [f"{by_outcome['opted_out']:,} opted out"]
+    if by_outcome["not_in_iterable"]:
+        parts.append(f"{by_outcome['not_in_iterable']:,} not in Iterable (looked up again later)")
+    if by_outcome["already_opted_out"]:
+        parts.append(f"{by_outcome['already_opted_out']:,} already opted out")
+    failed = [d for d in decisions if d.outcome == "failed"]
+    if failed:
+        retried = sum(1 for d in failed if d.retryable)
+        then = ", tried again later" if retried == len(failed) else f", {retried:,} of them tried again later"
+        parts.append(f"{len(failed):,} failed ({tally(d.detail for d in failed)}){then}")
+    return f"Opt-out batch {batch_no}, {counted(len(decisions), 'lead')}: " + ", ".join(parts) + "."
 
 
 def item_email(item: Item) -> str:

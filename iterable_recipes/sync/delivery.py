@@ -25,9 +25,12 @@ from iterable_recipes.clients.iterable_models import FailureCategory
 from iterable_recipes.clients.lookups import look_up_many
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
+from iterable_recipes.sentences import counted, error_text, tally
 from iterable_recipes.sync.accept import accept_batch
 from iterable_recipes.sync.batches import iter_batches
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
+
+CONSENT_HOLD = "consent-hold: waiting for the opt-out of this person"
 
 
 @dataclass
@@ -38,6 +41,26 @@ class BatchReport:
     sent: int = 0
     rejected: dict[int, str] = field(default_factory=dict)
     not_found: list[int] = field(default_factory=list)
+    size: int = 0
+
+    def sentence(self, defn: SyncDefinition, batches: int) -> str:
+        """The batch's log line: "Batch 3 of 40, 1,000 rows: Iterable accepted 998; 2 rejected (...),
+        sent again by later runs; ..." (0-based ``batch_no``, shown 1-based as operators count)."""
+        held = sum(1 for reason in self.rejected.values() if reason == CONSENT_HOLD)
+        refused = [reason for reason in self.rejected.values() if reason != CONSENT_HOLD]
+        accepted = self.size - len(self.rejected) - len(self.not_found)
+        parts = [
+            f"Batch {self.batch_no + 1} of {batches}, {counted(self.size, 'row')}: "
+            f"Iterable accepted {accepted:,}"
+        ]
+        if refused:
+            parts.append(f"{len(refused):,} rejected ({tally(refused)}), sent again by later runs")
+        if self.not_found:
+            what = "never created in update mode" if looks_up_first(defn) else "unknown to Iterable"
+            parts.append(f"{counted(len(self.not_found), 'person', 'people')} {what}, looked at again later")
+        if held:
+            parts.append(f"held back {counted(held, 'event')} for people waiting on their opt-out")
+        return "; ".join(parts) + "."
 
 
 def looks_up_first(defn: SyncDefinition) -> bool:
@@ -64,12 +87,12 @@ def deliver_batch(
     send them once the opt-out is in place). Raises the ``ApiError`` of a request that failed as a whole:
     the batch is then not accepted.
     """
-    report = BatchReport(batch_no)
+    report = BatchReport(batch_no, size=len(items))
     positions = list(range(len(items)))
     if consent is not None and defn.kind is SyncKind.CUSTOM_EVENTS:
         held = consent([items[p]["email"] for p in positions])
         for position in [p for p in positions if normalise_email(items[p]["email"]) in held]:
-            report.rejected[position] = "consent-hold: waiting for the opt-out of this person"
+            report.rejected[position] = CONSENT_HOLD
         positions = [p for p in positions if p not in report.rejected]
     if looks_up_first(defn):
         known: list[int] = []
@@ -113,6 +136,8 @@ class _Accepter:
         self._lock = threading.Lock()
         self.tally: Counter[str] = Counter()
         self.error: BaseException | None = None
+        # The first batch Iterable did not accept, its error's cause (masked) for the run's message.
+        self.first_failure: str | None = None
         self._thread = threading.Thread(target=self._run, name="snowflake-sync-accept", daemon=True)
         self._thread.start()
 
@@ -168,9 +193,11 @@ class _Accepter:
         for done in group:
             try:
                 report = done.future.result()
-            except Exception:
+            except Exception as exc:
                 # Not accepted: its rows stay in the change set for the next run.
                 failed += 1
+                with self._lock:
+                    self.first_failure = self.first_failure or error_text(exc)
                 continue
             rejected |= {done.identities[p]: reason for p, reason in report.rejected.items()}
             not_found |= {done.identities[p] for p in report.not_found}
@@ -194,6 +221,19 @@ class _Accepter:
 
 
 @dataclass(frozen=True)
+class Delivered:
+    """What ``send_batches`` did: rows Iterable took, batches it did not accept, and the first cause."""
+
+    rows_sent: int = 0
+    failed_batches: int = 0
+    first_failure: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        """The counts of the run's summary."""
+        return {"rows_sent": self.rows_sent, "failed_batches": self.failed_batches}
+
+
+@dataclass(frozen=True)
 class _Finished:
     batch_no: int
     identities: list[str]
@@ -210,12 +250,13 @@ def send_batches(
     deliver: DeliverBatch,
     depth: int,
     progress: Callable[[int], None] = lambda done: None,
-) -> dict[str, int]:
+) -> Delivered:
     """Deliver the planned batches a few at a time; accept finished ones in the background.
 
     ``conn`` reads the batches; ``accept_conn`` records what Iterable accepted. ``deliver(batch_no,
     items)`` sends one batch; each runs on a worker thread in a copy of the caller's context.
-    ``progress(rows_done)`` is told how far the run got.
+    ``progress(rows_done)`` is told how far the run got. Returns what was delivered, with the cause
+    of the first batch Iterable did not accept.
     """
     depth = max(1, depth)
     accepter = _Accepter(accept_conn, defn, run_id, schema, depth)
@@ -232,4 +273,4 @@ def send_batches(
         accepter.stop()
     counts = accepter.counts()
     progress(counts.get("rows_done", 0))
-    return {"rows_sent": counts.get("rows_sent", 0), "failed_batches": counts.get("failed_batches", 0)}
+    return Delivered(counts.get("rows_sent", 0), counts.get("failed_batches", 0), accepter.first_failure)

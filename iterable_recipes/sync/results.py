@@ -41,6 +41,19 @@ class ChangeSetSummary:
         """Plain counts, for a Prefect artifact or a log line."""
         return asdict(self) | {"retried": self.retried}
 
+    def sentence(self) -> str:
+        """The plan's log line: "Sync gitlab_marketing_contacts: 40,000 rows to send in 40 batches
+        (12 new, 39,988 changed, 0 retried); 960,000 unchanged." (a dry run says what it would send)."""
+        doing = "would send" if self.dry_run else "to send"
+        line = (
+            f"Sync {self.sync_name}: {self.to_send:,} row(s) {doing} in {self.batches:,} batch(es) "
+            f"({self.new:,} new, {self.changed:,} changed, {self.retried:,} retried); "
+            f"{self.unchanged:,} unchanged"
+        )
+        if self.not_found_waiting:
+            line += f", {self.not_found_waiting:,} not in Iterable waiting for their next look"
+        return line + "."
+
 
 @dataclass(frozen=True)
 class RunCounts:

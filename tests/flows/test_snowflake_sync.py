@@ -11,6 +11,7 @@ from dev.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
 from iterable_recipes.settings import load_settings
 from iterable_recipes.sync import connect
 from iterable_recipes.sync.definitions import SYNCS_DIR
+from tests.integration import assert_no_raw_email, flow_run_id, run_logs, task_run_names
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 GITLAB = "gitlab_marketing_contacts"
@@ -144,8 +145,8 @@ def _counting(sender: Any, ledger: dict[str, int]) -> Any:
     """Wraps ``sync_batch_sender``: counts sends as they start, so a test can see what is in flight."""
     lock = threading.Lock()
 
-    def make(resources: Any, defn: Any) -> Any:
-        send = sender(resources, defn)
+    def make(resources: Any, defn: Any, *rest: Any) -> Any:
+        send = sender(resources, defn, *rest)
 
         def counted(batch_no: int, items: Any) -> Any:
             with lock:
@@ -339,3 +340,52 @@ def test_a_clean_model_ends_plain_completed(iterable_standin, app_database, ware
     assert state.is_completed() and state.name == "Completed"
     assert _artifacts(state, "sync-contacts-upsert-invalid-rows") == []
     assert not any(e["event"] == "recipes.sync.invalid_rows" for e in announced)
+
+
+def test_a_sync_run_logs_its_plan_each_batch_and_its_end(iterable_standin, app_database, warehouse):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 2_500)
+    cur = warehouse.cursor()
+    cur.execute(
+        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' "
+        "WHERE GITLAB_DOTCOM_USER_ID < 3"
+    )
+    emails = _emails(warehouse)
+
+    state = snowflake_sync("contacts_upsert", return_state=True)
+
+    assert state.is_completed()
+    lines = run_logs(flow_run_id(state))
+    text = "\n".join(lines)
+    assert "Sync contacts_upsert: 2,500 row(s) to send in 3 batch(es) (2,500 new, 0 changed" in text, text
+    batch_lines = [line for line in lines if line.startswith("Batch ")]
+    assert len(batch_lines) == 3, batch_lines
+    assert "Batch 3 of 3, 500 rows: Iterable accepted" in text
+    assert any(
+        "3 rejected (invalid: identifier is not valid ×3), sent again by later runs" in line for line in lines
+    )
+    assert "Sync contacts_upsert done: 2,500 row(s) sent, 2,497 accepted; 3 rejected" in text, text
+    names = task_run_names(flow_run_id(state))
+    assert {"bulkUpdate batch 1 of 3, 1000 users", "bulkUpdate batch 3 of 3, 500 users"} <= set(names)
+    assert_no_raw_email(lines + names, emails)
+
+
+def test_a_sync_whose_batches_are_refused_fails_naming_the_first_error(
+    iterable_standin, app_database, warehouse
+):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 1_500)
+    iterable_standin.sandbox.set_faults(endpoint="users/bulkUpdate", fail_next=[401] * 10)
+
+    state = snowflake_sync("contacts_upsert", return_state=True)
+
+    assert state.is_failed()
+    message = state.message or ""
+    assert (
+        "2 batch(es) of contacts_upsert were not accepted; first: users/bulkUpdate 401 BadApiKey" in message
+    )
+    assert any(
+        "not accepted (users/bulkUpdate 401 BadApiKey" in line for line in run_logs(flow_run_id(state))
+    )

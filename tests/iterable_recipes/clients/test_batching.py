@@ -113,6 +113,14 @@ def test_split_isolates_bad_records() -> None:
     assert calls.count(1) == 4  # bisection reaches each bad record and its sibling only
 
 
+def test_a_split_is_logged_once_per_refused_request(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="iterable_recipes.clients.batching"):
+        send_splitting([user(i) for i in range(16)], fake_send({3, 11}, []))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("Iterable refused a request of 16 items whole (users/bulkUpdate 400 ")
+    assert "sending it in halves" in line and "@" not in line
+
+
 def test_split_of_good_batch_sends_once() -> None:
     calls: list[int] = []
     result = send_splitting([user(i) for i in range(5)], fake_send(set(), calls))
