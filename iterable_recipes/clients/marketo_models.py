@@ -53,6 +53,12 @@ class Activity(BaseModel):
         """A stable identity: the GUID, else the legacy integer id (instances not yet migrated)."""
         return self.marketoGUID or f"id:{self.id}"
 
+    def new_email(self) -> str | None:
+        """The address a lead change of ``email`` gives the lead (None for other records)."""
+        if self.activityTypeId == UNSUBSCRIBE_EMAIL:
+            return None
+        return next((f.newValue for f in self.fields if f.name.lower() == "email" and f.newValue), None)
+
     def sets_subscribed_again(self) -> bool:
         """Whether this record is a lead change of ``unsubscribed`` to false (a re-subscription)."""
         return self.activityTypeId != UNSUBSCRIBE_EMAIL and any(

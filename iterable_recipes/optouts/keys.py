@@ -77,3 +77,18 @@ def audit_trigger(payload: dict[str, object]) -> Literal["webhook", "poll", "led
     if trigger in ("webhook", "ledger"):
         return trigger
     return "poll"
+
+
+def email_change_item(activity_key: str, lead_id: int | str, new_email: str) -> NewItem:
+    """The opt-out of the new address of a suppressed lead whose email changed (the suppression follows
+    the person, so the new address is recorded in the ledger with the item)."""
+    email = normalise_email(new_email)
+    return NewItem(
+        source=SOURCE,
+        source_id=f"email-change-{activity_key}",
+        kind=KIND,
+        payload={"email": email, "leadId": str(lead_id), "trigger": "poll", "activityIds": [activity_key],
+                 "stream": "lead_changes"},
+        dedupe_key=str(lead_id),
+        suppression=Suppression(email, str(lead_id), "poll"),
+    )  # fmt: skip

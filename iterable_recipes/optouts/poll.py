@@ -13,13 +13,16 @@ from typing import Literal
 
 from iterable_recipes.clients.marketo import MarketoClient
 from iterable_recipes.identities import normalise_email
-from iterable_recipes.optouts.keys import poll_item
+from iterable_recipes.optouts.keys import email_change_item, poll_item
 from iterable_recipes.store import Inbox
 
 Stream = Literal["activities", "lead_changes"]
 STREAMS: tuple[Stream, ...] = ("activities", "lead_changes")
 CURSOR_NAMES: dict[Stream, str] = {"activities": "marketo.activities", "lead_changes": "marketo.lead_changes"}
 FIRST_POLL_LOOKBACK = timedelta(days=1)
+# The lead fields whose changes the poll reads: unsubscribes and re-subscriptions, and address changes
+# (a suppressed lead's new address is suppressed too).
+LEAD_CHANGE_FIELDS = ("unsubscribed", "email")
 
 
 def poll_stream(
@@ -42,12 +45,17 @@ def poll_stream(
         "resubscribed": 0,
         "unresolved": 0,
         "lifted": 0,
+        "new_addresses": 0,
     }
     token = inbox.get_cursor(cursor_name)
     if token is None:
         token = client.get_paging_token(first_start or datetime.now(UTC) - FIRST_POLL_LOOKBACK)
         inbox.set_cursor(cursor_name, token)
-    pages = client.iter_activities(token) if stream == "activities" else client.iter_lead_changes(token)
+    pages = (
+        client.iter_activities(token)
+        if stream == "activities"
+        else client.iter_lead_changes(token, fields=LEAD_CHANGE_FIELDS)
+    )
     for page in pages:
         counts["pages"] += 1
         for change in page.items:
@@ -55,6 +63,11 @@ def poll_stream(
                 # That lead's suppression only: another lead with the same address keeps it suppressed.
                 # Nothing is written to Iterable; the person subscribes there through Iterable's own means.
                 counts["lifted"] += inbox.ledger.lift(str(change.leadId))
+            address = change.new_email()
+            if address and normalise_email(address) and inbox.ledger.is_suppressed(str(change.leadId)):
+                # The person asked not to be emailed, not the old address: the new one is suppressed too.
+                inbox.add_many([email_change_item(change.key, change.leadId, address)])
+                counts["new_addresses"] += 1
         unsubscribes = [a for a in page.items if a.sets_unsubscribed()]
         if unsubscribes:
             leads = {lead.id: lead for lead in client.get_leads_by_ids({a.leadId for a in unsubscribes})}

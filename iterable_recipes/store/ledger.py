@@ -90,6 +90,14 @@ class SuppressionLedger:
             )
             return {str(row.email): str(row.subject_id) for row in rows}
 
+    def is_suppressed(self, subject_id: str) -> bool:
+        """Whether ``subject_id`` has a suppression that is not lifted."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(S.c.id).where(S.c.subject_id == str(subject_id), S.c.status != "lifted").limit(1)
+            ).first()
+            return found is not None
+
     def lifted_subjects(self, subject_ids: Iterable[str]) -> set[str]:
         """The subjects of ``subject_ids`` whose every row is lifted (they subscribed again since)."""
         wanted = sorted({str(s) for s in subject_ids})

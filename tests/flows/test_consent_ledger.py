@@ -185,3 +185,31 @@ def test_every_attempt_leaves_its_own_audit_record_begun_before_the_write(iterab
     assert records[0] == (1, "attempting") and records[-1][1] == "opted_out"
     assert ("failed") in {outcome for _, outcome in records[1:-1]}
     assert all(r.item_id == item.id for r in inbox.list_audit(lead_id="55"))
+
+
+def test_a_suppressed_lead_that_changes_its_address_has_the_new_one_suppressed(
+    iterable_standin, marketo_standin, app_database
+):
+    from flows.marketo_unsubscribes import marketo_optout_drain, marketo_poll
+
+    inbox = Inbox(app_database)
+    sandbox = iterable_standin.sandbox
+    sandbox.seed_users(
+        [
+            {"email": "old.address@example.com", "subscribedMessageTypeIds": [101]},
+            {"email": "new.address@example.com", "subscribedMessageTypeIds": [101]},
+        ]
+    )
+    marketo = marketo_standin.sandbox
+    marketo.add_lead(601, "old.address@example.com")
+    marketo.add_lead(602, "bystander@example.com")
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    marketo.unsubscribe(601, how="form")
+    marketo_poll(start=start, drain=False)
+    assert marketo_optout_drain()["opted_out"] == 1
+    marketo.change_email(601, " New.Address@Example.com")
+    marketo.change_email(602, "elsewhere@example.com")  # not suppressed: nothing follows it
+    assert marketo_poll(drain=False)["lead_changes_new_addresses"] == 1
+    assert marketo_optout_drain()["opted_out"] == 1
+    assert MARKETING_EMAIL in _user(sandbox, "new.address@example.com").subs["unsubscribedChannelIds"]
+    assert inbox.ledger.pending_among(["elsewhere@example.com"]) == set()

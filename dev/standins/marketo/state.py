@@ -20,6 +20,7 @@ from dev.standins.marketo import paging
 UNSUBSCRIBE_EMAIL = 9
 DATA_VALUE_CHANGE = 13
 UNSUBSCRIBED_FIELD_ID = 49
+EMAIL_FIELD_ID = 48  # the stand-in's own id for Email Address (each Marketo instance numbers its fields)
 NOISE_TYPES = (1, 2, 7, 10, 11)  # visit web page, fill out form, delivered, open, click
 NOISE_FIELDS = ("firstName", "leadScore", "title")
 LEAD_FIELDS = ("id", "email", "unsubscribed", "firstName", "lastName", "createdAt", "updatedAt")
@@ -213,6 +214,26 @@ class MarketoSandbox:
                 lead["unsubscribed"] = True
                 lead["updatedAt"] = _stamp(moment)
             return guids
+
+    def change_email(self, lead_id: int, email: str, at: datetime | None = None) -> str:
+        """The lead's address changes (a form, a sales rep): a Data Value Change of ``email``."""
+        moment = _aware(at)
+        with self._lock:
+            lead = self._leads.get(lead_id)
+            if lead is None:
+                raise KeyError(f"no lead {lead_id}")
+            old = str(lead.get("email") or "")
+            guid = self._append(
+                moment,
+                lead_id,
+                DATA_VALUE_CHANGE,
+                primary=("Email Address", EMAIL_FIELD_ID),
+                attributes=_change_attributes(email, old, "Form fill", "Web form fillout"),
+                fields=[{"id": EMAIL_FIELD_ID, "name": "email", "newValue": email, "oldValue": old}],
+            )
+            lead["email"] = email
+            lead["updatedAt"] = _stamp(moment)
+            return guid
 
     def resubscribe(self, lead_id: int, at: datetime | None = None) -> str | None:
         """The lead subscribes again (a form, a sales rep): a Data Value Change of ``unsubscribed`` to
