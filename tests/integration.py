@@ -214,3 +214,25 @@ def assert_no_raw_email(lines: list[str], emails: list[str]) -> None:
     for line in lines:
         assert not any(email.lower() in line.lower() for email in emails), line
         assert not RAW_EMAIL.search(line), line
+
+
+def flow_run_artifacts(state: Any, key: str) -> list[Any]:
+    """The artifacts named ``key`` that the flow run of ``state`` created, read from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    wanted = ArtifactFilter(
+        key=ArtifactFilterKey(any_=[key]),
+        flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+    )
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=wanted)
+
+
+def announced_events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every event the runs' reports emit from now on, as emit_event was called."""
+    import tasks.reporting
+
+    announced: list[dict[str, Any]] = []
+    monkeypatch.setattr(tasks.reporting, "emit_event", lambda **event: announced.append(event))
+    return announced

@@ -456,24 +456,17 @@ class Inbox:
     def mark_held(self, id: int, reason: str, delay: float, *, owner: str) -> bool:
         """Put the item back for ``delay`` seconds without spending the attempt its claim counted (it
         waits for something else, such as a consent check, not for a failure to clear)."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(T)
-                .where(self._held([id], owner))
-                .values(
-                    status="retry",
-                    attempts=case((T.c.attempts > 0, T.c.attempts - 1), else_=0),
-                    last_error=_reason(reason),
-                    next_attempt_at=now + timedelta(seconds=delay),
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-            )
-        return bool(result.rowcount)
+        return self._finish(
+            id,
+            "retry",
+            reason,
+            owner,
+            attempts=case((T.c.attempts > 0, T.c.attempts - 1), else_=0),
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+        )
 
-    def _finish(self, id: int, status: Status, reason: str, owner: str) -> bool:
+    def _finish(self, id: int, status: Status, reason: str, owner: str, **values: Any) -> bool:
+        """Settle one item ``owner`` still holds, its lease given up; ``values`` are further columns."""
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -485,6 +478,7 @@ class Inbox:
                     updated_at=now,
                     lease_owner=None,
                     lease_expires_at=None,
+                    **values,
                 )
             )
         return bool(result.rowcount)

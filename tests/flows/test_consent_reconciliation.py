@@ -14,6 +14,7 @@ from iterable_recipes.optouts.keys import SOURCE as OPTOUTS
 from iterable_recipes.optouts.keys import webhook_item
 from iterable_recipes.store.inbox import Inbox
 from iterable_recipes.store.schema import received_events, suppressions
+from tests.integration import announced_events, flow_run_artifacts
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MARKETING_EMAIL = 1
@@ -45,28 +46,6 @@ def _drop_open_items(inbox: Inbox) -> None:
         conn.execute(update(received_events).values(status="dead", last_error="test: died"))
 
 
-def _artifacts(state: Any, key: str) -> list[Any]:
-    """The artifacts named ``key`` that the flow run of ``state`` created."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-
-    wanted = ArtifactFilter(
-        key=ArtifactFilterKey(any_=[key]),
-        flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-    )
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=wanted)
-
-
-def _announced(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every event the run's reports emit, as emit_event was called."""
-    import tasks.reporting
-
-    announced: list[dict[str, Any]] = []
-    monkeypatch.setattr(tasks.reporting, "emit_event", lambda **event: announced.append(event))
-    return announced
-
-
 def _reconcile(repair: bool = False) -> tuple[dict[str, int], Any]:
     from flows.consent_reconciliation import consent_reconciliation
 
@@ -88,7 +67,7 @@ def test_a_pending_opt_out_of_a_reachable_person_is_listed_then_repaired(
     _seed(sandbox, "still.reachable@example.com")
     _unsubscribe(inbox, "Still.Reachable@Example.com", "501")
     _drop_open_items(inbox)
-    announced = _announced(monkeypatch)
+    announced = announced_events(monkeypatch)
 
     counts, state = _reconcile()
     assert counts["checked"] == counts["reachable"] == counts["not_applied"] == 1
@@ -97,7 +76,7 @@ def test_a_pending_opt_out_of_a_reachable_person_is_listed_then_repaired(
     (drift,) = [e for e in announced if e["event"] == "recipes.consent.drift"]
     expected = {"reachable": 1, "not_applied": 1, "recreated": 0, "resubscribed": 0, "repaired": 0}
     assert drift["payload"] == expected  # counts only, no person
-    (artifact,) = _artifacts(state, DRIFT_KEY)
+    (artifact,) = flow_run_artifacts(state, DRIFT_KEY)
     (row,) = json.loads(artifact.data)
     assert row["lead_id"] == "501" and row["status"] == "pending"
     assert row["why"] == "opt-out not applied yet" and "repair" in row["action"]
@@ -129,7 +108,7 @@ def test_a_person_who_subscribed_again_after_the_opt_out_is_listed_and_never_rep
     assert marketo_optout_drain()["opted_out"] == 1
     with sandbox.lock:  # their own choice in Iterable's preference centre, after our opt-out
         sandbox.find(email="came.back@example.com").subs["unsubscribedChannelIds"] = []
-    announced = _announced(monkeypatch)
+    announced = announced_events(monkeypatch)
 
     counts, state = _reconcile(repair=True)
     assert counts["resubscribed"] == counts["reachable"] == 1
@@ -137,7 +116,7 @@ def test_a_person_who_subscribed_again_after_the_opt_out_is_listed_and_never_rep
     assert inbox.counts()[OPTOUTS] == {"delivered": 1}  # no opt-out queued
     assert _user(sandbox, "came.back@example.com").subs["unsubscribedChannelIds"] == []
     assert _row(inbox, "came.back@example.com").status == "applied"
-    (row,) = json.loads(_artifacts(state, DRIFT_KEY)[0].data)
+    (row,) = json.loads(flow_run_artifacts(state, DRIFT_KEY)[0].data)
     assert row["why"] == "re-subscribed since" and row["action"] == "none: never repaired automatically"
     (drift,) = [e for e in announced if e["event"] == "recipes.consent.drift"]
     assert drift["payload"]["resubscribed"] == 1
@@ -161,7 +140,7 @@ def test_a_profile_re_created_after_the_opt_out_is_opted_out_again(iterable_stan
 
     counts, state = _reconcile(repair=True)
     assert counts["recreated"] == counts["repaired"] == 1
-    (row,) = json.loads(_artifacts(state, DRIFT_KEY)[0].data)
+    (row,) = json.loads(flow_run_artifacts(state, DRIFT_KEY)[0].data)
     assert row["why"] == "profile re-created since the opt-out" and row["action"] == "opt-out queued"
     assert _row(inbox, "recreated@example.com").status == "pending"  # the writers' gate holds them again
     assert marketo_optout_drain()["opted_out"] == 1
@@ -177,13 +156,13 @@ def test_a_person_not_in_iterable_stays_pending_and_unlisted(iterable_standin, a
     # Opted out in Iterable already (by hand, say) while the ledger still says pending.
     sandbox.seed_users([{"email": "already.out@example.com", "unsubscribedChannelIds": [MARKETING_EMAIL]}])
     _unsubscribe(inbox, "already.out@example.com", "505")
-    announced = _announced(monkeypatch)
+    announced = announced_events(monkeypatch)
 
     counts, state = _reconcile(repair=True)
     assert counts["checked"] == 2 and counts["reachable"] == 0
     assert counts["not_in_iterable"] == 1 and counts["opted_out"] == counts["marked_applied"] == 1
     assert _row(inbox, "nobody.yet@example.com").status == "pending"
     assert _row(inbox, "already.out@example.com").status == "applied"
-    assert _artifacts(state, DRIFT_KEY) == []
+    assert flow_run_artifacts(state, DRIFT_KEY) == []
     assert not [e for e in announced if e["event"] == "recipes.consent.drift"]
     assert _user(sandbox, "nobody.yet@example.com") is None  # nobody unknown is ever written

@@ -11,7 +11,14 @@ from dev.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
 from iterable_recipes.settings import load_settings
 from iterable_recipes.sync import connect
 from iterable_recipes.sync.definitions import SYNCS_DIR
-from tests.integration import assert_no_raw_email, flow_run_id, run_logs, task_run_names
+from tests.integration import (
+    announced_events,
+    assert_no_raw_email,
+    flow_run_artifacts,
+    flow_run_id,
+    run_logs,
+    task_run_names,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 GITLAB = "gitlab_marketing_contacts"
@@ -238,28 +245,6 @@ def _with_invalid_rows(conn: Any) -> None:
     cur.execute(f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'User10@Example.com' WHERE USER_ID = 11")
 
 
-def _artifacts(state: Any, key: str) -> list[Any]:
-    """The artifacts named ``key`` that the flow run of ``state`` created, read from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-
-    wanted = ArtifactFilter(
-        key=ArtifactFilterKey(any_=[key]),
-        flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-    )
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=wanted)
-
-
-def _announced(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every event the run's reports emit, as emit_event was called."""
-    import tasks.reporting
-
-    announced: list[dict[str, Any]] = []
-    monkeypatch.setattr(tasks.reporting, "emit_event", lambda **event: announced.append(event))
-    return announced
-
-
 def test_invalid_rows_end_the_run_completed_with_warnings(
     iterable_standin, app_database, warehouse, monkeypatch
 ):
@@ -268,7 +253,7 @@ def test_invalid_rows_end_the_run_completed_with_warnings(
     from flows.snowflake_sync import snowflake_sync
 
     _with_invalid_rows(warehouse)
-    announced = _announced(monkeypatch)
+    announced = announced_events(monkeypatch)
     state: State = snowflake_sync("contacts_upsert", return_state=True)
 
     assert state.is_completed() and state.name == "Completed with warnings"
@@ -276,7 +261,7 @@ def test_invalid_rows_end_the_run_completed_with_warnings(
     assert "sync-contacts-upsert-invalid-rows" in str(state.message)  # the artifact's key, as it is
     summary = state.result()
     assert summary["rows_sent"] == summary["accepted"] == 45 and summary["null_identities"] == 3
-    (artifact,) = _artifacts(state, "sync-contacts-upsert-invalid-rows")
+    (artifact,) = flow_run_artifacts(state, "sync-contacts-upsert-invalid-rows")
     listed = str(artifact.data)
     assert "@example.com" not in listed.lower() and "user10" not in listed.lower()
     for shown in ("(null)", "(blank)", "u***@e***.com", "null identity", "blank identity", "duplicate"):
@@ -302,7 +287,7 @@ def test_a_sync_set_to_fail_on_invalid_rows_sends_nothing(
         yaml.safe_dump(shipped | {"name": "contacts_strict", "on_invalid_rows": "fail"})
     )
     _with_invalid_rows(warehouse)
-    announced = _announced(monkeypatch)
+    announced = announced_events(monkeypatch)
     state: State = snowflake_sync("contacts_strict", return_state=True)
 
     assert state.is_failed()
@@ -312,7 +297,7 @@ def test_a_sync_set_to_fail_on_invalid_rows_sends_nothing(
     cur = warehouse.cursor()
     cur.execute("SELECT COUNT(*) FROM SYNC_STATE.SYNC_SNAPSHOT WHERE SYNC_NAME = 'contacts_strict'")
     assert cur.fetchone()[0] == 0
-    assert len(_artifacts(state, "sync-contacts-strict-invalid-rows")) == 1
+    assert len(flow_run_artifacts(state, "sync-contacts-strict-invalid-rows")) == 1
     assert any(e["event"] == "recipes.sync.invalid_rows" for e in announced)
 
 
@@ -325,7 +310,7 @@ def test_a_dry_run_lists_invalid_rows_without_failing(iterable_standin, app_data
     state: State = snowflake_sync("contacts_upsert", dry_run=True, return_state=True)
     assert state.is_completed() and state.name == "Completed with warnings"
     assert state.result()["to_send"] == 45
-    assert len(_artifacts(state, "sync-contacts-upsert-invalid-rows")) == 1
+    assert len(flow_run_artifacts(state, "sync-contacts-upsert-invalid-rows")) == 1
     assert iterable_standin.sandbox.stats()["requests"] == {}
 
 
@@ -335,10 +320,10 @@ def test_a_clean_model_ends_plain_completed(iterable_standin, app_database, ware
     from flows.snowflake_sync import snowflake_sync
 
     seed_model(warehouse, 30)
-    announced = _announced(monkeypatch)
+    announced = announced_events(monkeypatch)
     state: State = snowflake_sync("contacts_upsert", return_state=True)
     assert state.is_completed() and state.name == "Completed"
-    assert _artifacts(state, "sync-contacts-upsert-invalid-rows") == []
+    assert flow_run_artifacts(state, "sync-contacts-upsert-invalid-rows") == []
     assert not any(e["event"] == "recipes.sync.invalid_rows" for e in announced)
 
 
