@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from iterable_recipes.clients.errors import ApiError, is_retryable
@@ -108,11 +109,21 @@ def file_findings(settings: Settings, recipes: Sequence[Recipe]) -> list[Finding
         findings.append(_file("consent policy", lambda: _policy_summary(settings)))
     if "sync" in recipes:
         good, bad = read_sync_definitions(settings.sync_definitions_dir or SYNCS_DIR)
-        findings += [Finding(f"sync {name}", True, f"{d.path}: valid") for name, d in sorted(good.items())]
+        findings += [
+            Finding(f"sync {name}", True, f"{_shown(d.path)}: valid") for name, d in sorted(good.items())
+        ]
         findings += [Finding(f"sync file {path.name}", False, text) for path, text in sorted(bad.items())]
         if not good and not bad:
             findings.append(Finding("sync definitions", True, "none in the folder: no sync to run"))
     return findings
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working folder when under it, else its name (no machine's layout)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return Path(path).name
 
 
 def _file(check: str, read: Callable[[], str]) -> Finding:
