@@ -189,7 +189,7 @@ class Demo:
         from iterable_recipes.cli.serve import RunnerThread, build_deployments, start_receiver
 
         with self.console.status("serving the deployments of prefect.yaml and the receiver..."):
-            # Schedules off: the demo starts each run itself, and every-minute backstop runs would only
+            # Schedules off: the demo starts each run itself, and backstop runs would only
             # compete for the CPU and the SQLite Prefect database.
             deployments = build_deployments(self.console, schedules_active=False)
             runner = RunnerThread(deployments, query_seconds=1).start()

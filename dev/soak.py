@@ -413,7 +413,7 @@ class Soak:
         self.worker = self.procs.start(name, argv)
 
     def schedules(self, keep_drains: bool) -> None:
-        """Switch schedules off (the drains' every-minute backstop stays on while ``keep_drains``) and
+        """Switch schedules off (the drains' 15-minute backstop stays on while ``keep_drains``) and
         drop the scheduled runs of the deployments switched off.
 
         The scheduler inserts runs without a Scheduled event, and Prefect's triggers hold a state
@@ -765,7 +765,7 @@ class Soak:
         # The poll's 5-minute schedule is off during the soak; run it once more, as the schedule would.
         self.wait_final(self.start_run(POLL_DEPLOYMENT), 900)
         wait_for(
-            "the inboxes to empty (drains nudged, every-minute backstop, leases of killed drains)",
+            "the inboxes to empty (drains nudged, the receiver's due-work watcher, leases of killed drains)",
             lambda: not any(self.inbox_left().values()),
             size.lease_seconds + 600,
             every=2,

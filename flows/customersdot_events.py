@@ -8,6 +8,8 @@ again there, and the run ends when nothing is due.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prefect import flow
 
 from iterable_recipes.customersdot.drain import SOURCE, CustomersDotDrain, fewer_collections
@@ -17,15 +19,23 @@ from iterable_recipes.sentences import error_text
 from tasks.checks import check_before_run
 from tasks.iterable import event_sender, profile_sender
 from tasks.logs import capture_library_logs, run_logger
-from tasks.reporting import Progress, emit_alert, publish_counts
+from tasks.reporting import Progress, emit_alert, publish_found
 from tasks.store import (
     RELEASE_LEASES_ON_END,
     claim_batch,
     consent_gate,
+    due_backlog,
     outcome_recorder,
     release_ended_runs,
     run_owner,
 )
+
+SETTLED = ("delivered", "skipped", "retry", "dead", "held", "refused")
+
+
+def settled(counts: Mapping[str, int]) -> int:
+    """How many claimed events the drain has settled so far (whatever the outcome)."""
+    return sum(counts.get(name, 0) for name in SETTLED)
 
 
 @flow(
@@ -53,7 +63,7 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
             report=logger.log,
         )
         limit = batch_size or settings.drain_batch_size
-        progress = Progress("CustomersDot events delivered")
+        progress = Progress("CustomersDot events settled", f"{SOURCE}-progress", unit="events")
         batches = 0
         with BatchPipeline(settings.drain_batches_in_flight, "customersdot-batch") as pipeline:
             for batch_no, slot in enumerate(pipeline.slots(max_batches), start=1):
@@ -61,10 +71,13 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
                     break
                 batches = batch_no
                 slot.run(drain.deliver, items, batch_no)
-                progress.update(drain.counts["delivered"], drain.counts["received"])
+                # A slot is free again when a batch settled: the moment to show how far the run got.
+                if progress.due():
+                    received = drain.counts["received"]
+                    progress.update(settled(drain.counts), received + due_backlog(resources, SOURCE))
         summary = drain.summary()
-        progress.update(summary["delivered"], summary["received"])
-        publish_counts(SOURCE, summary, "CustomersDot events drained into Iterable")
+        progress.update(settled(summary), summary["received"], final=True)
+        publish_found(SOURCE, summary, "CustomersDot events drained into Iterable")
         if summary["dead"]:
             emit_alert(SOURCE, "inbox.dead", {"dead": summary["dead"]})
         logger.info(drain.sentence(batches))

@@ -24,11 +24,12 @@ from tasks.checks import check_before_run
 from tasks.iterable import opt_out_batch
 from tasks.logs import capture_library_logs, run_logger
 from tasks.marketo import poll_unsubscribes
-from tasks.reporting import emit_alert, publish_counts
+from tasks.reporting import Progress, emit_alert, publish_counts, publish_found
 from tasks.store import (
     RELEASE_LEASES_ON_END,
     begin_audit,
     claim_batch,
+    due_backlog,
     queue_due_optouts,
     record_audit,
     record_outcomes,
@@ -70,8 +71,11 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
         counts: Counter[str] = Counter({"requeued": queue_due_optouts(resources)})
         if counts["requeued"]:
             logger.info("Queued %d opt-out(s) again for people Iterable may know by now.", counts["requeued"])
+        progress = Progress("Marketo unsubscribes settled", "marketo-opt-outs-progress", unit="opt-outs")
         batch_no = 0
         while claimed := claim_batch(resources, SOURCE, batch_size, owner, batch_no + 1):
+            if batch_no and progress.due():  # the previous batch is settled
+                progress.update(counts["received"], counts["received"] + due_backlog(resources, SOURCE))
             batch_no += 1
             counts["received"] += len(claimed)
             begin_audit(resources, claimed)
@@ -88,8 +92,9 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
             counts.update(record_outcomes(resources, SOURCE, outcomes, owner))
             logger.info(decisions_sentence(batch_no, decisions))
         summary = {name: counts[name] for name in OPT_OUT_COUNTS}
+        progress.update(counts["received"], counts["received"], final=True)
         logger.info(_optouts_sentence(summary, batch_no))
-        publish_counts("marketo-opt-outs", summary, "Marketo unsubscribes opted out in Iterable")
+        publish_found("marketo-opt-outs", summary, "Marketo unsubscribes opted out in Iterable")
         if counts["dead"]:
             emit_alert("marketo-opt-outs", "inbox.dead", {"dead": counts["dead"]})
         return summary

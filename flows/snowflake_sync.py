@@ -171,7 +171,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
                     f"sync-{defn.name}", _counts(plan.as_dict()), f"Sync {defn.name} refused (nothing sent)"
                 )
                 raise _refused(defn, plan)
-            progress = Progress(f"Rows of {defn.name} sent to Iterable")
+            progress = Progress(f"Rows of {defn.name} sent to Iterable", f"sync-{defn.name}-progress")
             with resources.warehouse() as accept_conn:
                 delivered = send_batches(
                     conn, accept_conn, defn, run_id, schema,
@@ -179,6 +179,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
                     depth=settings.sync_batches_in_flight,
                     progress=lambda done: progress.update(done, plan.to_send),
                 )  # fmt: skip
+            progress.update(delivered.rows_answered, plan.to_send, final=True)
             outcome = delivered.counts()
             status = "succeeded" if not outcome["failed_batches"] else "failed"
             counts = finish_sync(conn, defn, run_id, schema, status).as_dict()

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     customersdot_drain_deployment: str = "customersdot-events/customersdot-drain"
     optout_drain_deployment: str = "marketo-opt-outs/marketo-opt-out-drain"
     nudge_window_seconds: float = 1.0
+    # How often the receiver asks the inbox whether a drain has work due that no run will take (a lost
+    # nudge, a retry whose backoff ended); 0 switches the watcher off (the drains' schedules remain).
+    due_watch_seconds: float = Field(default=30.0, ge=0)
 
     # Rate limiter shared by every sending process
     limiter_backend: Literal["memory", "sqlite", "redis", "postgres"] = "sqlite"

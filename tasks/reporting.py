@@ -1,13 +1,21 @@
-"""Run reports every flow ends with: a counts artifact, a progress artifact, and Prefect events."""
+"""Run reports every flow ends with: a counts artifact, progress while it works, and Prefect events."""
 
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID
 
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
@@ -42,25 +50,167 @@ def emit_alert(recipe: str, event: str, payload: Mapping[str, object]) -> None:
     )
 
 
+def found_work(counts: Mapping[str, int | float | str]) -> bool:
+    """Whether a run's counts show it found anything (a number not zero, or a text)."""
+    return any(value for value in counts.values())
+
+
+def publish_found(recipe: str, counts: Mapping[str, int | float | str], description: str = "") -> bool:
+    """``publish_counts``, unless the run found nothing: a drain started by a backstop mostly finds an
+    empty inbox, and an all-zero artifact per such run would bury the runs that did work. Returns
+    whether anything was published."""
+    if not found_work(counts):
+        return False
+    publish_counts(recipe, counts, description)
+    return True
+
+
+PROGRESS_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    """What a person watching a run is shown: done of total, the rate so far, and the time left."""
+
+    done: int
+    total: int
+    elapsed_seconds: float
+
+    @property
+    def percent(self) -> float:
+        """Done of total, in whole percents (100 when there is nothing, or nothing more, to do)."""
+        return 100.0 if self.total <= 0 else min(100.0, float(round(100.0 * self.done / self.total)))
+
+    @property
+    def rate(self) -> float:
+        """Done per second since the run started sending."""
+        return self.done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        """The time left at the rate so far; None before anything is done."""
+        left = max(0, self.total - self.done)
+        if not left:
+            return 0.0
+        return left / self.rate if self.rate > 0 else None
+
+
+def duration(seconds: float | None) -> str:
+    """A duration the way a person reads it: "45 s", "12 min 5 s", "2 h 3 min"; "unknown" for None."""
+    if seconds is None:
+        return "unknown"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def progress_markdown(title: str, unit: str, view: ProgressView) -> str:
+    """The markdown beside the progress artifact: counts, rate and time left (numbers only)."""
+    return (
+        f"**{title}**\n\n"
+        f"| {unit} done | {unit} to do | rate | time left | elapsed |\n"
+        "| ---: | ---: | ---: | ---: | ---: |\n"
+        f"| {view.done:,} | {view.total:,} ({view.percent:.0f} %) | {view.rate:,.1f} {unit}/s "
+        f"| {duration(view.seconds_left)} | {duration(view.elapsed_seconds)} |\n\n"
+        f"Updated every {PROGRESS_SECONDS:.0f} s while the run works."
+    )
+
+
+class ProgressSink(Protocol):
+    """Where progress goes: Prefect's artifacts by default, a recorder in tests."""
+
+    def create(self, percent: float, markdown: str) -> None: ...
+
+    def update(self, percent: float, markdown: str) -> None: ...
+
+
+class PrefectProgress:
+    """A progress artifact (the percentage) and a keyed markdown artifact beside it, updated in place."""
+
+    def __init__(self, description: str, key: str) -> None:
+        self.description = description
+        self.key = key
+        self._ids: tuple[UUID, UUID] | None = None
+
+    def create(self, percent: float, markdown: str) -> None:
+        """Create both, linked to the current flow run (called in its context)."""
+        progress = create_progress_artifact(progress=percent, description=self.description)
+        text = create_markdown_artifact(markdown=markdown, key=self.key, description=self.description)
+        self._ids = (UUID(str(progress)), UUID(str(text)))  # both typed as maybe-coroutines; sync here
+
+    def update(self, percent: float, markdown: str) -> None:
+        """Update both in place: a new version per update would make hundreds for one long run."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactUpdate
+
+        assert self._ids is not None
+        update_progress_artifact(artifact_id=self._ids[0], progress=percent)
+        with get_client(sync_client=True) as client:
+            client.update_artifact(artifact_id=self._ids[1], artifact=ArtifactUpdate(data=markdown))
+
+
 class Progress:
-    """A progress artifact shown while a long run works; percentages only, nothing personal."""
+    """What a long run shows while it works: done of total, the rate and the time left, in a progress
+    artifact and a markdown artifact beside it; counts only, nothing personal.
 
-    def __init__(self, description: str, min_interval_seconds: float = 1.0) -> None:
-        self._id: UUID | None = None
-        self._description = description
-        self._last = -1.0
-        self._min_interval = min_interval_seconds
+    ``update`` may be called as often as work moves (each batch settled, each answer back); it
+    publishes when ``interval_seconds`` have passed since the last publication, and always the first
+    time and when all is done. A run with nothing to do publishes nothing. Time comes from ``clock``
+    (monotonic seconds), so tests move it by hand.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        key: str,
+        unit: str = "rows",
+        interval_seconds: float = PROGRESS_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sink: ProgressSink | None = None,
+    ) -> None:
+        self.description = description
+        self.unit = unit
+        self.interval_seconds = interval_seconds
+        self.clock = clock
+        self.sink: ProgressSink = sink or PrefectProgress(description, _key(key))
+        self.started = clock()
+        self.published: list[ProgressView] = []
         self._last_at = -math.inf
+        self._lock = threading.Lock()
 
-    def update(self, done: int, total: int) -> None:
-        """Show ``done`` of ``total`` (at whole-percent steps, at most once per ``min_interval_seconds``
-        but always at 100 %, to spare the API: each update is a request that holds up the run)."""
-        percent = 100.0 if total <= 0 else min(100.0, round(100.0 * done / total, 0))
-        now = time.monotonic()
-        if percent == self._last or (percent < 100.0 and now - self._last_at < self._min_interval):
-            return
-        self._last, self._last_at = percent, now
-        if self._id is None:
-            self._id = create_progress_artifact(progress=percent, description=self._description)  # type: ignore[assignment]
-        else:
-            update_progress_artifact(artifact_id=self._id, progress=percent)
+    def due(self) -> bool:
+        """Whether the next ``update`` would publish (a caller can skip costly totals otherwise)."""
+        return self.clock() - self._last_at >= self.interval_seconds
+
+    def update(self, done: int, total: int, *, final: bool = False) -> bool:
+        """Show ``done`` of ``total`` when due (see the class), or at once when ``final`` (the run's
+        last word); returns whether it published.
+
+        Each publication is a request or two that holds up the caller, hence at most one per interval.
+        """
+        with self._lock:
+            if total <= 0 and not self.published:
+                return False
+            now = self.clock()
+            finished = final or done >= total
+            if (
+                finished
+                and self.published
+                and (self.published[-1].done, self.published[-1].total) == (done, total)
+            ):
+                return False  # the end was shown already
+            if not (finished or now - self._last_at >= self.interval_seconds):
+                return False
+            view = ProgressView(done, total, now - self.started)
+            markdown = progress_markdown(self.description, self.unit, view)
+            if not self.published:
+                self.sink.create(view.percent, markdown)
+            else:
+                self.sink.update(view.percent, markdown)
+            self.published.append(view)
+            self._last_at = now
+            return True

@@ -148,6 +148,12 @@ def claim_batch(resources: Resources, source: str, limit: int, owner: str, batch
     return named(resources, source, limit, owner)
 
 
+def due_backlog(resources: Resources, source: str) -> int:
+    """How many items of ``source`` are still due (a drain's "to do" for its progress). A plain call,
+    not a task: it is asked every few seconds and a task run each time would only fill the run's list."""
+    return resources.inbox.due_count(source)
+
+
 def outcome_recorder(
     resources: Resources, source: str, owner: str
 ) -> Callable[[list[Outcome]], dict[str, int]]:

@@ -5,7 +5,7 @@
 
 A temporary Prefect server, the receiver (``python -m iterable_recipes.receiver``), the Iterable and
 Marketo stand-ins and
-a process serving prefect.yaml's ``marketo-opt-out-drain`` deployment (its every-minute schedule; the
+a process serving prefect.yaml's ``marketo-opt-out-drain`` deployment (its 15-minute backstop schedule; the
 runner asks for due runs every ``--query-seconds``, as ``recipes serve`` does) each run in their own
 process, with the default trigger settings (the receiver's nudge window). ``--people`` people known to
 the Iterable stand-in are unsubscribed by webhook, spread over ``--over`` seconds; each one's latency is

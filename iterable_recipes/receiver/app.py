@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -33,6 +34,7 @@ from iterable_recipes.receiver.intake import GroupCommitter
 from iterable_recipes.receiver.limits import HEADER_MAX_CHARS, check_lengths, webhook_id_max_chars
 from iterable_recipes.receiver.nudge import Nudger
 from iterable_recipes.receiver.signature import Verifier
+from iterable_recipes.receiver.watch import DueWorkWatcher, Watched
 from iterable_recipes.settings import Settings, load_settings
 from iterable_recipes.store import Inbox, NewItem
 
@@ -295,6 +297,27 @@ def _install_openapi(app: FastAPI, secret_header: str) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def watched_drains(settings: Settings, inbox: Inbox) -> list[Watched]:
+    """The drains the receiver feeds, of the recipes served here, each with its question "is work due?"."""
+    recheck = timedelta(days=settings.consent_recheck_days)
+    drains = {
+        "customersdot": Watched(settings.customersdot_drain_deployment, lambda: inbox.has_due(SOURCE)),
+        # The opt-out drain also queues the ledger's due re-checks, so they are its work too.
+        "optouts": Watched(
+            settings.optout_drain_deployment,
+            lambda: inbox.has_due(optouts.SOURCE) or inbox.ledger.any_due(recheck),
+        ),
+    }
+    return [drains[recipe] for recipe in settings.recipes_serve_recipes if recipe in drains]
+
+
+def due_work_watcher(settings: Settings, inbox: Inbox, nudger: Nudger) -> DueWorkWatcher | None:
+    """The watcher over the drains, creating runs through the nudge's trigger; None when switched off."""
+    if settings.due_watch_seconds <= 0:
+        return None
+    return DueWorkWatcher(nudger.trigger, watched_drains(settings, inbox), settings.due_watch_seconds)
+
+
 def create_app(
     settings: Settings | None = None,
     nudger: Nudger | None = None,
@@ -314,12 +337,15 @@ def create_app(
     )
     nudges = nudger or Nudger(window_seconds=settings.nudge_window_seconds)
     receiver = Receiver(settings, store, nudges, mapping or load_mapping())
+    watcher = due_work_watcher(settings, store, nudges)
     if not receiver.verifier.configured:
         log.warning("CUSTOMERSDOT_WEBHOOK_SECRETS is empty: every CustomersDot request will be refused")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nudges.start()
+        if watcher is not None:
+            watcher.start()
         await receiver.committer.start()
         # The start-up heap (Prefect's import alone is large) never becomes garbage; freezing it keeps
         # full collections from walking it, which otherwise shows as 100 ms pauses in the p99.
@@ -329,6 +355,8 @@ def create_app(
             yield
         finally:
             await receiver.committer.stop()
+            if watcher is not None:
+                watcher.stop()
             if own_nudger:
                 nudges.stop()
             if own_inbox:
@@ -341,6 +369,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.receiver = receiver
+    app.state.watcher = watcher
     _install_error_handlers(app)
     # A plain Starlette route: FastAPI's dependency solving costs more than the rest of the request,
     # and the body is read raw anyway (the signature covers the exact bytes). _install_openapi

@@ -3,7 +3,8 @@
 Request handlers call ``Nudger.nudge(name)``, which only sets a flag. A background thread creates one
 flow run per due deployment and window, with an idempotency key naming the window, so a burst of
 thousands of requests makes a handful of flow runs, and replicas nudging in the same window share one.
-If Prefect is unreachable the failure is logged and dropped: the drain's schedule catches up.
+If Prefect is unreachable the failure is logged and dropped: the due-work watcher (``watch.py``) makes
+the run once Prefect answers again, and the drain's rare schedule is the last backstop.
 
 A run the nudger created that has not started yet (Scheduled or Pending) will claim every event
 committed before it starts, so while there is one, a window only reads its state instead of creating
@@ -122,6 +123,36 @@ class PrefectTrigger:
             state = client.read_flow_run(UUID(run_id)).state
         return None if state is None else str(state.type.value)
 
+    def active_run(self, deployment: str) -> bool:
+        """Whether a run of ``deployment`` is Running, Pending, or Scheduled to start by now (a
+        schedule's future runs do not count: they will not take work that is due now)."""
+        from datetime import UTC, datetime
+
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterName,
+            FlowRunFilter,
+            FlowRunFilterExpectedStartTime,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        flow_name, _, deployment_name = deployment.partition("/")
+        states = [StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
+        runs = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
+            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)),
+        )
+        with self._client() as client:
+            found = client.read_flow_runs(
+                flow_run_filter=runs,
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+                flow_filter=_flow_named(flow_name),
+                limit=1,
+            )
+        return bool(found)
+
     def healthy(self) -> bool:
         """True when Prefect's API answers its health check."""
         try:
@@ -129,6 +160,13 @@ class PrefectTrigger:
                 return client.api_healthcheck() is None
         except Exception:
             return False
+
+
+def _flow_named(name: str) -> Any:
+    """A Prefect flow filter by name (deployment names are unique per flow only)."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    return FlowFilter(name=FlowFilterName(any_=[name]))
 
 
 @dataclass
@@ -267,7 +305,7 @@ class Nudger:
             # Class name only: messages of HTTP errors can carry URLs with credentials.
             self.stats.failed += 1
             log.warning(
-                "nudge of deployment %s failed (%s); its schedule will pick the events up",
+                "nudge of deployment %s failed (%s); the due-work watcher will pick the events up",
                 deployment,
                 type(exc).__name__,
             )

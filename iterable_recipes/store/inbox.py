@@ -345,6 +345,32 @@ class Inbox:
                 rows = conn.execute(update(T).where(T.c.id.in_(ids)).values(values).returning(*T.c)).all()
         return sorted((Item.from_row(r) for r in rows), key=lambda i: (i.next_attempt_at, i.id))
 
+    def has_due(self, source: str) -> bool:
+        """Whether a drain of ``source`` would find work now: an item ``claim`` would lease, or one
+        ``bury_expired`` would bury (its drain must run to announce it). One indexed EXISTS per status,
+        cheap enough to ask every few seconds."""
+        now = utcnow()
+        branches = (
+            and_(T.c.status == "pending", T.c.next_attempt_at <= now),
+            and_(T.c.status == "retry", T.c.next_attempt_at <= now),
+            and_(T.c.status == "in_flight", T.c.lease_expires_at <= now),
+        )
+        with self.engine.connect() as conn:
+            return any(
+                conn.execute(select(select(T.c.id).where(T.c.source == source, due).exists())).scalar()
+                for due in branches
+            )
+
+    def due_count(self, source: str) -> int:
+        """How many items of ``source`` are due now (what a drain still has to take; for its progress)."""
+        now = utcnow()
+        due = or_(
+            and_(T.c.status.in_(("pending", "retry")), T.c.next_attempt_at <= now),
+            and_(T.c.status == "in_flight", T.c.lease_expires_at <= now),
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(T.c.source == source, due)).scalar() or 0)
+
     def _due_by_index(self, source: str, now: datetime, limit: int) -> Select[tuple[int]]:
         """The first ``limit`` due ids, one index-ordered branch per status (SQLite).
 

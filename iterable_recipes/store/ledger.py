@@ -165,6 +165,22 @@ class SuppressionLedger:
             )
             return [Suppression(str(r.email), str(r.subject_id), str(r.source)) for r in rows]
 
+    def any_due(self, window: timedelta) -> bool:
+        """Whether ``due(window)`` would return a row: one indexed EXISTS, for the receiver's watcher."""
+        now = utcnow()
+        stmt = select(
+            select(S.c.id)
+            .where(
+                S.c.status == "pending",
+                S.c.next_check_at.is_not(None),
+                S.c.next_check_at <= now,
+                S.c.recorded_at >= now - window,
+            )
+            .exists()
+        )
+        with self.engine.connect() as conn:
+            return bool(conn.execute(stmt).scalar())
+
     def postpone(self, entries: Sequence[Suppression]) -> None:
         """Rows just queued again are not due until the opt-out drain looks (it sets the next time)."""
         if not entries:

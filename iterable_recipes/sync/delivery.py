@@ -135,30 +135,41 @@ class _Accepter:
         self._done: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.tally: Counter[str] = Counter()
+        self.answered = 0
         self.error: BaseException | None = None
         # The first batch Iterable did not accept, its error's cause (masked) for the run's message.
         self.first_failure: str | None = None
         self._thread = threading.Thread(target=self._run, name="snowflake-sync-accept", daemon=True)
         self._thread.start()
 
-    def reserve(self) -> None:
-        """Wait for a slot of the window; raise if accepting failed (the run must not go on)."""
+    def reserve(self, waiting: Callable[[], None] = lambda: None) -> None:
+        """Wait for a slot of the window, calling ``waiting`` every half second meanwhile (a batch at
+        the rate limit can take longer than the progress interval); raise if accepting failed (the
+        run must not go on)."""
         while not self._window.acquire(timeout=0.5):
             self._raise_if_failed()
+            waiting()
         self._raise_if_failed()
 
     def finished(self, batch_no: int, identities: list[str], future: Future[BatchReport]) -> None:
         """A delivery ended (a done callback: runs on the task's thread); queue it for accepting."""
+        with self._lock:
+            self.answered += len(identities)
         self._done.put(_Finished(batch_no, identities, future))
+
+    def rows_answered(self) -> int:
+        """Rows of the batches Iterable has answered so far (accepted or not): the run's progress."""
+        with self._lock:
+            return self.answered
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self.tally)
 
-    def close(self) -> None:
+    def close(self, waiting: Callable[[], None] = lambda: None) -> None:
         """Wait until every submitted batch is accepted or failed, stop the thread; raise on failure."""
         for _ in range(self._depth):
-            self.reserve()
+            self.reserve(waiting)
         self.stop()
         self._raise_if_failed()
 
@@ -227,6 +238,7 @@ class Delivered:
     rows_sent: int = 0
     failed_batches: int = 0
     first_failure: str | None = None
+    rows_answered: int = 0
 
     def counts(self) -> dict[str, int]:
         """The counts of the run's summary."""
@@ -249,28 +261,38 @@ def send_batches(
     *,
     deliver: DeliverBatch,
     depth: int,
-    progress: Callable[[int], None] = lambda done: None,
+    progress: Callable[[int], object] = lambda done: None,
 ) -> Delivered:
     """Deliver the planned batches a few at a time; accept finished ones in the background.
 
     ``conn`` reads the batches; ``accept_conn`` records what Iterable accepted. ``deliver(batch_no,
     items)`` sends one batch; each runs on a worker thread in a copy of the caller's context.
-    ``progress(rows_done)`` is told how far the run got. Returns what was delivered, with the cause
-    of the first batch Iterable did not accept.
+    ``progress(rows_answered)`` is told how far the run got, on this thread, after each batch is
+    submitted and every half second while it waits for an answer. Returns what was delivered, with
+    the cause of the first batch Iterable did not accept.
     """
     depth = max(1, depth)
     accepter = _Accepter(accept_conn, defn, run_id, schema, depth)
+
+    def report() -> None:
+        progress(accepter.rows_answered())
+
     try:
         with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="sync-batch") as pool:
             for batch in iter_batches(conn, defn, run_id, state_schema=schema):
-                accepter.reserve()
+                accepter.reserve(report)
                 context = contextvars.copy_context()
                 future = pool.submit(context.run, deliver, batch.batch_no, batch.items)
                 future.add_done_callback(partial(accepter.finished, batch.batch_no, batch.identities))
-                progress(accepter.counts().get("rows_done", 0))
-            accepter.close()
+                report()
+            accepter.close(report)
     finally:
         accepter.stop()
     counts = accepter.counts()
-    progress(counts.get("rows_done", 0))
-    return Delivered(counts.get("rows_sent", 0), counts.get("failed_batches", 0), accepter.first_failure)
+    report()
+    return Delivered(
+        counts.get("rows_sent", 0),
+        counts.get("failed_batches", 0),
+        accepter.first_failure,
+        accepter.rows_answered(),
+    )

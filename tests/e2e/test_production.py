@@ -113,7 +113,7 @@ def test_webhook_to_iterable_then_failed_run_retried_without_resending(topology:
     # prefect.yaml as deployed: schedules in UTC, the process pool, one poll and one sync at a time.
     declared = topology["schedules"]
     assert declared["customersdot-drain"] == {
-        "schedules": [("* * * * *", "UTC")],
+        "schedules": [("*/15 * * * *", "UTC")],
         "limit": None,
         "pool": "recipes-process",
         "parameters": {},

@@ -11,8 +11,8 @@ import httpx
 def switch_off_schedules(api: str) -> dict[str, Any]:
     """Record what deploy declared, then switch the schedules off and drop the runs they made.
 
-    The every-minute backstop runs would only compete with the tested runs for this machine's two
-    cores; the nudge path is what is tested here.
+    The drains' backstop runs would only compete with the tested runs for this machine's two cores;
+    the nudge (and the receiver's due-work watcher behind it) is what is tested here.
     """
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType

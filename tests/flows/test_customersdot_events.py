@@ -119,3 +119,34 @@ def test_fewer_collections_restores_the_collector():
         assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def _run_artifacts(state) -> dict[str, list]:
+    """The artifacts the flow run of ``state`` created, by key (None for unkeyed ones: progress)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    wanted = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=wanted)
+    by_key: dict[str, list] = {}
+    for artifact in found:
+        by_key.setdefault(artifact.key or str(artifact.type), []).append(artifact)
+    return by_key
+
+
+def test_a_drain_that_finds_nothing_publishes_no_artifact_but_one_with_work_shows_its_progress(
+    iterable_standin, app_database
+):
+    from flows.customersdot_events import customersdot_drain
+
+    empty = customersdot_drain(return_state=True)
+    assert empty.is_completed() and empty.result()["received"] == 0
+    assert _run_artifacts(empty) == {}
+
+    assert _post_all("/webhooks/customersdot", [customersdot_event("saas_trial_started")]) == [202]
+    worked = customersdot_drain(return_state=True)
+    artifacts = _run_artifacts(worked)
+    assert sorted(artifacts) == ["customersdot-counts", "customersdot-progress", "progress"]
+    assert artifacts["progress"][0].data == 100.0
+    assert "| 1 | 1 (100 %) |" in artifacts["customersdot-progress"][0].data

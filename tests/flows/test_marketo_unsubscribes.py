@@ -148,3 +148,12 @@ def test_webhook_opt_out_and_refusals(iterable_standin, marketo_standin, app_dat
     assert iterable_standin.sandbox.stats()["subscription_writes"]["known.link@example.com"] == 1
     audit = {r.lead_id: (r.source, r.outcome) for r in inbox.list_audit()}
     assert audit["1"] == ("webhook", "opted_out")
+
+
+def test_an_opt_out_drain_that_finds_nothing_publishes_no_artifact(iterable_standin, app_database):
+    from flows.marketo_unsubscribes import marketo_optout_drain
+    from tests.flows.test_customersdot_events import _run_artifacts
+
+    empty = marketo_optout_drain(return_state=True)
+    assert empty.is_completed() and empty.result()["received"] == 0
+    assert _run_artifacts(empty) == {}

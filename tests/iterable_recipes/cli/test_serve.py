@@ -46,7 +46,7 @@ def test_served_deployments_carry_the_file_schedules_parameters_and_limits():
     built = {d.name: d for d in (to_runner_deployment(s) for s in read_deployments() if available(s))}
     drain = built["customersdot-drain"]
     assert drain.concurrency_limit is None
-    assert [(s.schedule.cron, s.schedule.timezone) for s in drain.schedules] == [("* * * * *", "UTC")]
+    assert [(s.schedule.cron, s.schedule.timezone) for s in drain.schedules] == [("*/15 * * * *", "UTC")]
     poll = built["marketo-unsubscribe-poll"]
     assert poll.concurrency_limit == 1
     assert poll.concurrency_options.collision_strategy == "CANCEL_NEW"
@@ -61,6 +61,30 @@ def test_every_schedule_of_prefect_yaml_has_a_slug_of_its_own():
     for spec in read_deployments():
         slugs = [s.get("slug") for s in spec.schedules]
         assert all(slugs) and len(set(slugs)) == len(slugs), spec.name
+
+
+def runs_a_day(schedule: dict) -> int:
+    """How many runs a prefect.yaml schedule (cron, or interval in seconds) makes in one UTC day."""
+    from itertools import takewhile
+
+    from cronsim import CronSim
+
+    if "interval" in schedule:
+        return int(timedelta(days=1) / timedelta(seconds=schedule["interval"]))
+    assert schedule.get("timezone") == "UTC"
+    start = datetime(2026, 3, 2, tzinfo=UTC) - timedelta(microseconds=1)  # the day's 00:00 counts
+    end = start + timedelta(days=1)
+    return sum(1 for _ in takewhile(lambda at: at < end, CronSim(schedule["cron"], start)))
+
+
+def test_the_drains_schedules_are_rare_backstops_of_at_most_100_runs_a_day():
+    # The receiver's nudge and due-work watcher start the drains when work is due; a schedule's runs
+    # mostly find nothing, and a drain may make at most 100 empty runs a day.
+    drains = [s for s in read_deployments() if s.name in ("customersdot-drain", "marketo-opt-out-drain")]
+    assert len(drains) == 2
+    for spec in drains:
+        assert 0 < sum(runs_a_day(s) for s in spec.schedules) <= 100, spec.name
+    assert runs_a_day({"cron": "* * * * *", "timezone": "UTC"}) == 1440  # the count itself is right
 
 
 def test_an_interval_schedule_without_an_anchor_in_prefect_yaml_keeps_its_flag_whatever_its_anchor():
@@ -106,8 +130,8 @@ def test_a_restart_of_serve_keeps_a_paused_deployment_and_an_inactive_schedule(p
 
     assert flags(prefect_client, POLL) == before[POLL]  # still paused, the same schedule
     paused, schedules = flags(prefect_client, DRAIN)
-    assert not paused and schedules["every-minute"] == before[DRAIN][1]["every-minute"]
-    assert schedules["every-minute"][0] is False  # still switched off, not rewritten
+    assert not paused and schedules["every-15-minutes"] == before[DRAIN][1]["every-15-minutes"]
+    assert schedules["every-15-minutes"][0] is False  # still switched off, not rewritten
 
 
 def test_serve_rewrites_only_a_schedule_whose_definition_changed_in_prefect_yaml(

@@ -64,7 +64,7 @@ def test_status_shows_the_last_finished_run_and_the_next_scheduled_one(
 
     assert result.exit_code == 0, result.output
     _, paused, schedules, last, finished_at, upcoming = row_of(result.output, DRAIN)
-    assert (paused, schedules, last) == ("no", "every-minute off", "Completed")
+    assert (paused, schedules, last) == ("no", "every-15-minutes off", "Completed")
     assert finished_at.endswith(" UTC")
     assert upcoming == "2100-01-02 03:04:05 UTC"
 
