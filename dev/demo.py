@@ -179,6 +179,9 @@ class Demo:
             "EVENT_NOT_FOUND_RETRY_SECONDS": "1",
         } | QUIET_CONSOLE
         self.stack.apply()
+        from iterable_recipes.cli.serve import ensure_masking_key
+
+        ensure_masking_key(self.stack.state_dir, self.console)
         self.say(f"embedded stack up ({time.monotonic() - started:.0f} s)")
         for part, what in self.stack.described:
             self.console.print(f"    {part:<13} {what}")

@@ -12,7 +12,14 @@ import typer
 from rich.console import Console
 
 from dev.embedded import EmbeddedStack
-from iterable_recipes.cli.serve import PREFECT_PORT, _free, describe, ensure_webhook_secret, run
+from iterable_recipes.cli.serve import (
+    PREFECT_PORT,
+    _free,
+    describe,
+    ensure_masking_key,
+    ensure_webhook_secret,
+    run,
+)
 
 
 def main(
@@ -33,6 +40,7 @@ def main(
         )
         describe(stack.described, console)
         ensure_webhook_secret(stack.state_dir, console)
+        ensure_masking_key(stack.state_dir, console)
         run(host, port, query_seconds, console)
     finally:
         stack.stop()

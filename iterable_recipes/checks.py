@@ -27,7 +27,15 @@ from iterable_recipes.customersdot.mapping import load_mapping
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.optouts.consent import load_consent_policy
 from iterable_recipes.resources import Resources
-from iterable_recipes.settings import PART_SETTINGS, RECIPE_PARTS, RECIPES, Part, Recipe, Settings
+from iterable_recipes.settings import (
+    MASKING_KEY_HINT,
+    PART_SETTINGS,
+    RECIPE_PARTS,
+    RECIPES,
+    Part,
+    Recipe,
+    Settings,
+)
 from iterable_recipes.sync.definitions import SYNCS_DIR, SyncDefinition, read_sync_definitions
 from iterable_recipes.sync.validate import field_type_problems, validate_against_warehouse
 
@@ -74,8 +82,11 @@ def _parts(recipes: Iterable[Recipe]) -> list[Part]:
     return list(dict.fromkeys(part for recipe in recipes for part in RECIPE_PARTS[recipe]))
 
 
-def setting_findings(settings: Settings, recipes: Sequence[Recipe]) -> list[Finding]:
-    """Every setting the parts of ``recipes`` need and lack, by variable name (with the block instead)."""
+def setting_findings(
+    settings: Settings, recipes: Sequence[Recipe], *, masking_key_generated: bool = False
+) -> list[Finding]:
+    """Every setting the parts of ``recipes`` need and lack, by variable name (with the block instead);
+    ``masking_key_generated``: serve generates RECIPES_MASKING_KEY (embedded), so its absence is fine."""
     findings = []
     for part in _parts(recipes):
         users = ", ".join(r for r in recipes if part in RECIPE_PARTS[r])
@@ -85,8 +96,14 @@ def setting_findings(settings: Settings, recipes: Sequence[Recipe]) -> list[Find
             findings.append(Finding(name, False, f"not set; needed by {users}{instead}"))
     if settings.limiter_backend == "postgres" and not settings.limiter_postgres_url:
         findings.append(Finding("LIMITER_POSTGRES_URL", False, "not set; LIMITER_BACKEND is postgres"))
+    if settings.recipes_masking_key is None and not masking_key_generated:
+        # Every recipe logs people: untagged masks cannot be told apart, so production needs the key.
+        detail = f"not set; the key of the tag beside each masked address (make one with {MASKING_KEY_HINT})"
+        findings.append(Finding("RECIPES_MASKING_KEY", False, detail))
     if not findings:
         findings.append(Finding("settings", True, f"every setting {', '.join(recipes)} need is set"))
+    if settings.recipes_masking_key is None and masking_key_generated:
+        findings.append(Finding("RECIPES_MASKING_KEY", True, "not set: generated for the embedded stack"))
     return findings
 
 
@@ -275,10 +292,12 @@ def live_findings(
 
 
 def run_checks(settings: Settings, recipes: Sequence[Recipe] = RECIPES, *, offline: bool = False,
-               resources: Resources | None = None) -> list[Finding]:  # fmt: skip
+               resources: Resources | None = None, masking_key_generated: bool = False,
+               ) -> list[Finding]:  # fmt: skip
     """Every finding for ``recipes``: settings, files, then (unless ``offline``, and only when the
     settings hold) the live vendors."""
-    findings = setting_findings(settings, recipes) + file_findings(settings, recipes)
+    findings = setting_findings(settings, recipes, masking_key_generated=masking_key_generated)
+    findings += file_findings(settings, recipes)
     if offline or not all(f.ok for f in findings):
         return findings
     definitions = list(read_sync_definitions(settings.sync_definitions_dir or SYNCS_DIR)[0].values())

@@ -237,13 +237,16 @@ def provided(resources: Resources | Callable[[], Resources]) -> Iterator[None]:
 def run_resources() -> Iterator[Resources]:
     """What a flow run uses: the provided resources, else new ones from settings, closed when it ends.
 
-    Masking is installed first: a flow run started by a worker is its own process and entry point.
+    Masking is installed first: a flow run started by a worker is its own process and entry point. It
+    tags with the key of the run's own settings once they are read (untagged until then).
     """
     install_masking()
     given = _PROVIDED.get()
     if isinstance(given, Resources):
+        install_masking(tag_key=given.settings.masking_key)
         yield given
         return
     made = given() if given is not None else Resources.from_settings()
+    install_masking(tag_key=made.settings.masking_key)
     with made, provided(made):
         yield made

@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from iterable_recipes.clients.iterable import BASE_URLS, DEFAULT_HEADROOM
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
+# A guessable masking key would let anyone confirm a guessed address from its tag.
+MIN_MASKING_KEY_CHARS = 16
+MASKING_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 Recipe = Literal["customersdot", "optouts", "sync"]
 RECIPES: tuple[Recipe, ...] = ("customersdot", "optouts", "sync")
@@ -176,6 +179,10 @@ class Settings(BaseSettings):
     # one user export (4 a minute) above it, so a large ledger leaves getByEmail's 100/s to the drains.
     consent_export_threshold: int = Field(default=5000, ge=0)
 
+    # The key of the tag beside each masked address (HMAC-SHA256); required in production (`recipes
+    # check`), generated into .recipes/masking-key when serve runs the embedded Prefect server.
+    recipes_masking_key: SecretStr | None = None
+
     # Which recipes `recipes serve` runs (comma-separated); their settings are checked at its start.
     recipes_serve_recipes: Annotated[list[Recipe], NoDecode] = Field(default_factory=lambda: list(RECIPES))
     # A live check that passed (API key, consent policy, field types, Marketo login) is trusted this
@@ -220,6 +227,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{'; '.join(problems)} (each secret is {WEBHOOK_SECRET_PREFIX} + base64)")
         return value
 
+    @field_validator("recipes_masking_key")
+    @classmethod
+    def _long_masking_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """At least MIN_MASKING_KEY_CHARS characters: a short key could be guessed, and with it the tags."""
+        if value is not None and len(value.get_secret_value()) < MIN_MASKING_KEY_CHARS:
+            shorter = f"shorter than {MIN_MASKING_KEY_CHARS} characters"
+            raise ValueError(f"{shorter}; make one with {MASKING_KEY_HINT}")
+        return value
+
     @field_validator("iterable_region", mode="before")
     @classmethod
     def _region_in_any_case(cls, value: object) -> object:
@@ -239,6 +255,11 @@ class Settings(BaseSettings):
         if block and getattr(self, block.lower()):
             return []
         return [" or ".join(group) for group in groups if not any(getattr(self, n.lower()) for n in group)]
+
+    @property
+    def masking_key(self) -> str | None:
+        """RECIPES_MASKING_KEY's value, for ``install_masking(tag_key=...)``; None when unset."""
+        return self.recipes_masking_key.get_secret_value() if self.recipes_masking_key else None
 
     @property
     def iterable_url(self) -> str:

@@ -36,8 +36,19 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Tests never reach a vendor; keep Prefect quiet and local.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-for var in ("ITERABLE_API_KEY", "MARKETO_CLIENT_SECRET", "SNOWFLAKE_PASSWORD"):
+for var in ("ITERABLE_API_KEY", "MARKETO_CLIENT_SECRET", "SNOWFLAKE_PASSWORD", "RECIPES_MASKING_KEY"):
     os.environ.pop(var, None)
+
+
+@pytest.fixture(autouse=True)
+def _masking_key_of_its_own() -> Iterator[None]:
+    """Each test starts untagged and leaves the masker as it found it: the tag key is process-wide, set
+    by every entry point (the CLI callback, run_resources) a test may go through."""
+    from iterable_recipes import masking
+
+    masking.set_tag_key(None)
+    yield
+    masking.set_tag_key(None)
 
 
 @pytest.hookimpl(trylast=True)

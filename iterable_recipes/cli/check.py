@@ -37,11 +37,18 @@ def report(findings: Sequence[Finding], console: Console) -> bool:
     return not failed
 
 
-def checked_or_exit(settings: Settings, recipes: Sequence[Recipe], offline: bool, console: Console) -> None:
+def checked_or_exit(
+    settings: Settings,
+    recipes: Sequence[Recipe],
+    offline: bool,
+    console: Console,
+    masking_key_generated: bool = False,
+) -> None:
     """Run the checks for ``recipes`` and end the process with status 1 unless everything holds."""
     from iterable_recipes.checks import run_checks  # here: the warehouse driver loads slowly
 
-    if not report(run_checks(settings, recipes, offline=offline), console):
+    findings = run_checks(settings, recipes, offline=offline, masking_key_generated=masking_key_generated)
+    if not report(findings, console):
         raise typer.Exit(1)
 
 

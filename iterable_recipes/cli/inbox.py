@@ -1,4 +1,5 @@
-"""`recipes inbox`: list received events, retry dead ones, replay delivered ones, purge old payloads."""
+"""`recipes inbox`: list received events, find one person's, retry dead ones, replay delivered ones, purge
+old payloads."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from iterable_recipes.masking import mask_email, mask_emails
+from iterable_recipes.identities import normalise_email
+from iterable_recipes.masking import email_tag, mask_email, mask_emails
 from iterable_recipes.settings import load_settings
 from iterable_recipes.store.inbox import Inbox, Item, Status
 from iterable_recipes.store.migrate import migrate
@@ -31,6 +33,10 @@ def open_inbox() -> Iterator[Inbox]:
         yield inbox
     finally:
         inbox.dispose()
+
+
+# Where an item's payload holds its person's address: CustomersDot's person.email, Marketo's email.
+PERSON_EMAIL_PATHS: tuple[tuple[str, ...], ...] = (("person", "email"), ("email",))
 
 
 def _person(payload: dict[str, Any] | None) -> str:
@@ -87,6 +93,24 @@ def list_items(
         items = inbox.list_items(status=status, source=source, limit=limit)  # type: ignore[arg-type]
     if not items:
         typer.echo("no items")
+        return
+    Console(width=200).print(items_table(items))
+
+
+@app.command("find")
+def find(
+    email: Annotated[str, typer.Option(help="the person's address, in any case or padding")],
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
+) -> None:
+    """Show one person's items, newest first, under their masked, tagged address (never the address)."""
+    wanted = normalise_email(email)
+    untagged = "" if email_tag(wanted) else " (untagged: RECIPES_MASKING_KEY is not set)"
+    typer.echo(f"person: {mask_email(wanted)}{untagged}")
+    with open_inbox() as inbox:
+        items = inbox.find_by_payload(PERSON_EMAIL_PATHS, lambda held: normalise_email(held) == wanted, limit)
+    if not items:
+        # Purged payloads (INBOX_PAYLOAD_RETENTION_DAYS) no longer say whose they were.
+        typer.echo("no items (items whose payload was purged cannot be found by address)")
         return
     Console(width=200).print(items_table(items))
 

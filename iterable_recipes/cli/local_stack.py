@@ -35,6 +35,11 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def new_masking_key() -> str:
+    """A fresh RECIPES_MASKING_KEY (32 random bytes, URL-safe base64)."""
+    return secrets.token_urlsafe(32)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -35,7 +35,17 @@ app = typer.Typer(
 @app.callback()
 def _main() -> None:
     """Mask email addresses in everything this process logs, whatever the command."""
-    install_masking()
+    install_masking(tag_key=_masking_key())
+
+
+def _masking_key() -> str | None:
+    """RECIPES_MASKING_KEY, or None when the settings are unset or bad (the command reports bad ones)."""
+    from iterable_recipes.settings import SettingsError, load_settings
+
+    try:
+        return load_settings().masking_key
+    except SettingsError:
+        return None
 
 
 def _register() -> None:

@@ -23,13 +23,21 @@ from iterable_recipes.cli.deployments import (
     read_deployments,
     to_runner_deployment,
 )
-from iterable_recipes.cli.local_stack import PREFECT_PORT, LocalParts, LocalStack, new_webhook_secret
+from iterable_recipes.cli.local_stack import (
+    PREFECT_PORT,
+    LocalParts,
+    LocalStack,
+    new_masking_key,
+    new_webhook_secret,
+)
 from iterable_recipes.cli.operating_state import drop_stale_schedules, read_on_server
+from iterable_recipes.masking import install_masking
 from iterable_recipes.serving import ServerThread
 from iterable_recipes.settings import RECIPES, Settings, load_settings
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "customersdot-webhook-secret"
+MASKING_KEY_FILE = "masking-key"
 
 
 def _free(port: int) -> bool:
@@ -149,6 +157,23 @@ def ensure_webhook_secret(state_dir: Path, console: Console) -> None:
     console.print(f"CustomersDot signing secret: generated, in {path} (not printed)")
 
 
+def ensure_masking_key(state_dir: Path, console: Console) -> None:
+    """Embedded only: without RECIPES_MASKING_KEY (environment or .env), generate one into a 0600 file
+    (never printed) and tag with it: here, and in the flow runs, which inherit the environment."""
+    if load_settings().masking_key:
+        return
+    path = state_dir / MASKING_KEY_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        # Created 0600 rather than chmod-ed after: the key is never readable by others, even briefly.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(new_masking_key())
+    key = path.read_text().strip()
+    os.environ["RECIPES_MASKING_KEY"] = key
+    install_masking(tag_key=key)
+    console.print(f"Masking key: generated, in {path} (not printed)")
+
+
 def describe(described: list[tuple[str, str]], console: Console) -> None:
     """Say which parts run embedded on this machine."""
     if not described:
@@ -220,12 +245,18 @@ def serve(
     console = Console()
     settings = load_settings()
     recipes = settings.recipes_serve_recipes
+    parts = local_parts(settings)
+    # With the local Prefect server nothing here is production: a masking key is generated once the
+    # checks pass (none is written by a serve that stops at them).
+    generate_key = parts.prefect and settings.masking_key is None
     # Settings and files first: a missing key ends serve at once, before any part starts.
-    checked_or_exit(settings, recipes, offline=True, console=console)
-    stack = LocalStack(local_parts(settings), prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+    checked_or_exit(settings, recipes, offline=True, console=console, masking_key_generated=generate_key)
+    stack = LocalStack(parts, prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
     with console.status("starting the embedded parts..."):
         stack.start()
     stack.apply()
+    if generate_key:
+        ensure_masking_key(stack.state_dir, console)
     try:
         if not offline_checks:  # the live vendors, once the local Prefect server can load blocks
             checked_or_exit(load_settings(), recipes, offline=False, console=console)

@@ -38,6 +38,7 @@ def main() -> None:
     except SettingsError as err:
         print(err.report(), file=sys.stderr)
         raise SystemExit(2) from None
+    install_masking(tag_key=settings.masking_key)
     if not receiver_checks_pass(settings):
         raise SystemExit(2)
     serve(args.host, args.port, settings, log_level=args.log_level)

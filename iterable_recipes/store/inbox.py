@@ -8,7 +8,7 @@ without settling gives its leases back. Every state change is committed before t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -49,6 +49,7 @@ AuditOutcome = Literal[
 MAX_REASON_CHARS = 2000
 LEASE_EXPIRED_EVERY_TIME = "lease expired on every attempt"
 ADD_CHUNK = 500  # rows per INSERT: well under SQLite's 32,766 bound parameters
+SCAN_CHUNK = 1000  # rows read at a time when matching payload values in Python
 T = received_events
 
 
@@ -574,6 +575,29 @@ class Inbox:
             stmt = stmt.where(T.c.source == source)
         with self.engine.connect() as conn:
             return [Item.from_row(r) for r in conn.execute(stmt)]
+
+    def find_by_payload(
+        self, paths: Sequence[tuple[str, ...]], matches: Callable[[str], bool], limit: int = 100
+    ) -> list[Item]:
+        """Items, newest first, whose payload holds at one of ``paths`` a string ``matches`` accepts.
+
+        Only the values at ``paths`` are read (not whole payloads), a chunk at a time, and compared in
+        Python: the caller's rule (the Unicode email normalisation, say) is one SQL cannot state the same
+        way on SQLite and PostgreSQL.
+        """
+        value = func.coalesce(*(T.c.payload[path].as_string() for path in paths))
+        stmt = select(T.c.id, value).where(value.is_not(None)).order_by(T.c.id.desc())
+        found: list[int] = []
+        with self.engine.connect() as conn:
+            for id_, held in conn.execution_options(yield_per=SCAN_CHUNK).execute(stmt):
+                if isinstance(held, str) and matches(held):
+                    found.append(id_)
+                    if len(found) >= limit:
+                        break
+            if not found:
+                return []
+            rows = conn.execute(select(T).where(T.c.id.in_(found)).order_by(T.c.id.desc()))
+            return [Item.from_row(r) for r in rows]
 
     def counts(self, source: str | None = None) -> dict[str, dict[str, int]]:
         """Items per source and status: ``{"customersdot": {"pending": 3, ...}}``."""

@@ -29,8 +29,9 @@ VARIABLES = (
     "MARKETO_BASE_URL", "MARKETO_CLIENT_ID", "MARKETO_CLIENT_SECRET", "MARKETO_CREDENTIALS_BLOCK",
     "MARKETO_WEBHOOK_SECRET", "CUSTOMERSDOT_WEBHOOK_SECRETS", "SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER",
     "SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_PATH", "SNOWFLAKE_CREDENTIALS_BLOCK", "SYNC_DEFINITIONS_DIR",
-    "CONSENT_POLICY_PATH",
+    "CONSENT_POLICY_PATH", "RECIPES_MASKING_KEY",
 )  # fmt: skip
+MASKING_KEY = "a-masking-key-for-tests-only-0123456789"
 
 
 @pytest.fixture(autouse=True)
@@ -50,12 +51,26 @@ def test_offline_names_every_missing_setting_of_every_recipe_at_once():
     assert set(failed) == {
         "ITERABLE_API_KEY", "CUSTOMERSDOT_WEBHOOK_SECRETS", "MARKETO_BASE_URL", "MARKETO_CLIENT_ID",
         "MARKETO_CLIENT_SECRET", "MARKETO_WEBHOOK_SECRET", "SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER",
-        "SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY_PATH",
+        "SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY_PATH", "RECIPES_MASKING_KEY",
     }  # fmt: skip
     assert "ITERABLE_CREDENTIALS_BLOCK" in failed["ITERABLE_API_KEY"]
 
 
+def test_offline_refuses_a_missing_masking_key_for_any_recipe(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ITERABLE_API_KEY", "k")
+    monkeypatch.setenv("CUSTOMERSDOT_WEBHOOK_SECRETS", WEBHOOK_SECRET)
+    failed = _failed(run_checks(load_settings(), ["customersdot"], offline=True))
+    assert set(failed) == {"RECIPES_MASKING_KEY"} and "tag" in failed["RECIPES_MASKING_KEY"]
+    broken = CliRunner().invoke(app, ["check", "--offline", "--recipe", "customersdot"])
+    assert broken.exit_code == 1 and "RECIPES_MASKING_KEY" in broken.output
+    monkeypatch.setenv("RECIPES_MASKING_KEY", MASKING_KEY)
+    good = CliRunner().invoke(app, ["check", "--offline", "--recipe", "customersdot"])
+    assert good.exit_code == 0, good.output
+    assert MASKING_KEY not in good.output
+
+
 def test_a_recipe_is_checked_only_for_what_it_uses(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("RECIPES_MASKING_KEY", MASKING_KEY)
     monkeypatch.setenv("ITERABLE_API_KEY", "k")
     monkeypatch.setenv("CUSTOMERSDOT_WEBHOOK_SECRETS", WEBHOOK_SECRET)
     findings = run_checks(load_settings(), ["customersdot"], offline=True)
@@ -97,6 +112,7 @@ def test_the_command_prints_a_table_and_exits_non_zero_unless_everything_holds(
     assert "ITERABLE_API_KEY" in broken.output and "FAILED" in broken.output
     monkeypatch.setenv("ITERABLE_API_KEY", "k")
     monkeypatch.setenv("CUSTOMERSDOT_WEBHOOK_SECRETS", WEBHOOK_SECRET)
+    monkeypatch.setenv("RECIPES_MASKING_KEY", MASKING_KEY)
     good = runner.invoke(app, ["check", "--offline", "--recipe", "customersdot"])
     assert good.exit_code == 0, good.output
     assert "everything holds" in good.output
@@ -114,7 +130,7 @@ def live(
     for name, value in {
         "SNOWFLAKE_ACCOUNT": "fake", "SNOWFLAKE_USER": "fake", "SNOWFLAKE_PASSWORD": "fake",
         "SNOWFLAKE_DATABASE": "ANALYTICS", "SNOWFLAKE_SCHEMA": "PUBLIC",
-        "MARKETO_WEBHOOK_SECRET": "s3cret-value",
+        "MARKETO_WEBHOOK_SECRET": "s3cret-value", "RECIPES_MASKING_KEY": MASKING_KEY,
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     with fakesnow.patch():

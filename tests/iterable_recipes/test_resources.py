@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,20 @@ def test_run_resources_uses_what_is_provided_else_builds_its_own() -> None:
         with run_resources() as second:
             pass
     assert made == [first, second] and first is not second
+
+
+def test_a_flow_runs_log_lines_carry_the_tag_of_its_settings_key(caplog: pytest.LogCaptureFixture) -> None:
+    from iterable_recipes.masking import email_tag
+
+    key = "a-masking-key-for-tests-only-0123456789"
+    with provided(Resources(settings(recipes_masking_key=SecretStr(key)))), run_resources():
+        tag = email_tag("dana@example.com")
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("flows.test").info("Opted out %s.", "Dana@example.com")
+    assert tag is not None and caplog.records[-1].getMessage() == f"Opted out D***@e***.com #{tag}."
+    # A run whose settings have no key masks untagged (the key is the settings', not the last run's).
+    with provided(Resources(settings())), run_resources():
+        assert email_tag("dana@example.com") is None
 
 
 def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url: str) -> None:

@@ -94,3 +94,16 @@ def test_entry_points_report_bad_settings_one_line_each_without_a_traceback(
     assert [line.split(":")[0] for line in report[1:]] == sorted(BAD), report
     assert report[0].startswith("Invalid settings"), report
     assert NO_PREFIX not in done.stderr + done.stdout
+
+
+def test_a_short_masking_key_is_refused_without_being_quoted(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECIPES_MASKING_KEY", "short-key")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert "RECIPES_MASKING_KEY" in str(refused.value) and "short-key" not in str(refused.value)
+    monkeypatch.setenv("RECIPES_MASKING_KEY", "k" * 32)
+    assert load_settings().masking_key == "k" * 32
+    monkeypatch.delenv("RECIPES_MASKING_KEY")
+    assert load_settings().masking_key is None

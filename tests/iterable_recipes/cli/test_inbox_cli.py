@@ -132,3 +132,46 @@ def test_fresh_database_is_migrated(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert "no items" in _invoke("list")
     assert (tmp_path / "new" / "recipes.db").exists()
     assert Inbox(url).counts() == {}
+
+
+MASKING_KEY = "a-masking-key-for-tests-only-0123456789"
+
+
+def _rows(output: str) -> set[str]:
+    """The item ids of the rows of a printed items table."""
+    cells = [line.split("│")[1].strip() for line in output.splitlines() if line.count("│") > 2]
+    return {cell for cell in cells if cell.isdigit()}
+
+
+def test_find_lists_one_persons_items_by_address_and_tags_them(
+    app_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iterable_recipes.masking import email_tag, set_tag_key
+    from iterable_recipes.optouts.keys import webhook_item
+
+    monkeypatch.setenv("RECIPES_MASKING_KEY", MASKING_KEY)
+    inbox = Inbox(app_database)
+    dana = customersdot_event()
+    dana["person"]["email"] = " Dana@Example.com"  # as typed: padded, mixed case
+    others = [customersdot_event() for _ in range(2)]
+    for body in others:
+        body["person"]["email"] = f"d{body['id'][-4:]}@example.com"  # the same masked shape as Dana's
+    results = inbox.add_many([NewItem("customersdot", b["id"], b["type"], b) for b in [dana, *others]])
+    optout = inbox.add_many([webhook_item("42", "dana@example.com", "2026-11-20T10:00:00Z")])
+    mine = {str(results[0].id), str(optout[0].id)}
+
+    output = _invoke("find", "--email", "DANA@example.com ")
+    set_tag_key(MASKING_KEY)
+    tag = email_tag("dana@example.com")
+    assert tag is not None and f"d***@e***.com #{tag}" in output
+    assert _rows(output) == mine
+    assert "dana@" not in output.lower() and MASKING_KEY not in output
+
+    # The list tells people apart: every item carries its person's own tag.
+    everything = _invoke("list")
+    assert everything.count(f"#{tag}") == 2
+    assert len({email_tag(b["person"]["email"]) for b in others} | {tag}) == 3
+    assert all(f"#{email_tag(b['person']['email'])}" in everything for b in others)
+
+    assert "no items" in _invoke("find", "--email", "nobody@example.com")
+    assert _rows(_invoke("find", "--email", "dana@example.com", "--limit", "1")) == {str(optout[0].id)}

@@ -167,6 +167,7 @@ SERVE_SETTINGS = {
     "SNOWFLAKE_ACCOUNT": "unused",
     "SNOWFLAKE_USER": "unused",
     "SNOWFLAKE_PASSWORD": "unused",
+    "RECIPES_MASKING_KEY": "unused-masking-key-0123456789",
 }
 
 
@@ -271,6 +272,37 @@ def test_plain_serve_with_a_setting_missing_exits_at_once_naming_every_one(
     assert "ITERABLE_CREDENTIALS_BLOCK" in result.output  # the block alternative
     assert "MARKETO" not in result.output  # a recipe serve does not run is not checked
     assert not (tmp_path / ".recipes").exists()  # nothing started, not even the local Prefect server
+
+
+def test_embedded_serve_generates_one_masking_key_kept_across_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from rich.console import Console
+
+    from iterable_recipes.cli.serve import MASKING_KEY_FILE, ensure_masking_key
+    from iterable_recipes.masking import email_tag, set_tag_key
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECIPES_MASKING_KEY", "")  # unset (empty counts as unset), restored afterwards
+    console = Console(record=True)
+    ensure_masking_key(tmp_path / ".recipes", console)
+    path = tmp_path / ".recipes" / MASKING_KEY_FILE
+    key = path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600 and len(key) >= 16
+    assert os.environ["RECIPES_MASKING_KEY"] == key  # what the flow runs inherit
+    tag = email_tag("dana@example.com")
+    assert tag is not None and key not in console.export_text()
+
+    # The next start reads the same key: tags stay the same across restarts.
+    monkeypatch.setenv("RECIPES_MASKING_KEY", "")
+    set_tag_key(None)
+    ensure_masking_key(tmp_path / ".recipes", console)
+    assert os.environ["RECIPES_MASKING_KEY"] == key and email_tag("dana@example.com") == tag
+
+    # A configured key wins: nothing is generated.
+    monkeypatch.setenv("RECIPES_MASKING_KEY", "a-configured-masking-key-0123456789")
+    ensure_masking_key(tmp_path / "elsewhere", console)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_the_embedded_defaults_follow_the_settings_env_file_included(

@@ -202,3 +202,23 @@ def test_lease_holders_are_listed_per_source(inbox: Inbox) -> None:
     inbox.claim("marketo", 1, 300, "run-c")
     assert inbox.lease_holders("customersdot") == ["run-a", "run-b"]
     assert inbox.lease_holders("marketo") == ["run-c"]
+
+
+def test_find_by_payload_matches_values_at_the_paths_newest_first(inbox: Inbox) -> None:
+    added = inbox.add_many(
+        [
+            NewItem("customersdot", "e1", "k", {"person": {"email": " Ann@Example.com"}}),
+            NewItem("customersdot", "e2", "k", {"person": {"email": "bob@example.com"}}),
+            NewItem("marketo", "m1", "k", {"email": "ann@example.com"}),
+            NewItem("marketo", "m2", "k", {"leadId": "7"}),  # no address at either path
+        ]
+    )
+    paths = (("person", "email"), ("email",))
+
+    def is_ann(value: str) -> bool:
+        return value.strip().lower() == "ann@example.com"
+
+    found = inbox.find_by_payload(paths, is_ann)
+    assert [item.id for item in found] == [added[2].id, added[0].id]
+    assert [item.id for item in inbox.find_by_payload(paths, is_ann, limit=1)] == [added[2].id]
+    assert inbox.find_by_payload(paths, lambda value: False) == []
