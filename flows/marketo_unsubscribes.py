@@ -6,20 +6,31 @@ opt-out drain (no concurrency limit: claims make concurrent drains safe) looks e
 people Iterable does not know and people already opted out, opts out the rest, and leaves an audit
 record per decision. Every unsubscribe is also in the consent ledger: a person Iterable did not know is
 looked up again with backoff (the drain first queues those due), and the CustomersDot drain queues the
-opt-out of a suppressed person it has just written, so the opt-out lands as soon as the person exists.
+opt-out of a suppressed person it has just written, due once Iterable can have applied the write, and
+starts a drain run for it; while Iterable does not show that person yet, the item is tried again every
+CONSENT_WRITTEN_RETRY_SECONDS (a few times, the run waiting for it), so the opt-out lands as soon as the
+person exists.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime
 
 from prefect import flow
 
-from iterable_recipes.optouts.decisions import decisions_sentence, item_email, outcome_for
+from iterable_recipes.optouts.decisions import (
+    WRITTEN_TRIES,
+    decisions_sentence,
+    item_email,
+    outcome_for,
+    unknown_retry_for,
+)
 from iterable_recipes.optouts.keys import SOURCE
 from iterable_recipes.optouts.poll import STREAMS
-from iterable_recipes.resources import run_resources
+from iterable_recipes.resources import Resources, run_resources
+from iterable_recipes.store import Item
 from tasks.checks import check_before_run
 from tasks.iterable import opt_out_batch
 from tasks.logs import capture_library_logs, run_logger
@@ -36,6 +47,7 @@ from tasks.store import (
     record_suppressions,
     release_ended_runs,
     run_owner,
+    seconds_to_next_pending,
     skip_lifted,
 )
 
@@ -60,7 +72,8 @@ OPT_OUT_COUNTS = (
     **RELEASE_LEASES_ON_END,
 )
 def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None = None) -> dict[str, int]:
-    """Drain every due opt-out; returns counts (received, opted_out, not_in_iterable, ... , dead)."""
+    """Drain every due opt-out, and those due within seconds; returns counts (received, opted_out,
+    not_in_iterable, ... , dead)."""
     with run_resources() as resources:
         capture_library_logs()
         logger = run_logger()
@@ -73,24 +86,19 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
             logger.info("Queued %d opt-out(s) again for people Iterable may know by now.", counts["requeued"])
         progress = Progress("Marketo unsubscribes settled", "marketo-opt-outs-progress", unit="opt-outs")
         batch_no = 0
-        while claimed := claim_batch(resources, SOURCE, batch_size, owner, batch_no + 1):
-            if batch_no and progress.due():  # the previous batch is settled
-                progress.update(counts["received"], counts["received"] + due_backlog(resources, SOURCE))
-            batch_no += 1
-            counts["received"] += len(claimed)
-            begin_audit(resources, claimed)
-            items, lifted = skip_lifted(resources, claimed)
-            counts.update(record_outcomes(resources, SOURCE, lifted, owner))
-            counts["lifted"] += len(lifted)
-            if not items:
-                continue
-            decisions = opt_out_batch(resources, batch_no, [item_email(item) for item in items], use_additive)
-            record_audit(resources, items, decisions)
-            record_suppressions(resources, items, decisions)
-            counts.update(d.outcome for d in decisions)
-            outcomes = [outcome_for(item.id, d) for item, d in zip(items, decisions, strict=True)]
-            counts.update(record_outcomes(resources, SOURCE, outcomes, owner))
-            logger.info(decisions_sentence(batch_no, decisions))
+        waited = 0.0
+        while True:
+            retried_soon = 0
+            while claimed := claim_batch(resources, SOURCE, batch_size, owner, batch_no + 1):
+                if batch_no and progress.due():  # the previous batch is settled
+                    progress.update(counts["received"], counts["received"] + due_backlog(resources, SOURCE))
+                batch_no += 1
+                retried_soon += _opt_out_batch(resources, batch_no, claimed, owner, use_additive, counts)
+            pause = _pause_for_soon_items(resources, retried_soon, waited)
+            if pause is None:
+                break
+            time.sleep(pause)
+            waited += pause
         summary = {name: counts[name] for name in OPT_OUT_COUNTS}
         progress.update(counts["received"], counts["received"], final=True)
         logger.info(_optouts_sentence(summary, batch_no))
@@ -110,6 +118,47 @@ def _optouts_sentence(summary: dict[str, int], batches: int) -> str:
         f"again later), {summary['already_opted_out']:,} already opted out; {summary['retry']:,} due "
         f"again later, {summary['dead']:,} dead."
     )
+
+
+def _opt_out_batch(
+    resources: Resources, batch_no: int, claimed: list[Item], owner: str, additive: bool, counts: Counter[str]
+) -> int:
+    """Opt one claimed batch out, audit and settle it, and say so; returns how many of its items are
+    retried soon (people we have just written, whom Iterable does not show yet)."""
+    counts["received"] += len(claimed)
+    begin_audit(resources, claimed)
+    items, lifted = skip_lifted(resources, claimed)
+    counts.update(record_outcomes(resources, SOURCE, lifted, owner))
+    counts["lifted"] += len(lifted)
+    if not items:
+        return 0
+    decisions = opt_out_batch(resources, batch_no, [item_email(item) for item in items], additive)
+    retry_seconds = resources.settings.consent_written_retry_seconds
+    outcomes = [
+        outcome_for(item.id, d, unknown_retry_for(item, retry_seconds))
+        for item, d in zip(items, decisions, strict=True)
+    ]
+    record_audit(resources, items, decisions)
+    record_suppressions(resources, items, decisions, outcomes)
+    counts.update(d.outcome for d in decisions)
+    counts.update(record_outcomes(resources, SOURCE, outcomes, owner))
+    run_logger().info(decisions_sentence(batch_no, decisions))
+    return sum(1 for o in outcomes if o.status == "retry" and o.delay == retry_seconds)
+
+
+def _pause_for_soon_items(resources: Resources, retried_soon: int, waited: float) -> float | None:
+    """Seconds to wait for opt-outs due within CONSENT_WRITTEN_RETRY_SECONDS (queued after our own
+    write of the person, or retried by this run for that reason), or None to end the run.
+
+    Waiting here lands them seconds after Iterable applied the write; a new run would start only at
+    the next schedule. The wait is bounded, so a person Iterable never shows does not hold the run.
+    """
+    window = resources.settings.consent_written_retry_seconds
+    if waited >= window * (WRITTEN_TRIES + 1):
+        return None
+    pending = seconds_to_next_pending(resources, SOURCE)
+    candidates = [s for s in (pending, window if retried_soon else None) if s is not None and s <= window]
+    return min(candidates) + 0.05 if candidates else None
 
 
 @flow(name="marketo-unsubscribe-poll", description="Poll Marketo for unsubscribes (the webhook's backstop).")

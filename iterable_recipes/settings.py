@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # for this many days; a custom event of a suppressed person waits at most this long for the opt-out.
     consent_recheck_days: float = 30.0
     consent_hold_seconds: float = 3600.0
+    # After our own write of a suppressed person, their opt-out is first tried this many seconds later
+    # (Iterable shows a write only once applied) and again as often while Iterable does not show them.
+    consent_written_retry_seconds: float = Field(default=5.0, gt=0)
     # The consent reconciliation looks suppressed people up with getByEmail up to this many, and through
     # one user export (4 a minute) above it, so a large ledger leaves getByEmail's 100/s to the drains.
     consent_export_threshold: int = Field(default=5000, ge=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import Flow, get_run_logger, task
@@ -35,6 +35,7 @@ from iterable_recipes.resources import Resources, run_resources
 from iterable_recipes.store import Item, Outcome, Released
 from iterable_recipes.store.inbox import LEASE_EXPIRED_EVERY_TIME
 from tasks import unwalked
+from tasks.runs import start_optout_drain
 
 STORE_TASK_OPTIONS: dict[str, Any] = {
     "cache_policy": NO_CACHE,
@@ -169,23 +170,45 @@ def outcome_recorder(
 
 @task(name="record-consent-ledger", **STORE_TASK_OPTIONS)
 def record_suppressions(
-    resources: Resources, items: Sequence[Item], decisions: Sequence[OptOutDecision]
+    resources: Resources,
+    items: Sequence[Item],
+    decisions: Sequence[OptOutDecision],
+    outcomes: Sequence[Outcome] = (),
 ) -> None:
     """Move the ledger after Iterable answered: applied for people opted out (or found so), looked at
-    again later for people Iterable does not know yet."""
-    settle_ledger(resources.inbox.ledger, [item_email(item) for item in items], decisions)
+    again later for people Iterable does not know yet, unless their item is retried soon."""
+    retried = {o.item_id for o in outcomes if o.status == "retry"}
+    retrying = [item_email(item) for item in items if item.id in retried]
+    settle_ledger(resources.inbox.ledger, [item_email(item) for item in items], decisions, retrying)
 
 
 @task(name="queue-opt-outs-of-written-people", **STORE_TASK_OPTIONS)
-def queue_optouts_of_written(resources: Resources, emails: Sequence[str], by: str) -> set[str]:
-    """Queue the opt-out of each suppressed person among ``emails``, just written to Iterable by ``by``;
-    returns their normalised addresses (their custom events wait for the opt-out)."""
-    return queue_for_written_people(resources.inbox, emails, f"written to Iterable by {by}")
+def queue_optouts_of_written(resources: Resources, emails: Sequence[str], by: str) -> tuple[set[str], int]:
+    """Queue the opt-out of each suppressed person among ``emails``, just written to Iterable by ``by``,
+    due once Iterable can have applied the write; returns their normalised addresses (their custom
+    events wait for the opt-out) and how many opt-outs are new."""
+    delay = resources.settings.consent_written_retry_seconds
+    return queue_for_written_people(resources.inbox, emails, by, delay)
 
 
 def consent_gate(resources: Resources, by: str) -> Callable[[list[str]], set[str]]:
-    """``queue_optouts_of_written`` for one writer (the CustomersDot chain, a sync)."""
-    return lambda emails: queue_optouts_of_written(resources, emails, by)
+    """``queue_optouts_of_written`` for one writer (the CustomersDot chain, a sync); a new opt-out
+    starts a run of the opt-out drain, so it lands in seconds, not at the drain's next schedule."""
+
+    def gate(emails: list[str]) -> set[str]:
+        held, queued = queue_optouts_of_written(resources, emails, by)
+        if queued:
+            start_optout_drain(resources)
+        return held
+
+    return gate
+
+
+@task(name="seconds-to-next-opt-out", **STORE_TASK_OPTIONS)
+def seconds_to_next_pending(resources: Resources, source: str) -> float | None:
+    """Seconds until the first pending item of ``source`` queued with a delay is due, or None."""
+    at = resources.inbox.next_pending_at(source)
+    return None if at is None else max(0.0, (at - datetime.now(UTC)).total_seconds())
 
 
 @task(name="skip-lifted-opt-outs", **STORE_TASK_OPTIONS)

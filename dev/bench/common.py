@@ -135,13 +135,14 @@ def spawn(
 
 
 @contextmanager
-def iterable_standin(limits: bool = True) -> Iterator[Spawned]:
-    """``python -m dev.standins.iterable`` in its own process (``--no-limits`` unless ``limits``)."""
+def iterable_standin(limits: bool = True, profile_delay: float = 0.0) -> Iterator[Spawned]:
+    """``python -m dev.standins.iterable`` in its own process (``--no-limits`` unless ``limits``;
+    profile writes visible to look-ups ``profile_delay`` s after they were accepted)."""
     port = free_port()
     argv = [sys.executable, "-m", "dev.standins.iterable", "--port", str(port)]
-    with spawn(
-        "iterable stand-in", argv if limits else [*argv, "--no-limits"], port=port, probe="/_sandbox/stats"
-    ) as s:
+    argv += [] if limits else ["--no-limits"]
+    argv += ["--profile-delay", str(profile_delay)] if profile_delay else []
+    with spawn("iterable stand-in", argv, port=port, probe="/_sandbox/stats") as s:
         yield s
 
 

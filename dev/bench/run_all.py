@@ -36,6 +36,9 @@ REQUIRED_KEYS = (
     "drain_events_per_s",
     "drain_ceiling_events_per_s",
     "optout_p99_seconds",
+    "consent_existing_p99_seconds",
+    "consent_created_p99_seconds",
+    "consent_events_before_optout",
     "cpu_count",
 )
 
@@ -101,6 +104,16 @@ def _optout(data: Mapping[str, Any]) -> Figures:
     return {name: _number(data.get(name)) for name in names}
 
 
+def _consent(data: Mapping[str, Any]) -> Figures:
+    names = (
+        "consent_existing_p50_seconds", "consent_existing_p99_seconds", "consent_created_p50_seconds",
+        "consent_created_p99_seconds", "consent_created_from_creation_p99_seconds",
+        "consent_events_before_optout", "reconciliation_getbyemail_people_per_second",
+        "reconciliation_export_people_per_second",
+    )  # fmt: skip
+    return {name: _number(data.get(name)) for name in names}
+
+
 def _iterable_client(data: Mapping[str, Any]) -> Figures:
     return {
         "client_overhead_rows_per_s": find(data.get("overhead", {}), "rows_per_s"),
@@ -154,6 +167,12 @@ BENCHES: tuple[Bench, ...] = (
         (),
         ("--people", "10", "--over", "10", "--poll-unsubscribes", "100", "--poll-noise", "200"),
         _optout,
+    ),
+    Bench(
+        "consent_latency",
+        (),
+        ("--people", "5", "--over", "5", "--reconcile-lookups", "200", "--reconcile-export", "2000"),
+        _consent,
     ),
 )
 
@@ -263,6 +282,16 @@ GOALS: tuple[Goal, ...] = (
          _share("drain_events_per_s", "drain_ceiling_events_per_s", 0.90)),
     Goal("optout_p50_seconds", "webhook -> Iterable opt-out p50, s", "", lambda v, f: True),
     Goal("optout_p99_seconds", "webhook -> Iterable opt-out p99, s", "<= 30", lambda v, f: v <= 30),
+    Goal("consent_existing_p99_seconds", "webhook -> confirmed opt-out p99, s (5 s apply delay)", "<= 30",
+         lambda v, f: v <= 30),
+    Goal("consent_created_p99_seconds", "same, person created by the chain 10 s later, p99, s", "<= 30",
+         lambda v, f: v <= 30),
+    Goal("consent_created_from_creation_p99_seconds", "  from the creation, p99, s", "", lambda v, f: True),
+    Goal("consent_events_before_optout", "custom events out before the opt-out", "= 0", lambda v, f: v == 0),
+    Goal("reconciliation_getbyemail_people_per_second", "consent reconciliation people/s (getByEmail)", "",
+         lambda v, f: True),
+    Goal("reconciliation_export_people_per_second", "consent reconciliation people/s (user export)", "",
+         lambda v, f: True),
     Goal("poll_unsubscribes_per_s", "Marketo poll unsubscribes/s (50 calls/20 s)", "", lambda v, f: True),
     Goal("client_bulk_users_per_s", "client bulkUpdate users/s at 5 req/s", "", lambda v, f: True),
     Goal("limiter_sqlite_share_of_limit", "SQLite limiter rate / limit (2 processes)", "<= 1.0",

@@ -30,12 +30,17 @@ from iterable_recipes.clients.retry import NO_RETRY, call_with_retries
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.optouts.consent import ConsentPolicy
+from iterable_recipes.optouts.keys import queued_after_our_write
 from iterable_recipes.sentences import counted, tally
 from iterable_recipes.store import Item, Outcome
 
 log = logging.getLogger(__name__)
 
 OptOutOutcome = Literal["opted_out", "not_in_iterable", "already_opted_out", "failed"]
+
+# An opt-out queued after our own write of the person is tried this many times while Iterable has not
+# applied the write yet (CONSENT_WRITTEN_RETRY_SECONDS apart), then left to the ledger's backoff.
+WRITTEN_TRIES = 6
 
 # The fallback reads this many people, then writes them at once: a channel a person leaves between
 # our read and our write is the one change it can undo, so the gap is kept to one group's look-ups.
@@ -198,10 +203,14 @@ def whole_batch_failed(error: ApiError, size: int) -> list[OptOutDecision]:
     return [OptOutDecision("failed", mask_emails(str(error)), True)] * size
 
 
-def outcome_for(item_id: int, decision: OptOutDecision) -> Outcome:
-    """What the inbox records for the item behind ``decision``."""
+def outcome_for(item_id: int, decision: OptOutDecision, unknown_retry: float | None = None) -> Outcome:
+    """What the inbox records for the item behind ``decision``; ``unknown_retry`` (seconds) retries a
+    person Iterable did not show instead of skipping them (see ``unknown_retry_for``)."""
     if decision.outcome == "opted_out":
         return Outcome(item_id, "delivered")
+    if decision.outcome == "not_in_iterable" and unknown_retry is not None:
+        reason = "Iterable has not applied our write of the person yet"
+        return Outcome(item_id, "retry", reason, delay=unknown_retry)
     if decision.outcome in ("not_in_iterable", "already_opted_out"):
         return Outcome(item_id, "skipped", decision.outcome.replace("_", " "))
     return Outcome(item_id, "retry" if decision.retryable else "dead", decision.detail)
@@ -222,6 +231,15 @@ def decisions_sentence(batch_no: int, decisions: Sequence[OptOutDecision]) -> st
         then = ", tried again later" if retried == len(failed) else f", {retried:,} of them tried again later"
         parts.append(f"{len(failed):,} failed ({tally(d.detail for d in failed)}){then}")
     return f"Opt-out batch {batch_no}, {counted(len(decisions), 'lead')}: " + ", ".join(parts) + "."
+
+
+def unknown_retry_for(item: Item, seconds: float) -> float | None:
+    """``seconds`` when an unknown person of ``item`` is worth another try soon: the item was queued
+    right after our own write of them (they exist, Iterable has not applied it yet) and has tries
+    left; None otherwise (the ledger's backoff, from a minute on, takes over)."""
+    if queued_after_our_write(item.payload) and item.attempts < WRITTEN_TRIES:
+        return seconds
+    return None
 
 
 def item_email(item: Item) -> str:

@@ -10,6 +10,8 @@ from iterable_recipes.store.ledger import Suppression
 
 SOURCE = "marketo"
 KIND = "unsubscribe"
+# The start of a ledger item's reason when the project itself has just written the person to Iterable.
+WRITTEN_BY = "written to Iterable by "
 
 
 def webhook_item(lead_id: str, email: str, unsubscribed_at: str) -> NewItem:
@@ -53,9 +55,10 @@ def poll_item(activity_key: str, lead_id: int | str, email: str, stream: str) ->
     )
 
 
-def ledger_item(suppression: Suppression, why: str, at: str) -> NewItem:
+def ledger_item(suppression: Suppression, why: str, at: str, delay_seconds: float = 0.0) -> NewItem:
     """An opt-out queued again from the ledger (the person may exist now: ``why`` says what showed it;
-    ``at`` makes the id new each time, while one open item per lead still holds through the dedupe key)."""
+    ``at`` makes the id new each time, while one open item per lead still holds through the dedupe key);
+    not due for ``delay_seconds``."""
     return NewItem(
         source=SOURCE,
         source_id=f"ledger-{suppression.subject_id}-{at}",
@@ -68,7 +71,14 @@ def ledger_item(suppression: Suppression, why: str, at: str) -> NewItem:
             "reason": why,
         },
         dedupe_key=suppression.subject_id,
+        delay_seconds=delay_seconds,
     )
+
+
+def queued_after_our_write(payload: dict[str, object] | None) -> bool:
+    """Whether the item was queued because the project itself had just written the person to Iterable."""
+    payload = payload or {}
+    return payload.get("trigger") == "ledger" and str(payload.get("reason", "")).startswith(WRITTEN_BY)
 
 
 def audit_trigger(payload: dict[str, object]) -> Literal["webhook", "poll", "ledger"]:

@@ -3,12 +3,12 @@ people who may exist by now, so "not in Iterable" is never the last word on an u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.optouts.decisions import OptOutDecision
-from iterable_recipes.optouts.keys import ledger_item
+from iterable_recipes.optouts.keys import WRITTEN_BY, ledger_item
 from iterable_recipes.store import Inbox, Item
 from iterable_recipes.store.ledger import Suppression, SuppressionLedger
 
@@ -17,14 +17,21 @@ APPLIED = ("opted_out", "already_opted_out")
 
 
 def settle_ledger(
-    ledger: SuppressionLedger, emails: Sequence[str], decisions: Sequence[OptOutDecision]
+    ledger: SuppressionLedger,
+    emails: Sequence[str],
+    decisions: Sequence[OptOutDecision],
+    retrying: Collection[str] = (),
 ) -> None:
     """Applied for each person opted out (or already so); looked at again later for each person
-    Iterable did not know; failures leave the ledger as it was (the inbox retries the item)."""
+    Iterable did not know, except those in ``retrying`` (their item is tried again soon: the person
+    was just written by us); failures leave the ledger as it was (the inbox retries the item)."""
     normalised = [normalise_email(email) for email in emails]
+    soon = {normalise_email(email) for email in retrying}
     ledger.mark_applied(e for e, d in zip(normalised, decisions, strict=True) if d.outcome in APPLIED)
     ledger.check_later(
-        e for e, d in zip(normalised, decisions, strict=True) if d.outcome == "not_in_iterable"
+        e
+        for e, d in zip(normalised, decisions, strict=True)
+        if d.outcome == "not_in_iterable" and e not in soon
     )
 
 
@@ -34,22 +41,29 @@ def requeue_due(inbox: Inbox, window: timedelta, limit: int = 1000) -> int:
     return queue_optouts(inbox, due, "looked up again") if due else 0
 
 
-def queue_optouts(inbox: Inbox, suppressions: Sequence[Suppression], why: str) -> int:
-    """Queue an opt-out for each of ``suppressions`` (one open item per lead), then take them off the
-    due list: the drain that takes the item sets their next look."""
+def queue_optouts(
+    inbox: Inbox, suppressions: Sequence[Suppression], why: str, delay_seconds: float = 0.0
+) -> int:
+    """Queue an opt-out for each of ``suppressions`` (one open item per lead, due after
+    ``delay_seconds``), then take them off the due list: the drain that takes the item sets their next
+    look. Returns how many items were new."""
     at = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    added = inbox.add_many([ledger_item(s, why, at) for s in suppressions])
+    added = inbox.add_many([ledger_item(s, why, at, delay_seconds) for s in suppressions])
     inbox.ledger.postpone(suppressions)
     return sum(1 for result in added if result.created)
 
 
-def queue_for_written_people(inbox: Inbox, emails: Sequence[str], why: str) -> set[str]:
-    """After the project itself wrote these people to Iterable: queue the opt-out of each one still
-    suppressed; returns their addresses (normalised), whose custom events must wait for it."""
+def queue_for_written_people(
+    inbox: Inbox, emails: Sequence[str], by: str, apply_delay: float = 0.0
+) -> tuple[set[str], int]:
+    """After the project itself (``by``) wrote these people to Iterable: queue the opt-out of each one
+    still suppressed, due after ``apply_delay`` (Iterable shows a write only once applied). Returns
+    their addresses (normalised), whose custom events must wait for it, and how many items are new."""
     subjects = inbox.ledger.subjects_of(normalise_email(email) for email in emails)
-    if subjects:
-        queue_optouts(inbox, [Suppression(email, lead, "ledger") for email, lead in subjects.items()], why)
-    return set(subjects)
+    if not subjects:
+        return set(), 0
+    entries = [Suppression(email, lead, "ledger") for email, lead in subjects.items()]
+    return set(subjects), queue_optouts(inbox, entries, f"{WRITTEN_BY}{by}", apply_delay)
 
 
 def lifted_items(inbox: Inbox, items: Sequence[Item]) -> set[int]:

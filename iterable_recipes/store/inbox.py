@@ -75,6 +75,8 @@ class NewItem:
     reason: str | None = None
     # A request not to be emailed that this item carries: recorded in the ledger in the same transaction.
     suppression: Suppression | None = None
+    # Not due before this many seconds (something it depends on is known to land a little later).
+    delay_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ class Inbox:
                 "payload": dict(item.payload),
                 "status": item.status,
                 "attempts": 0,
-                "next_attempt_at": now,
+                "next_attempt_at": now + timedelta(seconds=item.delay_seconds),
                 "last_error": _reason(item.reason),
                 "webhook_id": item.webhook_id,
                 "dedupe_key": item.dedupe_key,
@@ -394,6 +396,17 @@ class Inbox:
         ]
         due = union_all(*(select(b.c.id, b.c.next_attempt_at) for b in branches)).subquery()
         return select(due.c.id).order_by(due.c.next_attempt_at, due.c.id).limit(limit)
+
+    def next_pending_at(self, source: str) -> datetime | None:
+        """When the first pending item of ``source`` not due yet will be (only items added with a delay
+        wait so), or None: a drain may wait for it instead of leaving it to the next run."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.min(T.c.next_attempt_at)).where(
+                    T.c.source == source, T.c.status == "pending", T.c.next_attempt_at > now
+                )
+            ).scalar()
 
     @staticmethod
     def _held(ids: Iterable[int], owner: str) -> ColumnElement[bool]:

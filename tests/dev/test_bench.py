@@ -40,6 +40,15 @@ CANNED: dict[str, dict[str, object]] = {
         "optout_p99_seconds": 17.5,
         "poll_unsubscribes_per_s": 40.0,
     },
+    "consent_latency": {
+        "consent_existing_p50_seconds": 6.0,
+        "consent_existing_p99_seconds": 9.0,
+        "consent_created_p50_seconds": 22.0,
+        "consent_created_p99_seconds": 31.0,
+        "consent_events_before_optout": 0,
+        "reconciliation_getbyemail_people_per_second": 90.0,
+        "reconciliation_export_people_per_second": 20000.0,
+    },
 }
 
 
@@ -80,6 +89,8 @@ def test_goals_pass_and_miss() -> None:
     assert verdicts["rows fetched after the diff"] == "pass"
     assert verdicts["bulk sync / per-row baseline"] == "miss"
     assert verdicts["webhook intake p99, ms"] == ""  # no goal
+    assert verdicts["same, person created by the chain 10 s later, p99, s"] == "miss"  # 31 > 30
+    assert verdicts["custom events out before the opt-out"] == "pass"
 
 
 def test_a_failed_bench_is_reported_not_dropped() -> None:

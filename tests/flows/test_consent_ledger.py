@@ -3,6 +3,8 @@ creates them, and no custom event of a suppressed person goes out before the opt
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from iterable_recipes.clients.iterable_models import event_id_from
+from iterable_recipes.optouts.decisions import WRITTEN_TRIES
 from iterable_recipes.optouts.keys import SOURCE as OPTOUTS
 from iterable_recipes.optouts.keys import webhook_item
 from iterable_recipes.store.inbox import Inbox
@@ -18,6 +21,12 @@ from tests.integration import customersdot_event
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MARKETING_EMAIL = 1
+
+
+@pytest.fixture(autouse=True)
+def _short_written_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An opt-out queued after our own write is due (and retried) 0.2 s later here, not 5 s."""
+    monkeypatch.setenv("CONSENT_WRITTEN_RETRY_SECONDS", "0.2")
 
 
 def _unsubscribe(inbox: Inbox, email: str, lead_id: str = "77") -> None:
@@ -213,3 +222,88 @@ def test_a_suppressed_lead_that_changes_its_address_has_the_new_one_suppressed(
     assert marketo_optout_drain()["opted_out"] == 1
     assert MARKETING_EMAIL in _user(sandbox, "new.address@example.com").subs["unsubscribedChannelIds"]
     assert inbox.ledger.pending_among(["elsewhere@example.com"]) == set()
+
+
+def _lookups(sandbox: Any) -> int:
+    return sum(sandbox.stats()["requests"].get("users/getByEmail", {}).values())
+
+
+@pytest.fixture
+def apply_after_first_lookup(iterable_standin: Any) -> Iterator[threading.Event]:
+    """Iterable applies profile writes only when told (a long profile delay); set the event, and the
+    writes pending then are applied right after the next getByEmail is answered."""
+    sandbox = iterable_standin.sandbox
+    sandbox.set_options(profile_delay_seconds=3600)
+    armed, stop = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        armed.wait()
+        seen = _lookups(sandbox)
+        while not stop.is_set() and _lookups(sandbox) == seen:
+            stop.wait(0.01)
+        sandbox.flush()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    yield armed
+    stop.set()
+    armed.set()
+    watcher.join(timeout=5)
+
+
+def _sign_up_after_unsubscribe(inbox: Inbox, email: str, lead_id: str) -> dict[str, Any]:
+    """Unsubscribed first (not in Iterable: the ledger row waits), then created by the chain, whose
+    profile write Iterable has accepted but not applied; the event is held."""
+    from flows.customersdot_events import customersdot_drain
+    from flows.marketo_unsubscribes import marketo_optout_drain
+
+    _unsubscribe(inbox, email, lead_id=lead_id)
+    assert marketo_optout_drain()["not_in_iterable"] == 1
+    event = _signup(email)
+    inbox.add("customersdot", event["id"], event["type"], event)
+    assert customersdot_drain()["held"] == 1
+    return event
+
+
+def test_an_opt_out_after_our_write_is_retried_until_iterable_shows_the_person(
+    iterable_standin, app_database, apply_after_first_lookup
+):
+    from flows.customersdot_events import customersdot_drain
+    from flows.marketo_unsubscribes import marketo_optout_drain
+
+    inbox = Inbox(app_database)
+    sandbox = iterable_standin.sandbox
+    event = _sign_up_after_unsubscribe(inbox, "slow.apply@example.com", "55")
+    assert sandbox.user("slow.apply@example.com") is None  # accepted, not applied yet
+
+    apply_after_first_lookup.set()
+    drained = marketo_optout_drain()
+    # The look right after our write found nobody; the run tried again (not a minute's backoff later).
+    assert drained["not_in_iterable"] >= 1 and drained["opted_out"] == 1
+    outcomes = [r.outcome for r in reversed(inbox.list_audit(lead_id="55")) if r.source == "ledger"]
+    assert outcomes[0] == "not_in_iterable" and outcomes[-1] == "opted_out"
+    assert set(outcomes[:-1]) == {"not_in_iterable"}
+    with inbox.engine.connect() as conn:
+        (row,) = conn.execute(suppressions.select()).all()
+    assert row.status == "applied" and row.checks == 1  # only the look before the person existed
+
+    _due_now(inbox, received_events, "next_attempt_at")
+    assert customersdot_drain()["delivered"] == 1
+    kinds = [w["kind"] for w in sandbox.write_history("slow.apply@example.com")]
+    assert kinds == ["subscriptions", "event"]  # no custom event before the opt-out
+    assert event_id_from("cdot", event["id"]) in sandbox.events()
+
+
+def test_an_opt_out_after_our_write_falls_back_to_the_ledger_after_its_tries(iterable_standin, app_database):
+    from flows.marketo_unsubscribes import marketo_optout_drain
+
+    inbox = Inbox(app_database)
+    iterable_standin.sandbox.set_options(profile_delay_seconds=3600)  # never applied in this test
+    _sign_up_after_unsubscribe(inbox, "never.applied@example.com", "44")
+    drained = marketo_optout_drain()
+    assert drained["not_in_iterable"] == WRITTEN_TRIES and drained["opted_out"] == 0
+    (item,) = [i for i in inbox.list_items(source=OPTOUTS) if i.payload and i.payload["trigger"] == "ledger"]
+    assert item.status == "skipped"
+    with inbox.engine.connect() as conn:
+        (row,) = conn.execute(suppressions.select()).all()
+    assert row.status == "pending" and row.checks == 2 and row.next_check_at is not None

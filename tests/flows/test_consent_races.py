@@ -80,7 +80,7 @@ def test_an_unsubscribe_arriving_between_the_profile_write_and_the_event_holds_t
         send_events=lambda batch_no, events: client.track_events(events),
         settle=lambda outcomes: inbox.settle(outcomes, owner).counts,
         not_found_delay=1.0,
-        consent=lambda emails: queue_for_written_people(inbox, emails, "the test's chain"),
+        consent=lambda emails: queue_for_written_people(inbox, emails, "the test's chain")[0],
     )
     drain.deliver(inbox.claim(CUSTOMERSDOT, limit=10, owner=owner), batch_no=1)
     assert drain.counts["held"] == 1

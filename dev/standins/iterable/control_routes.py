@@ -61,6 +61,13 @@ def get_user(request: Request, email: str) -> dict[str, Any]:
     return user
 
 
+@router.get("/writes/{email}")
+def write_history(request: Request, email: str) -> list[dict[str, Any]]:
+    """The person's event and subscription writes as they took effect, in order (``order``, ``at``
+    epoch seconds, ``kind``: event with its ``id``, or subscriptions with ``unsubscribedChannelIds``)."""
+    return _sandbox(request).write_history(email)
+
+
 @router.post("/users")
 def seed_users(request: Request, users: list[SeedUser]) -> dict[str, int]:
     """Create existing users, applied at once; 400 when their field types clash with the schema."""

@@ -74,6 +74,7 @@ def _store(sb: IterableSandbox, item: dict[str, Any], user: User, endpoint: str)
     # Iterable upserts on id: the stored event is replaced, never duplicated.
     sb.events_by_id[event_id] = event
     sb.event_writes[event_id] += 1
+    sb.note_write(user.email, "event", "id", event_id)
     return event_id
 
 

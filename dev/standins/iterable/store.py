@@ -105,6 +105,10 @@ class IterableSandbox:
         self.profile_writes: dict[str, int] = defaultdict(int)
         self.subscription_writes: dict[str, int] = defaultdict(int)
         self.users_created: dict[str, int] = defaultdict(int)
+        # Per person, in order: each event and subscription write as it took effect (control API only;
+        # tuples, as a drain bench writes 100,000 events): (order, epoch s, kind, detail name, detail).
+        self.writes_by_email: dict[str, list[tuple[int, float, str, str, Any]]] = defaultdict(list)
+        self._write_order = itertools.count(1)
         self._pending: list[tuple[float, int, ProfileWrite]] = []
         # Changes the person makes right after our next look-up of them (change_after_lookup).
         self._after_lookup: dict[str, dict[str, list[int]]] = {}
@@ -184,9 +188,16 @@ class IterableSandbox:
             user.updated_at = iterable_now()
 
     def touch_subscriptions(self, user: User) -> None:
-        """Count a subscription write and stamp the profile."""
+        """Count a subscription write, note it in the person's write history and stamp the profile."""
         self.subscription_writes[user.email] += 1
+        channels = tuple(user.subs["unsubscribedChannelIds"])
+        self.note_write(user.email, "subscriptions", "unsubscribedChannelIds", channels)
         user.updated_at = iterable_now()
+
+    def note_write(self, email: str, kind: str, name: str, detail: Any) -> None:
+        """Add one write that took effect to ``email``'s history (an event's id, a channel array)."""
+        entry = (next(self._write_order), time.time(), kind, name, detail)
+        self.writes_by_email[email.lower()].append(entry)
 
     # -- control methods (also served under /_sandbox) ------------------------------------------
 
@@ -252,6 +263,15 @@ class IterableSandbox:
             raise ValueError(f"not subscription arrays: {sorted(unknown)}")
         with self.lock:
             self._after_lookup[email.lower()] = {name: [int(x) for x in ids] for name, ids in arrays.items()}
+
+    def write_history(self, email: str) -> list[dict[str, Any]]:
+        """The event and subscription writes that took effect for ``email``, oldest first."""
+        with self.lock:
+            entries = list(self.writes_by_email.get(email.lower(), []))
+        return [
+            {"order": order, "at": at, "kind": kind, name: list(value) if kind == "subscriptions" else value}
+            for order, at, kind, name, value in entries
+        ]
 
     def events(self) -> dict[str, dict[str, Any]]:
         """Every stored event by id."""
