@@ -53,7 +53,7 @@ def email_tag(email: str) -> str | None:
 
 def _masked(match: re.Match[str]) -> str:
     token = match.group(0)
-    # A sentence's full stop ("... for a@e.com.") ends the sentence, not the address: kept after the form.
+    # A full stop right after an address ends the sentence, not the address: kept after the masked form.
     stop = token[len(token.rstrip(".")) :]
     token = token[: len(token) - len(stop)]
     at = _AT.search(token)
