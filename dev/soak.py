@@ -368,6 +368,9 @@ class Soak:
             "SNOWFLAKE_PROTOCOL": "http",
             "SYNC_DEFINITIONS_DIR": str(syncs),
             "NUDGE_WINDOW_SECONDS": "0.5",
+            # The soak starts its outage at a share of the sync's progress: published every second, not
+            # every 5 s, or a small sync could finish between the first (0 %) and the next publication.
+            "RECIPES_PROGRESS_SECONDS": "1",
             "INBOX_LEASE_SECONDS": str(size.lease_seconds),
             "DRAIN_BATCH_SIZE": str(size.drain_batch_size),
             "EVENT_NOT_FOUND_RETRY_SECONDS": "2",

@@ -63,7 +63,9 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
             report=logger.log,
         )
         limit = batch_size or settings.drain_batch_size
-        progress = Progress("CustomersDot events settled", f"{SOURCE}-progress", unit="events")
+        progress = Progress(
+            "CustomersDot events settled", f"{SOURCE}-progress", "events", settings.recipes_progress_seconds
+        )
         batches = 0
         with BatchPipeline(settings.drain_batches_in_flight, "customersdot-batch") as pipeline:
             for batch_no, slot in enumerate(pipeline.slots(max_batches), start=1):

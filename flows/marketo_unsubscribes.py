@@ -84,7 +84,12 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
         counts: Counter[str] = Counter({"requeued": queue_due_optouts(resources)})
         if counts["requeued"]:
             logger.info("Queued %d opt-out(s) again for people Iterable may know by now.", counts["requeued"])
-        progress = Progress("Marketo unsubscribes settled", "marketo-opt-outs-progress", unit="opt-outs")
+        progress = Progress(
+            "Marketo unsubscribes settled",
+            "marketo-opt-outs-progress",
+            "opt-outs",
+            resources.settings.recipes_progress_seconds,
+        )
         batch_no = 0
         waited = 0.0
         while True:

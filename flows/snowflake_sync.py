@@ -171,7 +171,11 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
                     f"sync-{defn.name}", _counts(plan.as_dict()), f"Sync {defn.name} refused (nothing sent)"
                 )
                 raise _refused(defn, plan)
-            progress = Progress(f"Rows of {defn.name} sent to Iterable", f"sync-{defn.name}-progress")
+            progress = Progress(
+                f"Rows of {defn.name} sent to Iterable",
+                f"sync-{defn.name}-progress",
+                interval_seconds=settings.recipes_progress_seconds,
+            )
             with resources.warehouse() as accept_conn:
                 delivered = send_batches(
                     conn, accept_conn, defn, run_id, schema,

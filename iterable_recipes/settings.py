@@ -191,6 +191,8 @@ class Settings(BaseSettings):
     # A live check that passed (API key, consent policy, field types, Marketo login) is trusted this
     # long by the flows that start with it; `recipes check` always checks anew.
     recipes_check_cache_seconds: float = 3600.0
+    # How often a long run's progress artifacts are published at most (each is a request or two).
+    recipes_progress_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("customersdot_webhook_secrets", "marketo_webhook_secret", mode="before")
     @classmethod

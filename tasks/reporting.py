@@ -107,7 +107,7 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def progress_markdown(title: str, unit: str, view: ProgressView) -> str:
+def progress_markdown(title: str, unit: str, view: ProgressView, every: float = PROGRESS_SECONDS) -> str:
     """The markdown beside the progress artifact: counts, rate and time left (numbers only)."""
     return (
         f"**{title}**\n\n"
@@ -115,7 +115,7 @@ def progress_markdown(title: str, unit: str, view: ProgressView) -> str:
         "| ---: | ---: | ---: | ---: | ---: |\n"
         f"| {view.done:,} | {view.total:,} ({view.percent:.0f} %) | {view.rate:,.1f} {unit}/s "
         f"| {duration(view.seconds_left)} | {duration(view.elapsed_seconds)} |\n\n"
-        f"Updated every {PROGRESS_SECONDS:.0f} s while the run works."
+        f"Updated every {every:g} s while the run works."
     )
 
 
@@ -206,7 +206,7 @@ class Progress:
             if not (finished or now - self._last_at >= self.interval_seconds):
                 return False
             view = ProgressView(done, total, now - self.started)
-            markdown = progress_markdown(self.description, self.unit, view)
+            markdown = progress_markdown(self.description, self.unit, view, self.interval_seconds)
             if not self.published:
                 self.sink.create(view.percent, markdown)
             else:
