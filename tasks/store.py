@@ -28,6 +28,7 @@ from prefect.events import emit_event
 from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
 
+from iterable_recipes.identities import normalise_email
 from iterable_recipes.optouts.decisions import OptOutDecision, item_email
 from iterable_recipes.optouts.keys import audit_trigger
 from iterable_recipes.optouts.ledger import lifted_items, queue_for_written_people, requeue_due, settle_ledger
@@ -196,6 +197,9 @@ def consent_gate(resources: Resources, by: str) -> Callable[[list[str]], set[str
     starts a run of the opt-out drain, so it lands in seconds, not at the drain's next schedule."""
 
     def gate(emails: list[str]) -> set[str]:
+        # One indexed read on every batch; the task (a run in the UI) only when someone is suppressed.
+        if not resources.inbox.ledger.pending_among(normalise_email(email) for email in emails):
+            return set()
         held, queued = queue_optouts_of_written(resources, emails, by)
         if queued:
             start_optout_drain(resources)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, case, func, select, update
+from sqlalchemy import Connection, Engine, case, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from iterable_recipes.store.db import utcnow
@@ -70,12 +70,7 @@ class SuppressionLedger:
 
     def pending_among(self, emails: Iterable[str]) -> set[str]:
         """The addresses of ``emails`` with a suppression not yet applied (compare normalised addresses)."""
-        wanted = sorted(set(emails))
-        if not wanted:
-            return set()
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(S.c.email).where(S.c.email.in_(wanted), S.c.status == "pending"))
-            return {str(row.email) for row in rows}
+        return set(self.subjects_of(emails))
 
     def subjects_of(self, emails: Iterable[str]) -> dict[str, str]:
         """A subject (lead id) of each pending address of ``emails``, to queue its opt-out under."""
@@ -185,13 +180,11 @@ class SuppressionLedger:
         """Rows just queued again are not due until the opt-out drain looks (it sets the next time)."""
         if not entries:
             return
+        keys = [(entry.email, entry.subject_id) for entry in entries]
         with self.engine.begin() as conn:
-            for entry in entries:
-                conn.execute(
-                    update(S)
-                    .where(and_(S.c.email == entry.email, S.c.subject_id == entry.subject_id))
-                    .values(next_check_at=None)
-                )
+            conn.execute(
+                update(S).where(tuple_(S.c.email, S.c.subject_id).in_(keys)).values(next_check_at=None)
+            )
 
     def lift(self, subject_id: str) -> int:
         """The subject subscribed again at the source: its rows are lifted (another subject's row for the
