@@ -19,12 +19,13 @@ from iterable_recipes.sentences import error_text
 from tasks.checks import check_before_run
 from tasks.iterable import event_sender, profile_sender
 from tasks.logs import capture_library_logs, run_logger
-from tasks.reporting import Progress, emit_alert, publish_found
+from tasks.reporting import Progress, emit_alert, publish_found, publish_not_sent
 from tasks.store import (
     RELEASE_LEASES_ON_END,
     claim_batch,
     consent_gate,
     due_backlog,
+    list_not_sent,
     outcome_recorder,
     release_ended_runs,
     run_owner,
@@ -80,6 +81,14 @@ def customersdot_drain(batch_size: int | None = None, max_batches: int | None = 
         summary = drain.summary()
         progress.update(settled(summary), summary["received"], final=True)
         publish_found(SOURCE, summary, "CustomersDot events drained into Iterable")
+        if total := drain.not_sent.total:
+            publish_not_sent(
+                f"{SOURCE}-not-sent",
+                list_not_sent(resources, drain.not_sent),
+                total,
+                f"{total:,} CustomersDot event(s) this run did not deliver, and what happens next "
+                "(addresses masked; reference = inbox id for `recipes inbox`)",
+            )
         if summary["dead"]:
             emit_alert(SOURCE, "inbox.dead", {"dead": summary["dead"]})
         logger.info(drain.sentence(batches))

@@ -20,12 +20,16 @@ from datetime import datetime
 
 from prefect import flow
 
+from iterable_recipes.not_sent import NotSent
 from iterable_recipes.optouts.decisions import (
     WRITTEN_TRIES,
+    after_skip,
     decisions_sentence,
+    describe_item,
     item_email,
     outcome_for,
     unknown_retry_for,
+    went_through,
 )
 from iterable_recipes.optouts.keys import SOURCE
 from iterable_recipes.optouts.poll import STREAMS
@@ -35,12 +39,13 @@ from tasks.checks import check_before_run
 from tasks.iterable import opt_out_batch
 from tasks.logs import capture_library_logs, run_logger
 from tasks.marketo import poll_unsubscribes
-from tasks.reporting import Progress, emit_alert, publish_counts, publish_found
+from tasks.reporting import Progress, emit_alert, publish_counts, publish_found, publish_not_sent
 from tasks.store import (
     RELEASE_LEASES_ON_END,
     begin_audit,
     claim_batch,
     due_backlog,
+    list_not_sent,
     queue_due_optouts,
     record_audit,
     record_outcomes,
@@ -90,6 +95,7 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
             "opt-outs",
             resources.settings.recipes_progress_seconds,
         )
+        not_sent = NotSent(describe_item, went_through=went_through)
         batch_no = 0
         waited = 0.0
         while True:
@@ -98,7 +104,9 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
                 if batch_no and progress.due():  # the previous batch is settled
                     progress.update(counts["received"], counts["received"] + due_backlog(resources, SOURCE))
                 batch_no += 1
-                retried_soon += _opt_out_batch(resources, batch_no, claimed, owner, use_additive, counts)
+                retried_soon += _opt_out_batch(
+                    resources, batch_no, claimed, owner, use_additive, counts, not_sent
+                )
             pause = _pause_for_soon_items(resources, retried_soon, waited)
             if pause is None:
                 break
@@ -108,6 +116,14 @@ def marketo_optout_drain(batch_size: int = OPT_OUT_BATCH, additive: bool | None 
         progress.update(counts["received"], counts["received"], final=True)
         logger.info(_optouts_sentence(summary, batch_no))
         publish_found("marketo-opt-outs", summary, "Marketo unsubscribes opted out in Iterable")
+        if total := not_sent.total:
+            publish_not_sent(
+                "marketo-opt-outs-not-sent",
+                list_not_sent(resources, not_sent, after_skip),
+                total,
+                f"{total:,} unsubscribe(s) this run did not write to Iterable, and what happens next "
+                "(addresses masked; reference = Marketo lead id and inbox id)",
+            )
         if counts["dead"]:
             emit_alert("marketo-opt-outs", "inbox.dead", {"dead": counts["dead"]})
         return summary
@@ -126,14 +142,22 @@ def _optouts_sentence(summary: dict[str, int], batches: int) -> str:
 
 
 def _opt_out_batch(
-    resources: Resources, batch_no: int, claimed: list[Item], owner: str, additive: bool, counts: Counter[str]
+    resources: Resources,
+    batch_no: int,
+    claimed: list[Item],
+    owner: str,
+    additive: bool,
+    counts: Counter[str],
+    not_sent: NotSent,
 ) -> int:
     """Opt one claimed batch out, audit and settle it, and say so; returns how many of its items are
     retried soon (people we have just written, whom Iterable does not show yet)."""
     counts["received"] += len(claimed)
     begin_audit(resources, claimed)
     items, lifted = skip_lifted(resources, claimed)
-    counts.update(record_outcomes(resources, SOURCE, lifted, owner))
+    written = record_outcomes(resources, SOURCE, lifted, owner)
+    counts.update(written)
+    not_sent.note(claimed, lifted, written)
     counts["lifted"] += len(lifted)
     if not items:
         return 0
@@ -146,7 +170,9 @@ def _opt_out_batch(
     record_audit(resources, items, decisions)
     record_suppressions(resources, items, decisions, outcomes)
     counts.update(d.outcome for d in decisions)
-    counts.update(record_outcomes(resources, SOURCE, outcomes, owner))
+    written = record_outcomes(resources, SOURCE, outcomes, owner)
+    counts.update(written)
+    not_sent.note(items, outcomes, written)
     run_logger().info(decisions_sentence(batch_no, decisions))
     return sum(1 for o in outcomes if o.status == "retry" and o.delay == retry_seconds)
 

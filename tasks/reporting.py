@@ -19,6 +19,8 @@ from prefect.artifacts import (
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
+from iterable_recipes.not_sent import table_rows
+
 
 def _key(name: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
@@ -39,6 +41,15 @@ def publish_counts(recipe: str, counts: Mapping[str, int | float | str], descrip
 def publish_table(name: str, rows: Sequence[Mapping[str, object]], description: str) -> None:
     """A table artifact keyed by ``name``; its rows must be masked already (anyone with the UI reads it)."""
     create_table_artifact(table=[dict(row) for row in rows], key=_key(name), description=description)
+
+
+def publish_not_sent(name: str, rows: Sequence[Mapping[str, str]], total: int, description: str) -> bool:
+    """The run's per-record table of what did not go through (masked rows, capped, the rest counted in
+    a last row); nothing when every record went through. Returns whether it published."""
+    if not total:
+        return False
+    publish_table(name, table_rows(rows, total), description)
+    return True
 
 
 def emit_alert(recipe: str, event: str, payload: Mapping[str, object]) -> None:

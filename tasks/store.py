@@ -29,6 +29,7 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_run
 
 from iterable_recipes.identities import normalise_email
+from iterable_recipes.not_sent import NotSent, next_step
 from iterable_recipes.optouts.decisions import OptOutDecision, item_email
 from iterable_recipes.optouts.keys import audit_trigger
 from iterable_recipes.optouts.ledger import lifted_items, queue_for_written_people, requeue_due, settle_ledger
@@ -141,6 +142,32 @@ def record_outcomes(
             settled.counts["refused"],
         )
     return settled.counts
+
+
+@task(name="list-records-not-sent", **STORE_TASK_OPTIONS)
+def list_not_sent(
+    resources: Resources, not_sent: NotSent, skipped: Callable[[Item], str] | None = None
+) -> list[dict[str, str]]:
+    """The run's records that did not go through, as its per-record table's rows (masked): each with
+    its status, error and what happens next, read from the inbox as the run leaves it. ``skipped``
+    says what follows a skipped record (the recipe knows; the inbox does not)."""
+    noted = not_sent.shown()
+    items = resources.inbox.get_many(n.item_id for n in noted)
+    rows = []
+    for entry in noted:
+        item = items.get(entry.item_id)
+        if item is None or item.status == "delivered":
+            continue
+        rows.append(
+            {
+                "identity": entry.identity,
+                "reference": entry.reference,
+                "status": item.status,
+                "error": item.last_error or "",
+                "next": next_step(item, resources.settings.inbox_max_attempts, skipped),
+            }
+        )
+    return rows
 
 
 def claim_batch(resources: Resources, source: str, limit: int, owner: str, batch_no: int) -> list[Item]:

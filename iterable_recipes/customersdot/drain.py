@@ -26,6 +26,8 @@ from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory
 from iterable_recipes.customersdot.contract import customersdot_event_adapter
 from iterable_recipes.customersdot.mapping import EventMapping, to_iterable
 from iterable_recipes.identities import normalise_email
+from iterable_recipes.masking import mask_email
+from iterable_recipes.not_sent import NotSent
 from iterable_recipes.sentences import answered, counted, error_text
 from iterable_recipes.store import Item, Outcome
 
@@ -107,6 +109,13 @@ def prepare(items: list[Item], mapping: EventMapping) -> Batch:
     return batch
 
 
+def describe_item(item: Item) -> tuple[str, str]:
+    """A CustomersDot item for the run's per-record table: the masked person and the inbox id."""
+    person = (item.payload or {}).get("person") or {}
+    email = person.get("email") if isinstance(person, dict) else None
+    return (mask_email(str(email)) if email else "(no address)", f"inbox {item.id}")
+
+
 def _outcome(item_id: int, result: BulkResult, index: int, not_found_delay: float) -> Outcome | None:
     """None when the item passed this step; otherwise what to record."""
     failure = result.failures.get(index)
@@ -144,6 +153,7 @@ class CustomersDotDrain:
         consent: ConsentGate | None = None,
         hold_seconds: float = 3600.0,
         report: Report = _no_report,
+        not_sent: NotSent | None = None,
     ) -> None:
         self.mapping = mapping
         self._send_profiles = send_profiles
@@ -153,6 +163,7 @@ class CustomersDotDrain:
         self._consent = consent
         self.hold_seconds = hold_seconds
         self._report = report
+        self.not_sent = not_sent or NotSent(describe_item)
         self.counts: Counter[str] = Counter()
         self.fatal: ApiError | None = None
         self._lock = threading.Lock()
@@ -167,14 +178,15 @@ class CustomersDotDrain:
         with self._lock:
             self.counts[name] += n
 
-    def settle(self, outcomes: list[Outcome]) -> dict[str, int]:
-        """Write outcomes (only for items this drain still holds), add them to the counts; returns
-        what was written."""
+    def settle(self, outcomes: list[Outcome], items: list[Item]) -> dict[str, int]:
+        """Write outcomes (only for items this drain still holds), add them to the counts and note the
+        records that did not go through; returns what was written."""
         if not outcomes:
             return {}
         written = self._settle(outcomes)
         with self._lock:
             self.counts.update(written)
+        self.not_sent.note(items, outcomes, written)
         return written
 
     def _send(
@@ -200,11 +212,11 @@ class CustomersDotDrain:
         line = [f"Batch {batch_no}: claimed {counted(len(items), 'CustomersDot event')}"]
         written: Counter[str] = Counter()
         batch = prepare(items, self.mapping)
-        written.update(self.settle(batch.settled))
+        written.update(self.settle(batch.settled, items))
         refusal = None
         if batch.users:
             outcomes, refusal = self._deliver_prepared(batch, batch_no, line)
-            written.update(self.settle(outcomes))
+            written.update(self.settle(outcomes, items))
         line.append(outcomes_sentence(written))
         if refusal is not None:
             line.append(

@@ -28,7 +28,7 @@ from iterable_recipes.clients.iterable_models import BulkResult, IterableUser
 from iterable_recipes.clients.lookups import look_up_many
 from iterable_recipes.clients.retry import NO_RETRY, call_with_retries
 from iterable_recipes.identities import normalise_email
-from iterable_recipes.masking import mask_emails
+from iterable_recipes.masking import mask_email, mask_emails
 from iterable_recipes.optouts.consent import ConsentPolicy
 from iterable_recipes.optouts.keys import queued_after_our_write
 from iterable_recipes.sentences import counted, tally
@@ -240,6 +240,34 @@ def unknown_retry_for(item: Item, seconds: float) -> float | None:
     if queued_after_our_write(item.payload) and item.attempts < WRITTEN_TRIES:
         return seconds
     return None
+
+
+ALREADY_OPTED_OUT = "already opted out"
+
+
+def went_through(outcome: Outcome) -> bool:
+    """An opt-out went through when it was written, or the person was opted out already."""
+    return outcome.status == "delivered" or (
+        outcome.status == "skipped" and outcome.reason == ALREADY_OPTED_OUT
+    )
+
+
+def describe_item(item: Item) -> tuple[str, str]:
+    """An opt-out item for the run's per-record table: the masked person, and the Marketo lead with the
+    inbox id."""
+    payload = item.payload or {}
+    email = item_email(item)
+    return (
+        mask_email(email) if email else "(no address)",
+        f"lead {payload.get('leadId', '?')}, inbox {item.id}",
+    )
+
+
+def after_skip(item: Item) -> str:
+    """What follows a skipped opt-out: a person Iterable did not know is looked up again by the ledger."""
+    if (item.last_error or "").startswith("not in iterable"):
+        return "looked up again by the consent ledger until the person exists (CONSENT_RECHECK_DAYS)"
+    return "nothing: " + (item.last_error or "not to be written")
 
 
 def item_email(item: Item) -> str:

@@ -577,6 +577,15 @@ class Inbox:
             row = conn.execute(select(T).where(T.c.id == id)).first()
         return None if row is None else Item.from_row(row)
 
+    def get_many(self, ids: Iterable[int]) -> dict[int, Item]:
+        """Items by id (the ones that exist), in one read."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(T).where(T.c.id.in_(wanted)))
+            return {row.id: Item.from_row(row) for row in rows}
+
     def list_items(
         self, status: Status | None = None, source: str | None = None, limit: int = 100
     ) -> list[Item]:
