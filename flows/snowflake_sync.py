@@ -27,8 +27,8 @@ from iterable_recipes.sync.results import ChangeSetSummary
 from tasks.checks import check_before_run
 from tasks.iterable import sync_batch_sender
 from tasks.logs import capture_library_logs, run_logger
-from tasks.reporting import Progress, emit_alert, publish_counts, publish_table
-from tasks.warehouse import finish_sync, list_invalid_rows, plan_sync, sample_sync
+from tasks.reporting import Progress, emit_alert, publish_counts, publish_not_sent, publish_table
+from tasks.warehouse import finish_sync, list_invalid_rows, list_rows_not_sent, plan_sync, sample_sync
 
 SAMPLE_ROWS = 20
 SYNC_COUNTS = (
@@ -186,7 +186,16 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             progress.update(delivered.rows_answered, plan.to_send, final=True)
             outcome = delivered.counts()
             status = "succeeded" if not outcome["failed_batches"] else "failed"
-            counts = finish_sync(conn, defn, run_id, schema, status).as_dict()
+            rows, total = list_rows_not_sent(conn, defn, run_id, schema)
+            publish_not_sent(
+                f"sync-{defn.name}-not-sent",
+                rows,
+                total,
+                f"{total:,} row(s) of {defn.name} Iterable did not take this run, and what happens next "
+                f"(identities masked; reference = the start of the identity's hash in "
+                f"{schema}.SYNC_CHANGE_LOG)",
+            )
+            counts = finish_sync(conn, defn, run_id, schema, status, settings.sync_change_log_days).as_dict()
         summary = plan.as_dict() | counts | outcome
         publish_counts(f"sync-{defn.name}", _counts(summary), f"Sync {defn.name} to Iterable")
         logger.info(_done_sentence(defn, summary))

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     sync_definitions_dir: str | None = None
     # Rows sent to Iterable per sync batch still waiting for an answer (pipelining over the rate limit).
     sync_batches_in_flight: int = 4
+    # Days the change log (every row sent and Iterable's answer) is kept in the state schema; 0: only
+    # while the run lasts (its per-record table still reads it).
+    sync_change_log_days: float = Field(14.0, ge=0)
 
     # App database (inbox, Marketo cursor, opt-out audit)
     recipes_database_url: str = "sqlite:///.recipes/recipes.db"

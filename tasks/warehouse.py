@@ -10,7 +10,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from iterable_recipes.not_sent import NOT_SENT_ROWS
 from iterable_recipes.sync import finish_run, invalid_rows, plan_run, sample_changes
+from iterable_recipes.sync.change_log import not_sent_rows
 from iterable_recipes.sync.definitions import SyncDefinition
 from iterable_recipes.sync.results import ChangeSetSummary, RunCounts
 
@@ -37,7 +39,17 @@ def list_invalid_rows(
     return invalid_rows(conn, run_id, plan, state_schema=schema, kind=defn.identity.kind.value)
 
 
+@task(name="list-sync-rows-not-sent", **WAREHOUSE_TASK_OPTIONS)
+def list_rows_not_sent(
+    conn: Any, defn: SyncDefinition, run_id: str, schema: str
+) -> tuple[list[dict[str, str]], int]:
+    """The run's rows Iterable did not take (masked, capped) from the change log, and how many in all."""
+    return not_sent_rows(conn, defn, run_id, schema, NOT_SENT_ROWS)
+
+
 @task(name="finish-sync-run", **WAREHOUSE_TASK_OPTIONS)
-def finish_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, status: str) -> RunCounts:
-    """Write the run-history row's outcome and drop the run's staging table."""
-    return finish_run(conn, defn, run_id, status=status, state_schema=schema)
+def finish_sync(
+    conn: Any, defn: SyncDefinition, run_id: str, schema: str, status: str, log_days: float | None = None
+) -> RunCounts:
+    """Write the run-history row's outcome, drop the run's staging table, expire the change log."""
+    return finish_run(conn, defn, run_id, status=status, state_schema=schema, log_days=log_days)

@@ -8,7 +8,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -192,14 +192,22 @@ def run_logs(run_id: UUID) -> list[str]:
                 return messages
 
 
-def task_run_names(run_id: UUID) -> list[str]:
-    """The names of the task runs of flow run ``run_id``."""
+def task_run_names(run_id: UUID, expect: Iterable[str] = (), wait_seconds: float = 20.0) -> list[str]:
+    """The names of the task runs of flow run ``run_id``, once they include every name of ``expect``
+    (or ``wait_seconds`` passed): the server records task runs from their events, a moment after the
+    flow run ends, so a busy machine can read the list before the last ones are in."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    wanted = set(expect)
+    deadline = time.monotonic() + wait_seconds
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    return [run.name for run in runs]
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            names = [run.name for run in runs]
+            if wanted <= set(names) or time.monotonic() > deadline:
+                return names
+            time.sleep(0.2)
 
 
 def flow_run_id(state: Any) -> UUID:

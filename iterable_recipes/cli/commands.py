@@ -16,6 +16,9 @@ def register(app: typer.Typer) -> None:
     from iterable_recipes.cli import consent
 
     app.add_typer(consent.app, name="consent")
+    from iterable_recipes.cli import sync
+
+    app.add_typer(sync.app, name="sync")
     from iterable_recipes.cli import check, checkout_tools, scan, serve, setup, status
 
     for module in (serve, check, status, setup, checkout_tools, scan):

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from iterable_recipes.masking import mask_emails as mask_text
-from iterable_recipes.sync import state
+from iterable_recipes.sync import change_log, state
 from iterable_recipes.sync.definitions import SyncDefinition
 from iterable_recipes.sync.results import RunCounts
 from iterable_recipes.sync.sql import utc_now, utc_text
@@ -91,6 +91,11 @@ def _record(
                 f"DELETE FROM {rej} WHERE SYNC_NAME = %s AND IDENTITY IN ({marks})",
                 (defn.name, *missing),
             )
+        if batch_nos is not None:  # what was sent, not a reset without sending
+            answered = [(k, change_log.status_of(r), r) for k, r in bad_rows]
+            answered += [(k, "not_in_iterable", "") for k in missing]
+            sql, params = change_log.log_answered_sql(schema, run_id, in_batch, answered)
+            cur.execute(sql, (defn.name, run_id, at, *params))
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
@@ -173,8 +178,10 @@ def finish_run(
     status: str = "succeeded",
     state_schema: str | None = None,
     now: datetime | None = None,
+    log_days: float | None = None,
 ) -> RunCounts:
-    """Write the run-history row's outcome (accepted, rejected, not in Iterable), drop the run's tables.
+    """Write the run-history row's outcome (accepted, rejected, not in Iterable), drop the run's tables,
+    and, given ``log_days``, delete the sync's change-log rows older than that.
 
     Outcome counts are read back from the state tables, so they are right even when batches were
     accepted by an earlier attempt of the same run. A dry run keeps its ``dry_run`` status.
@@ -209,6 +216,8 @@ def finish_run(
         cur.execute(f"DROP TABLE IF EXISTS {state.invalid_table(schema, run_id)}")
     finally:
         cur.close()
+    if log_days is not None:
+        change_log.expire(conn, defn.name, log_days, schema, now)
     st, dry, total, new, changed, unchanged, retried, dups, nulls, to_send = row
     return RunCounts(
         run_id=run_id,

@@ -28,9 +28,8 @@ from iterable_recipes.masking import mask_emails
 from iterable_recipes.sentences import counted, error_text, tally
 from iterable_recipes.sync.accept import accept_batch
 from iterable_recipes.sync.batches import iter_batches
+from iterable_recipes.sync.change_log import CONSENT_HOLD, log_failed_batches
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
-
-CONSENT_HOLD = "consent-hold: waiting for the opt-out of this person"
 
 
 @dataclass
@@ -200,15 +199,16 @@ class _Accepter:
         accepted: list[int] = []
         rejected: dict[str, str] = {}
         not_found: set[str] = set()
-        sent = rows = failed = 0
+        failed: dict[int, str] = {}
+        sent = rows = 0
         for done in group:
             try:
                 report = done.future.result()
             except Exception as exc:
                 # Not accepted: its rows stay in the change set for the next run.
-                failed += 1
+                failed[done.batch_no] = error_text(exc)
                 with self._lock:
-                    self.first_failure = self.first_failure or error_text(exc)
+                    self.first_failure = self.first_failure or failed[done.batch_no]
                 continue
             rejected |= {done.identities[p]: reason for p, reason in report.rejected.items()}
             not_found |= {done.identities[p] for p in report.not_found}
@@ -221,11 +221,13 @@ class _Accepter:
                     self._conn, self._defn, self._run_id, accepted,
                     rejected=rejected, not_found=not_found, state_schema=self._schema,
                 )  # fmt: skip
+            if self.error is None:
+                log_failed_batches(self._conn, self._defn, self._run_id, failed, self._schema)
         except BaseException as exc:  # the flow thread raises it; nothing more is accepted
             self.error = exc
         else:
             with self._lock:
-                self.tally.update(rows_sent=sent, rows_done=rows, failed_batches=failed)
+                self.tally.update(rows_sent=sent, rows_done=rows, failed_batches=len(failed))
         finally:
             for _ in group:
                 self._window.release()

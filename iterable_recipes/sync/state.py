@@ -1,4 +1,4 @@
-"""The sync state schema in the warehouse: snapshot, rejected keys, not-in-Iterable keys, run history."""
+"""The sync state schema in the warehouse: snapshot, rejected and unknown keys, runs, the change log."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ SNAPSHOT = "SYNC_SNAPSHOT"
 REJECTED = "SYNC_REJECTED"
 NOT_FOUND = "SYNC_NOT_IN_ITERABLE"
 RUNS = "SYNC_RUNS"
+CHANGE_LOG = "SYNC_CHANGE_LOG"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
@@ -32,6 +33,10 @@ _DDL = {
         DUPLICATE_ROWS INTEGER, DUPLICATE_IDENTITIES INTEGER, NULL_IDENTITIES INTEGER,
         REMOVED_FROM_STATE INTEGER, TO_SEND INTEGER, BATCHES INTEGER,
         ACCEPTED INTEGER, REJECTED INTEGER, NOT_IN_ITERABLE INTEGER)""",
+    # One row per row sent and what became of it; the identity only as its SHA-256 (sync/change_log.py).
+    CHANGE_LOG: """(SYNC_NAME VARCHAR NOT NULL, RUN_ID VARCHAR NOT NULL, IDENTITY_HASH VARCHAR NOT NULL,
+        OPERATION VARCHAR NOT NULL, STATUS VARCHAR NOT NULL, ERROR VARCHAR,
+        LOGGED_AT TIMESTAMP_NTZ NOT NULL)""",
 }
 
 

@@ -30,9 +30,13 @@ def test_a_drain_run_says_what_it_claimed_sent_and_settled(iterable_standin, app
     assert "Iterable accepted 2 events of 2. Outcomes: 2 delivered." in text
     assert "Drained 12 CustomersDot events in 3 batches; outcomes: 12 delivered." in text
     assert sum("Batch " in line for line in lines) == 3, "one line per batch"
-    names = task_run_names(flow_run_id(state))
-    assert {"bulkUpdate batch 1, 5 users", "trackBulk batch 3, 2 events"} <= set(names), names
-    assert "claim customersdot batch 2, up to 5" in names
+    expected = {
+        "bulkUpdate batch 1, 5 users",
+        "trackBulk batch 3, 2 events",
+        "claim customersdot batch 2, up to 5",
+    }
+    names = task_run_names(flow_run_id(state), expected)
+    assert expected <= set(names), names
     assert_no_raw_email(lines + names, [b["person"]["email"] for b in bodies])
     inbox.dispose()
 
@@ -93,7 +97,8 @@ def test_an_opt_out_run_logs_one_line_per_batch_and_names_its_task_runs(
     text = "\n".join(lines)
     assert "Opt-out batch 1, 2 leads:" in text and "Opt-out batch 2, 1 lead:" in text, text
     assert "Opt-out drain done: 3 unsubscribe(s) in 2 batch(es); 2 opted out, 1 not in Iterable" in text
-    names = task_run_names(flow_run_id(state))
-    assert {"opt-out batch 1, 2 leads", "opt-out batch 2, 1 lead"} <= set(names), names
+    expected = {"opt-out batch 1, 2 leads", "opt-out batch 2, 1 lead"}
+    names = task_run_names(flow_run_id(state), expected)
+    assert expected <= set(names), names
     assert any("Queued 3 Marketo unsubscribe(s) for opt-out" in line for line in run_logs(flow_run_id(poll)))
     assert_no_raw_email(lines + names + run_logs(flow_run_id(poll)), people)

@@ -1,0 +1,192 @@
+"""The sync's change log in the warehouse: each row a run sent, what Iterable made of it, and why.
+
+One row per staged row answered (accepted, rejected, held, not in Iterable) or in a batch Iterable did
+not accept (failed), written in the same transaction as the state it records. The identity is kept only
+as its SHA-256 (hex, of the identity as the sync keys it), so an operator follows one person with
+``recipes sync log NAME --identity ADDRESS`` without the log holding the address; rows older than
+``SYNC_CHANGE_LOG_DAYS`` are deleted at the end of each run of the sync.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from iterable_recipes.identities import normalise_email
+from iterable_recipes.masking import mask_emails, mask_identity
+from iterable_recipes.sync import state
+from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition
+from iterable_recipes.sync.sql import utc_now, utc_text
+
+CONSENT_HOLD = "consent-hold: waiting for the opt-out of this person"
+REFERENCE_HEX = 12  # the row reference shown in artifacts: the start of the identity's hash
+# What happens next to a row, by its last status in the run.
+NEXT = {
+    "rejected": "sent again by the next run",
+    "held": "sent once the person's opt-out is in place (a later run)",
+    "not_in_iterable": "looked at again by a later run; update mode creates nobody",
+    "failed": "sent again by the next run, or a retry of this one",
+}
+
+
+def status_of(reason: str) -> str:
+    """The log status of a row Iterable did not take: held back for an opt-out, or rejected."""
+    return "held" if reason == CONSENT_HOLD else "rejected"
+
+
+def identity_hash(identity: str, kind: IdentityKind) -> str:
+    """The hash the log keeps of ``identity``, keyed as the sync keys it (emails normalised)."""
+    key = normalise_email(identity) if kind is IdentityKind.EMAIL else identity.strip()
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def log_answered_sql(
+    schema: str, run_id: str, in_batch: str, outcomes: Sequence[tuple[str, str, str]]
+) -> tuple[str, list[str]]:
+    """The INSERT that logs every staged row of the batches ``in_batch`` selects: ``outcomes`` are
+    (identity, status, error) of the rows Iterable did not take; every other row was accepted.
+
+    Its placeholders start with the sync's name, the run id and the time; the caller runs it in its
+    transaction.
+    """
+    log, stage = state.table(schema, state.CHANGE_LOG), state.stage_table(schema, run_id)
+    select = f"""SELECT %s, %s, SHA2(S.IDENTITY, 256), S.REASON, {{status}}, {{error}}, %s::TIMESTAMP_NTZ
+        FROM {stage} S {{join}} WHERE {in_batch}"""
+    if not outcomes:
+        sql = select.format(status="'accepted'", error="NULL", join="")
+        params: list[str] = []
+    else:
+        values = ", ".join(["(%s, %s, %s)"] * len(outcomes))
+        sql = select.format(
+            status="COALESCE(V.VSTATUS, 'accepted')",
+            error="V.VERROR",
+            join=f"LEFT JOIN (VALUES {values}) AS V (VID, VSTATUS, VERROR) ON V.VID = S.IDENTITY",
+        )
+        params = [value for row in outcomes for value in row]
+    columns = "SYNC_NAME, RUN_ID, IDENTITY_HASH, OPERATION, STATUS, ERROR, LOGGED_AT"
+    return f"INSERT INTO {log} ({columns}) {sql}", params
+
+
+def log_failed_batches(
+    conn: Any,
+    defn: SyncDefinition,
+    run_id: str,
+    failed: Mapping[int, str],
+    state_schema: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Log every row of the batches Iterable did not accept (batch number -> the error, masked)."""
+    if not failed:
+        return
+    schema = state.state_schema_name(state_schema)
+    log, stage = state.table(schema, state.CHANGE_LOG), state.stage_table(schema, run_id)
+    at = utc_text(now or utc_now())
+    cur = conn.cursor()
+    try:
+        for batch_no, error in sorted(failed.items()):
+            cur.execute(
+                f"""INSERT INTO {log} (SYNC_NAME, RUN_ID, IDENTITY_HASH, OPERATION, STATUS, ERROR, LOGGED_AT)
+                SELECT %s, %s, SHA2(IDENTITY, 256), REASON, 'failed', %s, %s::TIMESTAMP_NTZ
+                FROM {stage} WHERE BATCH_NO = {int(batch_no)}""",
+                (defn.name, run_id, mask_emails(error)[:1000], at),
+            )
+    finally:
+        cur.close()
+
+
+# Each identity's last word in one run: accepted wins a tie, as it is recorded after any failure.
+_LAST = """SELECT IDENTITY_HASH, STATUS, ERROR, OPERATION FROM {log}
+    WHERE SYNC_NAME = %s AND RUN_ID = %s
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY IDENTITY_HASH
+        ORDER BY LOGGED_AT DESC, IFF(STATUS = 'accepted', 0, 1)) = 1"""
+
+
+def not_sent_rows(
+    conn: Any, defn: SyncDefinition, run_id: str, state_schema: str | None, cap: int
+) -> tuple[list[dict[str, str]], int]:
+    """The run's rows that did not go through, for its per-record table (masked, at most ``cap``),
+    and how many there are in all. Read while the run's staging table still exists."""
+    schema = state.state_schema_name(state_schema)
+    last = _LAST.format(log=state.table(schema, state.CHANGE_LOG))
+    cur = conn.cursor()
+    try:
+        # A plain count first: most runs have no such row, and then skip the per-identity window.
+        cur.execute(
+            f"""SELECT COUNT(*) FROM {state.table(schema, state.CHANGE_LOG)}
+            WHERE SYNC_NAME = %s AND RUN_ID = %s AND STATUS <> 'accepted'""",
+            (defn.name, run_id),
+        )
+        if not int(cur.fetchone()[0]):
+            return [], 0
+        cur.execute(f"SELECT COUNT(*) FROM ({last}) L WHERE STATUS <> 'accepted'", (defn.name, run_id))
+        total = int(cur.fetchone()[0])
+        if not total:
+            return [], 0
+        cur.execute(
+            f"""SELECT S.IDENTITY, L.IDENTITY_HASH, L.STATUS, L.ERROR, L.OPERATION
+            FROM ({last}) L JOIN {state.stage_table(schema, run_id)} S
+              ON SHA2(S.IDENTITY, 256) = L.IDENTITY_HASH
+            WHERE L.STATUS <> 'accepted' ORDER BY L.IDENTITY_HASH LIMIT {int(cap)}""",
+            (defn.name, run_id),
+        )
+        found = cur.fetchall()
+    finally:
+        cur.close()
+    rows = [
+        {
+            "identity": mask_identity(str(identity), defn.identity.kind.value),
+            "reference": f"row {digest[:REFERENCE_HEX]} ({operation})",
+            "status": str(status),
+            "error": mask_emails(str(error or "")),
+            "next": NEXT.get(str(status), ""),
+        }
+        for identity, digest, status, error, operation in found
+    ]
+    return rows, total
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One change-log row as ``recipes sync log`` shows it (no identity: the caller named it)."""
+
+    run_id: str
+    operation: str
+    status: str
+    error: str
+    logged_at: datetime
+
+
+def history(
+    conn: Any, sync: str, identity_sha256: str, state_schema: str | None = None, limit: int = 50
+) -> list[LogEntry]:
+    """What the change log holds for one identity of ``sync`` (its ``identity_hash``), newest first."""
+    log = state.table(state.state_schema_name(state_schema), state.CHANGE_LOG)
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            f"""SELECT RUN_ID, OPERATION, STATUS, ERROR, LOGGED_AT FROM {log}
+            WHERE SYNC_NAME = %s AND IDENTITY_HASH = %s ORDER BY LOGGED_AT DESC LIMIT {int(limit)}""",
+            (sync, identity_sha256),
+        )
+        return [LogEntry(str(r), str(o), str(s), str(e or ""), t) for r, o, s, e, t in cur.fetchall()]
+    finally:
+        cur.close()
+
+
+def expire(
+    conn: Any, sync: str, days: float, state_schema: str | None = None, now: datetime | None = None
+) -> int:
+    """Delete ``sync``'s change-log rows older than ``days`` (0 keeps none past the run); returns how many."""
+    log = state.table(state.state_schema_name(state_schema), state.CHANGE_LOG)
+    cutoff = utc_text((now or utc_now()) - timedelta(days=days))
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            f"DELETE FROM {log} WHERE SYNC_NAME = %s AND LOGGED_AT <= %s::TIMESTAMP_NTZ", (sync, cutoff)
+        )
+        return int(cur.rowcount or 0)
+    finally:
+        cur.close()
