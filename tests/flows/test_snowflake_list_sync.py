@@ -172,6 +172,11 @@ def test_a_suppressed_person_never_joins_a_marketing_list(iterable_standin, app_
     again = snowflake_sync("trial_list")
     assert (again["retried"], again["held_back"], again["accepted"]) == (1, 1, 0)
     assert sandbox.list_members(lists["trial_list"]) == [PEOPLE[0], PEOPLE[2]]
+    # Subscribed again in Marketo: the suppression is lifted, and the next run adds them.
+    assert inbox.ledger.lift("4242") == 1
+    lifted = snowflake_sync("trial_list")
+    assert (lifted["retried"], lifted["held_back"], lifted["accepted"]) == (1, 0, 1)
+    assert sandbox.list_members(lists["trial_list"]) == PEOPLE[:3]
 
     panel = snowflake_sync("panel_list")  # marketing: false
     assert (panel["accepted"], panel["held_back"]) == (3, 0)
@@ -197,3 +202,16 @@ def _reader(standin: Any) -> Any:
     from iterable_recipes.clients.iterable import IterableClient
 
     return IterableClient("sandbox-key", base_url=standin.url, transport=standin.transport, timeout=5)
+
+
+def test_a_marketing_list_is_not_sent_without_the_consent_ledger(iterable_standin, members):
+    from iterable_recipes.sync.definitions import SyncDefinition
+    from iterable_recipes.sync.delivery import deliver_batch
+
+    _, lists = members
+    defn = SyncDefinition.model_validate(_definition("trial_list", lists["trial_list"]))
+    client = _reader(iterable_standin)
+    items = [{"action": "subscribe", "member": {"email": PEOPLE[0]}}]
+    with pytest.raises(ValueError, match="needs the consent ledger"):
+        deliver_batch(client, defn, 0, items)
+    assert iterable_standin.sandbox.stats()["requests"].get("lists/subscribe") is None
