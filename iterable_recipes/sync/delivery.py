@@ -47,11 +47,6 @@ class BatchReport:
     joined: int = 0  # list syncs: members Iterable added to the list
     left: int = 0  # list syncs: members Iterable removed from it
 
-    @property
-    def held_back(self) -> int:
-        """List members not sent because of a consent suppression."""
-        return sum(1 for reason in self.rejected.values() if reason == HELD_BACK)
-
     def sentence(self, defn: SyncDefinition, batches: int) -> str:
         """The batch's log line: "Batch 3 of 40, 1,000 rows: Iterable accepted 998; 2 rejected (...),
         sent again by later runs; ..." (0-based ``batch_no``, shown 1-based as operators count)."""
