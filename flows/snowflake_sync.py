@@ -36,6 +36,7 @@ SYNC_COUNTS = (
     "accepted", "rejected", "not_in_iterable", "duplicate_rows", "duplicate_identities", "null_identities",
     "failed_batches",
 )  # fmt: skip
+LIST_COUNTS = ("leaving", "removed", "held_back")  # a list sync's counts besides those
 WARNINGS = "Completed with warnings"
 
 
@@ -45,9 +46,10 @@ def _run_id() -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", raw)[:64]
 
 
-def _counts(summary: dict[str, Any]) -> dict[str, int]:
-    """The counts every sync run reports (numbers only)."""
-    return {name: int(summary.get(name, 0) or 0) for name in SYNC_COUNTS}
+def _counts(summary: dict[str, Any], defn: SyncDefinition | None = None) -> dict[str, int]:
+    """The counts every sync run reports (numbers only), a list sync's own ones too."""
+    names = SYNC_COUNTS + (LIST_COUNTS if defn is not None and defn.is_list else ())
+    return {name: int(summary.get(name, 0) or 0) for name in names}
 
 
 def _invalid_rows_key(defn: SyncDefinition) -> str:
@@ -103,6 +105,13 @@ def _not_accepted(defn: SyncDefinition, failed_batches: int, first_failure: str 
 
 def _done_sentence(defn: SyncDefinition, summary: dict[str, Any]) -> str:
     """The run's closing line: what Iterable took, what is left for later runs and why."""
+    if defn.is_list:
+        return (
+            f"Sync {defn.name} done: {summary['accepted']:,} member(s) added to list {defn.list_id} and "
+            f"{summary['removed']:,} removed; {summary['held_back']:,} held back under a Marketo "
+            f"suppression, {summary['rejected']:,} rejected and {summary['not_in_iterable']:,} not in "
+            f"Iterable (all tried again by later runs); {summary['failed_batches']} batch(es) not accepted."
+        )
     return (
         f"Sync {defn.name} done: {summary['rows_sent']:,} row(s) sent, {summary['accepted']:,} accepted; "
         f"{summary['rejected']:,} rejected and {summary['not_in_iterable']:,} not in Iterable (both tried "
@@ -129,7 +138,10 @@ def _ended(summary: dict[str, Any], defn: SyncDefinition, plan: ChangeSetSummary
     return cast(dict[str, Any], Completed(name=WARNINGS, message=message, data=summary))
 
 
-@flow(name="snowflake-sync", description="Sync a Snowflake model to Iterable profiles or custom events.")
+@flow(
+    name="snowflake-sync",
+    description="Sync a Snowflake model to Iterable profiles, custom events or a static list's members.",
+)
 def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
     """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` counts and samples only.
 
@@ -145,7 +157,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
         schema = settings.snowflake_state_schema
         run_id = _run_id()
         if not dry_run:  # a dry run reaches nothing but the warehouse
-            check_before_run(resources, ["iterable_key", "field_types"], [defn])
+            check_before_run(resources, ["iterable_key", "lists" if defn.is_list else "field_types"], [defn])
         with resources.warehouse() as conn:
             plan = plan_sync(conn, defn, run_id, schema, dry_run)
             logger.info(plan.sentence())
@@ -161,7 +173,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
                 )
                 summary = plan.as_dict()
                 publish_counts(
-                    f"sync-{defn.name}", _counts(summary), f"Dry run of {defn.name} (nothing sent)"
+                    f"sync-{defn.name}", _counts(summary, defn), f"Dry run of {defn.name} (nothing sent)"
                 )
                 return _ended(summary | {"status": counts["status"]}, defn, plan)
             if plan.invalid_rows and defn.on_invalid_rows == "fail":
@@ -197,7 +209,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             )
             counts = finish_sync(conn, defn, run_id, schema, status, settings.sync_change_log_days).as_dict()
         summary = plan.as_dict() | counts | outcome
-        publish_counts(f"sync-{defn.name}", _counts(summary), f"Sync {defn.name} to Iterable")
+        publish_counts(f"sync-{defn.name}", _counts(summary, defn), f"Sync {defn.name} to Iterable")
         logger.info(_done_sentence(defn, summary))
         if summary["rejected"]:
             emit_alert(

@@ -3,9 +3,10 @@
 Three layers, recipe by recipe: the settings a recipe's parts need (by variable name), its files (each
 named with its key and problem), and, unless offline, the live vendors, read without sending personal
 data: the Iterable key and data center, the consent policy against GET /api/channels and
-/api/messageTypes, the sync mappings' field types against GET /api/users/getFields, a Marketo token,
-the warehouse connection and each sync's source query. Flows run only the live checks they use, and
-trust one that passed for RECIPES_CHECK_CACHE_SECONDS (remembered in the app database).
+/api/messageTypes, the sync mappings' field types against GET /api/users/getFields, the list syncs'
+lists against GET /api/lists, a Marketo token, the warehouse connection and each sync's source
+query. Flows run only the live checks they use, and trust one that passed for
+RECIPES_CHECK_CACHE_SECONDS (remembered in the app database).
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ from iterable_recipes.sync.validate import field_type_problems, validate_against
 
 log = logging.getLogger(__name__)
 
-LiveCheck = Literal["iterable_key", "consent", "field_types", "marketo", "warehouse"]
+LiveCheck = Literal["iterable_key", "consent", "field_types", "lists", "marketo", "warehouse"]
 # The live checks each recipe needs, in the order they run (the key first: the others use it).
 RECIPE_LIVE_CHECKS: dict[Recipe, tuple[LiveCheck, ...]] = {
     "customersdot": ("iterable_key",),
     "optouts": ("iterable_key", "consent", "marketo"),
-    "sync": ("iterable_key", "field_types", "warehouse"),
+    "sync": ("iterable_key", "field_types", "lists", "warehouse"),
 }
 CACHE_PREFIX = "check:"
 
@@ -217,6 +218,34 @@ def check_field_types(resources: Resources, definitions: Sequence[SyncDefinition
     return f"{len(definitions)} sync(s) fit the project's {len(fields)} user field(s)"
 
 
+def check_lists(resources: Resources, definitions: Sequence[SyncDefinition]) -> str:
+    """Every list sync's ``list_id`` names a static list of the project (GET /api/lists): a list that is
+    not there, or a dynamic one, would refuse every batch."""
+    syncs = [defn for defn in definitions if defn.is_list]
+    if not syncs:
+        return "no sync names a list"
+    try:
+        lists = {item.id: item for item in resources.iterable.get_lists()}
+    except ApiError as exc:
+        raise _vendor_failed("Iterable", exc) from None
+    problems = []
+    for defn in syncs:
+        found = lists.get(int(defn.list_id or 0))
+        if found is None:
+            problems.append(
+                f"{defn.path}: list_id: list {defn.list_id} is not in the Iterable project "
+                f"({len(lists)} list(s) there)"
+            )
+        elif found.list_type != "Standard":
+            problems.append(
+                f"{defn.path}: list_id: list {defn.list_id} is a {found.list_type} list; only a static "
+                "(Standard) list takes members"
+            )
+    if problems:
+        raise CheckFailed("\n".join(problems))
+    return f"{len(syncs)} list sync(s) name static lists of the project"
+
+
 def check_marketo(resources: Resources) -> str:
     """Marketo hands out a token for the client credentials."""
     try:
@@ -250,6 +279,7 @@ LIVE_CHECK_NAMES: dict[LiveCheck, str] = {
     "iterable_key": "Iterable API key",
     "consent": "consent policy vs Iterable",
     "field_types": "sync field types vs Iterable",
+    "lists": "sync lists vs Iterable",
     "marketo": "Marketo credentials",
     "warehouse": "warehouse and source queries",
 }
@@ -263,6 +293,8 @@ def run_live_check(resources: Resources, name: LiveCheck, definitions: Sequence[
         return check_consent(resources)
     if name == "field_types":
         return check_field_types(resources, definitions)
+    if name == "lists":
+        return check_lists(resources, definitions)
     if name == "marketo":
         return check_marketo(resources)
     return check_warehouse(resources, definitions)
@@ -278,7 +310,7 @@ def live_findings(
     key_failed = False
     for name in names:
         label = LIVE_CHECK_NAMES[name]
-        if key_failed and name in ("consent", "field_types"):
+        if key_failed and name in ("consent", "field_types", "lists"):
             findings.append(Finding(label, False, "not run: the Iterable key was refused"))
             continue
         try:
@@ -320,7 +352,7 @@ def fingerprint(resources: Resources, name: LiveCheck, definitions: Sequence[Syn
         parts = [settings.iterable_credentials_block, settings.iterable_url]
     if name == "consent":
         parts.append(resources.consent_policy.model_dump_json())
-    if name in ("field_types", "warehouse"):
+    if name in ("field_types", "warehouse", "lists"):
         parts += [d.mapping_fingerprint for d in definitions]
     raw = json.dumps([name, secret, *parts], default=str)
     return hashlib.sha256(raw.encode()).hexdigest()

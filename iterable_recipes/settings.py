@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from iterable_recipes.clients.iterable import BASE_URLS, DEFAULT_HEADROOM
+from iterable_recipes.clients.iterable import BASE_URLS, DEFAULT_HEADROOM, DEFAULT_LIST_WRITES_PER_SECOND
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
 # A guessable masking key would let anyone confirm a guessed address from its tag.
@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     iterable_limits_enabled: bool = True
     # Pace this fraction below Iterable's stated limits (0.05: 5 % slower).
     iterable_rate_headroom: float = DEFAULT_HEADROOM
+    # lists/subscribe and lists/unsubscribe state no limit in the spec: each is paced at this rate.
+    iterable_list_writes_per_second: float = Field(default=DEFAULT_LIST_WRITES_PER_SECOND, gt=0, le=100)
     # Whether Iterable enabled the additive /api/subscriptions endpoints for the project (they need its
     # enablement): opt-outs then DELETE the channel instead of writing bulkUpdateSubscriptions.
     iterable_optout_additive: bool = False

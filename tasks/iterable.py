@@ -30,7 +30,7 @@ from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, Sync
 from iterable_recipes.sync.delivery import BatchReport, deliver_batch
 from tasks import unwalked
 from tasks.logs import how_many, run_logger
-from tasks.store import consent_gate
+from tasks.store import consent_gate, suppression_check
 
 
 def retry_only_retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -142,15 +142,17 @@ def deliver_sync_batch(
     items: Sequence[dict[str, Any]],
     batches: int = 0,
 ) -> BatchReport:
-    """Send one sync batch (users/bulkUpdate or events/trackBulk); unknown people are reported.
+    """Send one sync batch (users/bulkUpdate or events/trackBulk, a list's subscribe and unsubscribe);
+    unknown people are reported. A marketing list's members are checked against the consent ledger.
 
     Logs one line: what Iterable answered, or why the batch as a whole was not accepted.
     """
-    consent = (
-        consent_gate(resources, f"sync {defn.name}") if defn.identity.kind is IdentityKind.EMAIL else None
-    )
+    email = defn.identity.kind is IdentityKind.EMAIL
+    # A list write changes membership only: it neither creates nor updates a profile to gate.
+    consent = consent_gate(resources, f"sync {defn.name}") if email and not defn.is_list else None
+    suppressed = suppression_check(resources) if defn.is_marketing_list else None
     try:
-        report = deliver_batch(resources.iterable, defn, batch_no, items, consent)
+        report = deliver_batch(resources.iterable, defn, batch_no, items, consent, suppressed)
     except ApiError as error:
         run_logger().warning(
             "Batch %d of %d, %d rows: not accepted (%s); %s",
@@ -167,6 +169,8 @@ def deliver_sync_batch(
 
 def sync_batch_name(defn: SyncDefinition, batch_no: int, batches: int, size: int) -> str:
     """A sync batch's task run name: "bulkUpdate batch 12 of 40, 1000 users" (shown 1-based)."""
+    if defn.is_list:
+        return f"list {defn.list_id} batch {batch_no + 1} of {batches}, {how_many(size, 'member')}"
     if defn.kind is SyncKind.CUSTOM_EVENTS:
         return f"trackBulk batch {batch_no + 1} of {batches}, {how_many(size, 'event')}"
     return f"bulkUpdate batch {batch_no + 1} of {batches}, {how_many(size, 'user')}"

@@ -32,7 +32,13 @@ from iterable_recipes.identities import normalise_email
 from iterable_recipes.not_sent import NotSent, next_step
 from iterable_recipes.optouts.decisions import OptOutDecision, item_email
 from iterable_recipes.optouts.keys import audit_trigger
-from iterable_recipes.optouts.ledger import lifted_items, queue_for_written_people, requeue_due, settle_ledger
+from iterable_recipes.optouts.ledger import (
+    lifted_items,
+    queue_for_written_people,
+    requeue_due,
+    settle_ledger,
+    suppressed_addresses,
+)
 from iterable_recipes.resources import Resources, run_resources
 from iterable_recipes.store import Item, Outcome, Released
 from iterable_recipes.store.inbox import LEASE_EXPIRED_EVERY_TIME
@@ -233,6 +239,16 @@ def consent_gate(resources: Resources, by: str) -> Callable[[list[str]], set[str
         return held
 
     return gate
+
+
+def suppression_check(resources: Resources) -> Callable[[list[str]], set[str]]:
+    """The consent ledger's answer for a marketing list sync: which of these addresses (normalised) are
+    under a suppression, so they are held back instead of added. One indexed read per batch."""
+
+    def check(emails: list[str]) -> set[str]:
+        return suppressed_addresses(resources.inbox.ledger, emails)
+
+    return check
 
 
 @task(name="seconds-to-next-opt-out", **STORE_TASK_OPTIONS)

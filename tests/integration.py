@@ -84,7 +84,8 @@ def iterable_standin(
 def _rates() -> dict[str, Any]:
     from iterable_recipes.clients.iterable import paced_rates
 
-    return paced_rates(load_settings().iterable_rate_headroom)
+    settings = load_settings()
+    return paced_rates(settings.iterable_rate_headroom, settings.iterable_list_writes_per_second)
 
 
 @pytest.fixture

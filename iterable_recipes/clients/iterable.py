@@ -38,10 +38,16 @@ from iterable_recipes.clients.iterable_models import (
     BulkUser,
     Channel,
     ChannelsResponse,
+    CreateListRequest,
+    CreateListResponse,
     FailedUpdates,
     FailureCategory,
+    GetListsResponse,
     IterableApiResponse,
     IterableUser,
+    ListDetails,
+    ListMember,
+    ListMembershipResponse,
     MessageType,
     MessageTypesResponse,
     SubscriptionAction,
@@ -58,7 +64,9 @@ from iterable_recipes.masking import mask_emails
 
 __all__ = [
     "BASE_URLS",
+    "DEFAULT_LIST_WRITES_PER_SECOND",
     "ITERABLE_RATE_LIMITS",
+    "LIST_WRITE_ENDPOINTS",
     "IterableClient",
     "iterable_limiter",
     "paced_rates",
@@ -80,7 +88,14 @@ ITERABLE_RATE_LIMITS: dict[str, Rate] = {
     "channels": Rate(100),
     "messageTypes": Rate(100),
     "export/data.json": Rate(4, 60.0),
+    "lists": Rate(100),
+    "lists/getUsers": Rate(5, 60.0),
+    "lists/size": Rate(5, 60.0),
 }
+# lists/subscribe and lists/unsubscribe state no limit in the spec: they are paced at a configured rate
+# (ITERABLE_LIST_WRITES_PER_SECOND), each endpoint on its own, by the same shared limiter.
+LIST_WRITE_ENDPOINTS = ("lists/subscribe", "lists/unsubscribe")
+DEFAULT_LIST_WRITES_PER_SECOND = 5.0
 
 # When a 429 carries no Retry-After, hold the endpoint back this long (one second is the window of
 # every per-second limit Iterable states).
@@ -95,14 +110,23 @@ UNEXPECTED = "UnexpectedResponse"  # our code for an answer that is not what the
 DEFAULT_HEADROOM = 0.05
 
 
-def paced_rates(headroom: float = DEFAULT_HEADROOM) -> dict[str, Rate]:
-    """``ITERABLE_RATE_LIMITS`` widened by ``headroom`` (0.1: 10 % slower), for any limiter to hold."""
-    return {name: Rate(r.limit, r.seconds * (1 + headroom)) for name, r in ITERABLE_RATE_LIMITS.items()}
+def paced_rates(
+    headroom: float = DEFAULT_HEADROOM, list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND
+) -> dict[str, Rate]:
+    """``ITERABLE_RATE_LIMITS`` and the list writes' rate widened by ``headroom`` (0.1: 10 % slower),
+    for any limiter to hold."""
+    # A fractional rate (0.5/s) is held as one request per 1/rate seconds.
+    per = 1.0 if list_writes_per_second >= 1 else 1.0 / list_writes_per_second
+    lists = {name: Rate(max(1, int(list_writes_per_second * per)), per) for name in LIST_WRITE_ENDPOINTS}
+    rates = ITERABLE_RATE_LIMITS | lists
+    return {name: Rate(r.limit, r.seconds * (1 + headroom)) for name, r in rates.items()}
 
 
-def iterable_limiter(headroom: float = DEFAULT_HEADROOM) -> InMemoryLimiter:
+def iterable_limiter(
+    headroom: float = DEFAULT_HEADROOM, list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND
+) -> InMemoryLimiter:
     """A one-process limiter holding Iterable's per-project limits (share one per project)."""
-    return InMemoryLimiter(paced_rates(headroom))
+    return InMemoryLimiter(paced_rates(headroom, list_writes_per_second))
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -204,15 +228,17 @@ class IterableClient:
         bulk: bool = False,
         ok: tuple[int, ...] = (200,),
         retry: RetryPolicy | None = None,
+        accept: str | None = None,
     ) -> httpx.Response:
         """Send one request with limiter and retries (``retry`` or the client's); return the response or
-        raise an ``ApiError``."""
+        raise an ``ApiError``. ``accept`` replaces the JSON Accept header (the text/plain operations)."""
         content = None if body is None else _dumps(body)
+        headers = {"Accept": accept} if accept else None
 
         def once() -> httpx.Response:
             self.limiter.acquire(name)
             try:
-                response = self._http.request(method, path, content=content, params=params)
+                response = self._http.request(method, path, content=content, params=params, headers=headers)
             except httpx.TimeoutException as exc:
                 raise RetryableError(f"timed out ({type(exc).__name__})", endpoint=name) from None
             except httpx.TransportError as exc:
@@ -439,6 +465,98 @@ class IterableClient:
             ok=(200, 202),
             bulk=True,
         )
+
+    # ---- static lists -----------------------------------------------------------------------------
+
+    def subscribe_to_list(
+        self,
+        list_id: int,
+        members: Sequence[ListMember | Mapping[str, Any]],
+        *,
+        update_existing_users_only: bool = True,
+    ) -> BulkResult:
+        """``POST /api/lists/subscribe``: one request of at most 1000 members / 4 MB (see batching).
+
+        Membership only: no dataFields, no channel or message type. ``update_existing_users_only``
+        (default true) keeps unknown people out where Iterable respects it: userID-based and hybrid
+        projects only (the spec); an email-based project creates unknown addresses, so a caller that
+        must create nobody looks them up first. Members Iterable names in the 200 body (invalid, not
+        found, forgotten...) come back as item failures, never as accepted.
+        """
+        request = {
+            "listId": int(list_id),
+            "subscribers": [_wire(m) for m in members],
+            "updateExistingUsersOnly": update_existing_users_only,
+        }
+        return self._list_write("lists/subscribe", "/api/lists/subscribe", members, request)
+
+    def unsubscribe_from_list(
+        self,
+        list_id: int,
+        members: Sequence[ListMember | Mapping[str, Any]],
+        *,
+        channel_unsubscribe: bool = False,
+    ) -> BulkResult:
+        """``POST /api/lists/unsubscribe``: remove members from a static list (at most 1000 / 4 MB).
+
+        ``channel_unsubscribe`` true would also unsubscribe them from the list's channel (a global
+        marketing opt-out): list syncs always send false, since leaving a list is not an opt-out.
+        """
+        request = {
+            "listId": int(list_id),
+            "subscribers": [_wire(m) for m in members],
+            "channelUnsubscribe": channel_unsubscribe,
+        }
+        return self._list_write("lists/unsubscribe", "/api/lists/unsubscribe", members, request)
+
+    def _list_write(
+        self, name: str, path: str, members: Sequence[ListMember | Mapping[str, Any]], body: dict[str, Any]
+    ) -> BulkResult:
+        data = self._json(name, self._request(name, "POST", path, body=body, bulk=True))
+        answer = self._parse(name, ListMembershipResponse, data)
+        result = read_bulk_result(name, members, answer.fail_count, answer.failed_updates, answer)
+        # Members counted neither as failed nor as updated may have been skipped silently (Iterable
+        # ignores unknown people under updateExistingUsersOnly): no member of such an answer is
+        # called accepted.
+        shortfall = len(members) - len(result.failures) - answer.success_count
+        if shortfall > 0:
+            result.unattributed_failures = max(result.unattributed_failures, shortfall)
+        return result.fail_closed()
+
+    def get_lists(self) -> list[ListDetails]:
+        """``GET /api/lists``: every list of the project (static ones have listType ``Standard``)."""
+        name = "lists"
+        response = self._request(name, "GET", "/api/lists")
+        return self._parse(name, GetListsResponse, self._json(name, response)).lists
+
+    def create_list(self, name: str, description: str | None = None) -> int:
+        """``POST /api/lists``: a new static list; returns its id."""
+        endpoint = "lists/create"
+        body = CreateListRequest(name=name, description=description).to_wire()
+        response = self._request(endpoint, "POST", "/api/lists", body=body)
+        return self._parse(endpoint, CreateListResponse, self._json(endpoint, response)).list_id
+
+    def get_list_users(self, list_id: int, *, prefer_user_id: bool = False) -> list[str]:
+        """``GET /api/lists/getUsers``: every member's email (or userId), one per line of a text body.
+
+        5 requests a minute per project: for checks and reports, not for deciding who to send. A body
+        that is not plain lines (a JSON envelope under 200) is retryable, never an empty list.
+        """
+        name = "lists/getUsers"
+        params = {"listId": str(int(list_id)), "preferUserId": "true" if prefer_user_id else "false"}
+        text = self._request(name, "GET", "/api/lists/getUsers", params=params, accept="text/plain").text
+        if text.lstrip().startswith(("{", "[")):
+            raise RetryableError("answer is not a list of members", endpoint=name, code=UNEXPECTED)
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def get_list_size(self, list_id: int) -> int:
+        """``GET /api/lists/{listId}/size``: how many members the list has (5 requests a minute)."""
+        name = "lists/size"
+        response = self._request(name, "GET", f"/api/lists/{int(list_id)}/size", accept="text/plain")
+        raw = response.text.strip().strip('"')
+        if not raw.isdigit():
+            raise RetryableError("answer is not a count", endpoint=name, code=UNEXPECTED)
+        return int(raw)
 
     # ---- export -----------------------------------------------------------------------------------
 

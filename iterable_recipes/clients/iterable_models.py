@@ -199,6 +199,47 @@ class BulkSubscriptionActionRequest(_Request):
     users_by_user_id: list[str] | None = None
 
 
+# ---- static lists ---------------------------------------------------------------------------------
+
+
+class ListMember(_Request):
+    """One subscriber of ``lists/subscribe`` or ``lists/unsubscribe``: an email or a userId, not both
+    (spec: OptionalApiUser, Unsubscriber). Never dataFields: a list write changes membership alone."""
+
+    email: str | None = Field(None, repr=False)
+    user_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> ListMember:
+        if bool(self.email) == bool(self.user_id):
+            raise ValueError("give exactly one of email and userId")
+        return self
+
+
+class ListSubscribeRequest(_Request):
+    """``POST /api/lists/subscribe`` body (spec: SubscribeRequest)."""
+
+    list_id: int
+    subscribers: list[ListMember]
+    update_existing_users_only: bool | None = None
+
+
+class ListUnsubscribeRequest(_Request):
+    """``POST /api/lists/unsubscribe`` body (spec: UnsubscribeRequest)."""
+
+    list_id: int
+    subscribers: list[ListMember]
+    channel_unsubscribe: bool | None = None
+    campaign_id: int | None = None
+
+
+class CreateListRequest(_Request):
+    """``POST /api/lists`` body."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+
+
 # ---- responses ------------------------------------------------------------------------------------
 
 
@@ -259,6 +300,32 @@ class BulkUpdateSubscriptionsResponse(_Response):
     invalid_user_ids: list[str] = []
     valid_email_failures: list[str] = []
     valid_user_id_failures: list[str] = []
+
+
+# lists/subscribe and lists/unsubscribe answer the same UserBulkUpdateListResponse as users/bulkUpdate.
+ListMembershipResponse = BulkUpdateUsersResponse
+
+
+class ListDetails(_Response):
+    """One list of ``GET /api/lists``; only ``Standard`` lists are static (take members)."""
+
+    id: int
+    name: str
+    list_type: str
+    created_at: int | None = None
+    description: str | None = None
+
+
+class GetListsResponse(_Response):
+    """``GET /api/lists`` answer."""
+
+    lists: list[ListDetails]
+
+
+class CreateListResponse(_Response):
+    """``POST /api/lists`` answer."""
+
+    list_id: int
 
 
 class IterableUser(_Response):

@@ -66,6 +66,12 @@ def queue_for_written_people(
     return set(subjects), queue_optouts(inbox, entries, f"{WRITTEN_BY}{by}", apply_delay)
 
 
+def suppressed_addresses(ledger: SuppressionLedger, emails: Sequence[str]) -> set[str]:
+    """The normalised addresses among ``emails`` under a suppression (pending or applied, not lifted):
+    people a marketing list never takes."""
+    return ledger.suppressed_among(normalise_email(email) for email in emails)
+
+
 def lifted_items(inbox: Inbox, items: Sequence[Item]) -> set[int]:
     """The ids of ``items`` whose lead subscribed again in Marketo after asking: not to be opted out."""
     lifted = inbox.ledger.lifted_subjects(str((i.payload or {}).get("leadId", "")) for i in items)

@@ -85,6 +85,18 @@ class SuppressionLedger:
             )
             return {str(row.email): str(row.subject_id) for row in rows}
 
+    def suppressed_among(self, emails: Iterable[str]) -> set[str]:
+        """The addresses of ``emails`` someone asked not to be emailed at and did not take back: a row
+        pending or applied (any lead's; lifting is one lead's alone). Compare normalised addresses."""
+        wanted = sorted(set(emails))
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(S.c.email).where(S.c.email.in_(wanted), S.c.status != "lifted").distinct()
+            )
+            return {str(row.email) for row in rows}
+
     def is_suppressed(self, subject_id: str) -> bool:
         """Whether ``subject_id`` has a suppression that is not lifted."""
         with self.engine.connect() as conn:

@@ -8,11 +8,15 @@ from typing import Any
 
 from iterable_recipes.masking import mask_emails as mask_text
 from iterable_recipes.sync import change_log, state
+from iterable_recipes.sync.change_log import HELD_BACK
 from iterable_recipes.sync.definitions import SyncDefinition
+from iterable_recipes.sync.plan import LEAVING
 from iterable_recipes.sync.results import RunCounts
 from iterable_recipes.sync.sql import utc_now, utc_text
 
 MAX_REASON_CHARS = 1000
+# The reason a list member under a consent suppression is kept with: not sent, not a rejection by
+# Iterable, tried again by later runs (a lifted suppression lets them join).
 
 
 def _values(rows: Sequence[tuple[str, ...]]) -> tuple[str, list[str]]:
@@ -52,6 +56,8 @@ def _record(
     excluded = [k for k, _ in bad_rows] + missing
     excl_sql = f" AND IDENTITY NOT IN ({', '.join(['%s'] * len(excluded))})" if excluded else ""
     accepted = f"SELECT IDENTITY, ROW_HASH FROM {stage} WHERE {in_batch}{excl_sql}"
+    # A list member whose removal Iterable accepted leaves the snapshot; everyone else accepted joins it.
+    joined = f"{accepted} AND REASON <> '{LEAVING}'"
 
     cur = conn.cursor()
     try:
@@ -67,7 +73,7 @@ def _record(
             )
         cur.execute(
             f"""INSERT INTO {snap} (SYNC_NAME, IDENTITY, ROW_HASH, ACCEPTED_AT, RUN_ID)
-            SELECT %s, A.IDENTITY, A.ROW_HASH, %s::TIMESTAMP_NTZ, %s FROM ({accepted}) A""",
+            SELECT %s, A.IDENTITY, A.ROW_HASH, %s::TIMESTAMP_NTZ, %s FROM ({joined}) A""",
             (defn.name, at, run_id, *excluded),
         )
         if bad_rows:
@@ -197,6 +203,10 @@ def finish_run(
                 (defn.name, run_id),
             )
             counts.append(int(cur.fetchone()[0]))
+        removed = held = 0
+        if defn.is_list:
+            removed, held = _list_outcomes(cur, schema, defn, run_id)
+            counts[1] -= held  # held back by consent, not refused by Iterable
         cur.execute(
             f"""UPDATE {runs} SET STATUS = IFF(DRY_RUN, 'dry_run', %s), FINISHED_AT = %s::TIMESTAMP_NTZ,
               ACCEPTED = %s, REJECTED = %s, NOT_IN_ITERABLE = %s
@@ -235,4 +245,25 @@ def finish_run(
         accepted=counts[0],
         rejected=counts[1],
         not_in_iterable=counts[2],
+        removed=removed,
+        held_back=held,
     )
+
+
+def _list_outcomes(cur: Any, schema: str, defn: SyncDefinition, run_id: str) -> tuple[int, int]:
+    """A list run's members removed from the list (staged as leaving, no longer in the snapshot) and
+    members held back by consent (kept with ``HELD_BACK`` by this run)."""
+    stage = state.stage_table(schema, run_id)
+    snap, rej = state.table(schema, state.SNAPSHOT), state.table(schema, state.REJECTED)
+    # The run's staging table is still there: finish_run drops it only after reading these counts.
+    cur.execute(
+        f"""SELECT COUNT(*) FROM {stage} G WHERE G.REASON = '{LEAVING}' AND NOT EXISTS (
+          SELECT 1 FROM {snap} S WHERE S.SYNC_NAME = %s AND S.IDENTITY = G.IDENTITY)""",
+        (defn.name,),
+    )
+    removed = int(cur.fetchone()[0])
+    cur.execute(
+        f"SELECT COUNT(*) FROM {rej} WHERE SYNC_NAME = %s AND RUN_ID = %s AND REASON = %s",
+        (defn.name, run_id, HELD_BACK),
+    )
+    return removed, int(cur.fetchone()[0])

@@ -10,12 +10,14 @@ from typing import Any
 from iterable_recipes.sync import state
 from iterable_recipes.sync.convert import converter
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
+from iterable_recipes.sync.plan import LEAVING
 from iterable_recipes.sync.sql import value_columns
 
 
 @dataclass
 class Batch:
-    """One batch of the change set, ready for users/bulkUpdate (or events/trackBulk).
+    """One batch of the change set, ready for users/bulkUpdate (or events/trackBulk, or the list's
+    subscribe and unsubscribe: ``member_item``).
 
     ``items``, ``identities``, ``hashes`` and ``reasons`` are aligned by position. Pass the batch
     number and Iterable's per-identity outcome to ``accept_batch``.
@@ -80,6 +82,13 @@ def item_builder(defn: SyncDefinition) -> ItemBuilder:
     return build
 
 
+def member_item(defn: SyncDefinition, identity: str, reason: str) -> dict[str, Any]:
+    """A list sync's item: the change (``subscribe`` for an entering member, ``unsubscribe`` for one
+    that left the model) and the member as lists/subscribe and unsubscribe name it (email or userId)."""
+    action = "unsubscribe" if reason == LEAVING else "subscribe"
+    return {"action": action, "member": {defn.identity.kind.value: identity}}
+
+
 def build_item(defn: SyncDefinition, identity: str, row_hash: str, values: dict[str, Any]) -> dict[str, Any]:
     """The Iterable request item for one row: identity key, ``dataFields`` converted per mapping."""
     return item_builder(defn)(identity, row_hash, [values.get(column) for column in defn.columns])
@@ -93,8 +102,8 @@ def batch_query(defn: SyncDefinition, run_id: str, state_schema: str | None = No
     fakesnow's does, would otherwise hold the whole change set in memory at once).
     """
     stage = state.stage_table(state_schema, run_id)
-    values = ", ".join(name for _, name in value_columns(defn))
-    return f"""SELECT BATCH_NO, IDENTITY, ROW_HASH, REASON, {values}
+    values = "".join(f", {name}" for _, name in value_columns(defn))
+    return f"""SELECT BATCH_NO, IDENTITY, ROW_HASH, REASON{values}
         FROM {stage} WHERE BATCH_NO >= %s AND BATCH_NO < %s
         ORDER BY BATCH_NO, IDENTITY"""
 
@@ -116,6 +125,7 @@ def iter_batches(
     since planning is sent again by the next run. An identity is sent at most once.
     """
     build = item_builder(defn)
+    members = defn.is_list
     stage = state.stage_table(state_schema, run_id)
     query = batch_query(defn, run_id, state_schema)
     cur = conn.cursor()
@@ -141,7 +151,9 @@ def iter_batches(
                         if current is not None:
                             yield current
                         current = Batch(int(batch_no))
-                    current.items.append(build(identity, row_hash, row[4:]))
+                    current.items.append(
+                        member_item(defn, identity, row[3]) if members else build(identity, row_hash, row[4:])
+                    )
                     current.identities.append(identity)
                     current.hashes.append(row_hash)
                     current.reasons.append(row[3])

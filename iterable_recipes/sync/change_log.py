@@ -21,12 +21,15 @@ from iterable_recipes.sync import state
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition
 from iterable_recipes.sync.sql import utc_now, utc_text
 
+# The reasons a row is held back for consent: an event until the opt-out is in place, a list member
+# while the suppression lasts.
 CONSENT_HOLD = "consent-hold: waiting for the opt-out of this person"
+HELD_BACK = "held back: under a Marketo suppression, never added to a marketing list"
 REFERENCE_HEX = 12  # the row reference shown in artifacts: the start of the identity's hash
 # What happens next to a row, by its last status in the run.
 NEXT = {
     "rejected": "sent again by the next run",
-    "held": "sent once the person's opt-out is in place (a later run)",
+    "held": "sent by a later run once the opt-out is in place (to a list: once the suppression is lifted)",
     "not_in_iterable": "looked at again by a later run; update mode creates nobody",
     "failed": "sent again by the next run, or a retry of this one",
 }
@@ -34,7 +37,7 @@ NEXT = {
 
 def status_of(reason: str) -> str:
     """The log status of a row Iterable did not take: held back for an opt-out, or rejected."""
-    return "held" if reason == CONSENT_HOLD else "rejected"
+    return "held" if reason in (CONSENT_HOLD, HELD_BACK) else "rejected"
 
 
 def identity_hash(identity: str, kind: IdentityKind) -> str:

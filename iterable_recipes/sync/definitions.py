@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -27,6 +28,8 @@ from iterable_recipes.clients.iterable_models import refuse_subscription_field
 from iterable_recipes.config_files import ConfigError, load_yaml_model
 
 SYNCS_DIR = Path(__file__).resolve().parent / "syncs"
+# Example definitions (documentation, left out of the wheel): never a folder syncs are loaded from.
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 SYNC_SUFFIXES = (".yaml", ".yml")
 SYNC_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 MAX_BATCH_SIZE = 1000  # Iterable's bulk endpoints take at most 1000 items per request.
@@ -47,6 +50,9 @@ class SyncKind(StrEnum):
 
     USER_PROFILES = "user_profiles"
     CUSTOM_EVENTS = "custom_events"
+    # Each row is a member of one Iterable static list: entering rows join it, rows that left the
+    # model leave it (lists/subscribe and lists/unsubscribe). Nothing else about the person is written.
+    LIST_MEMBERSHIP = "list_membership"
 
 
 class SyncMode(StrEnum):
@@ -159,7 +165,11 @@ class SyncDefinition(BaseModel):
     kind: SyncKind = SyncKind.USER_PROFILES
     mode: SyncMode = SyncMode.UPDATE
     event_name: str | None = None
-    fields: dict[str, FieldMapping] = Field(min_length=1)
+    # kind list_membership: the static list's id, and whether it is a marketing list (the default: a
+    # person under a Marketo suppression never joins one). Checked after ``kind``, which they need.
+    list_id: int | None = Field(default=None, gt=0, validate_default=True)
+    marketing: StrictBool | None = Field(default=None, validate_default=True)
+    fields: dict[str, FieldMapping] = Field(default_factory=dict, validate_default=True)
     merge_nested_objects: bool = False
     not_in_iterable_retry_hours: float = Field(default=24.0, gt=0)
     batch_size: int = Field(default=MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
@@ -199,10 +209,56 @@ class SyncDefinition(BaseModel):
             )
         return value
 
+    @field_validator("list_id")
+    @classmethod
+    def _list_id_with_its_kind(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """A list sync names its list; no other kind has one."""
+        kind = info.data.get("kind")
+        if kind is SyncKind.LIST_MEMBERSHIP and value is None:
+            raise ValueError("required when kind is list_membership: the id of the Iterable static list")
+        if kind is not None and kind is not SyncKind.LIST_MEMBERSHIP and value is not None:
+            raise ValueError("only applies to kind list_membership")
+        return value
+
+    @field_validator("marketing", mode="before")
+    @classmethod
+    def _marketing_is_true_or_false(cls, value: Any) -> Any:
+        """YAML's true or false only: "no" or 0 would be a guess about consent."""
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {type(value).__name__} {value!r}")
+        return value
+
+    @field_validator("marketing")
+    @classmethod
+    def _marketing_with_its_kind(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        """Only a list is marketing or not; a marketing list is keyed by email, as the consent ledger is."""
+        kind = info.data.get("kind")
+        if kind is not None and kind is not SyncKind.LIST_MEMBERSHIP and value is not None:
+            raise ValueError("only applies to kind list_membership")
+        identity = info.data.get("identity")
+        if (
+            kind is SyncKind.LIST_MEMBERSHIP
+            and value is not False
+            and identity is not None
+            and identity.kind is not IdentityKind.EMAIL
+        ):
+            raise ValueError(
+                "a marketing list (the default) must be keyed by email: the consent ledger knows people "
+                "by address, so suppressed people could not be held back; key it by email, or set "
+                "marketing: false for a list that is not marketing"
+            )
+        return value
+
     @field_validator("fields")
     @classmethod
-    def _columns(cls, value: dict[str, FieldMapping]) -> dict[str, FieldMapping]:
-        """Column keys become upper-case identifiers; Iterable field names must be unique."""
+    def _columns(cls, value: dict[str, FieldMapping], info: ValidationInfo) -> dict[str, FieldMapping]:
+        """Column keys become upper-case identifiers; Iterable field names must be unique; a list sync
+        maps none (it writes membership alone), every other kind at least one."""
+        kind = info.data.get("kind")
+        if kind is SyncKind.LIST_MEMBERSHIP and value:
+            raise ValueError("a list_membership sync maps no fields: it writes list membership alone")
+        if kind is not None and kind is not SyncKind.LIST_MEMBERSHIP and not value:
+            raise ValueError("at least one mapped column is required")
         out: dict[str, FieldMapping] = {}
         seen: dict[str, str] = {}
         for column, mapping in value.items():
@@ -222,8 +278,10 @@ class SyncDefinition(BaseModel):
         """Cross-field rules, then remember the file for later error messages."""
         if self.kind is SyncKind.CUSTOM_EVENTS and not (self.event_name and self.event_name.strip()):
             raise ValueError("event_name is required when kind is custom_events")
-        if self.kind is SyncKind.USER_PROFILES and self.event_name:
+        if self.kind is not SyncKind.CUSTOM_EVENTS and self.event_name:
             raise ValueError("event_name only applies to kind custom_events")
+        if self.kind is SyncKind.LIST_MEMBERSHIP and self.mode is SyncMode.UPSERT:
+            raise ValueError("mode upsert does not apply to kind list_membership: a list sync creates nobody")
         if self.merge_nested_objects and not any(m.type is FieldType.OBJECT for m in self.fields.values()):
             raise ValueError("merge_nested_objects is set but no field has type object")
         if isinstance(info.context, dict) and info.context.get("path"):
@@ -236,6 +294,16 @@ class SyncDefinition(BaseModel):
         return self._path
 
     @property
+    def is_list(self) -> bool:
+        """Whether rows are members of a static list (kind list_membership)."""
+        return self.kind is SyncKind.LIST_MEMBERSHIP
+
+    @property
+    def is_marketing_list(self) -> bool:
+        """A list sync whose list counts as marketing: every one unless ``marketing: false``."""
+        return self.is_list and self.marketing is not False
+
+    @property
     def columns(self) -> list[str]:
         """Mapped columns in the fixed order the row hash uses (sorted, so YAML order does not matter)."""
         return sorted(self.fields)
@@ -243,11 +311,14 @@ class SyncDefinition(BaseModel):
     @property
     def mapping_fingerprint(self) -> str:
         """A short digest of what is sent; part of every row hash, so a mapping change resends all rows."""
-        spec = {
+        spec: dict[str, Any] = {
             "kind": self.kind.value,
             "event": self.event_name,
             "fields": [[c, self.fields[c].field, self.fields[c].type.value] for c in self.columns],
         }
+        if self.list_id is not None:
+            # Only when set: the other kinds' fingerprints (and so their snapshots) stay as they were.
+            spec["list"] = self.list_id
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -259,7 +330,7 @@ def load_sync_definition(path: Path | str) -> SyncDefinition:
 def load_named_sync(name: str, directory: Path | str = SYNCS_DIR) -> SyncDefinition:
     """Load the sync ``name`` from its own file in ``directory``, reading no other file; an unknown
     name or a bad file raises ConfigError naming the folder or the file, the key and the problem."""
-    folder = Path(directory)
+    folder = _definitions_folder(directory)
     if not re.match(SYNC_NAME, name):
         raise ConfigError(f"{name!r} is not a sync name (lower-case letters, digits, _ and -)")
     paths = [path for suffix in SYNC_SUFFIXES if (path := folder / f"{name}{suffix}").is_file()]
@@ -289,7 +360,11 @@ def read_sync_definitions(
     """The good definitions of ``directory`` by name, and each bad file's problems (file, key, problem)."""
     found: dict[str, SyncDefinition] = {}
     problems: dict[Path, str] = {}
-    for path in _sync_files(Path(directory)):
+    try:
+        folder = _definitions_folder(directory)
+    except ConfigError as exc:
+        return found, {Path(directory): str(exc)}
+    for path in _sync_files(folder):
         try:
             defn = load_sync_definition(path)
         except ConfigError as exc:
@@ -300,6 +375,18 @@ def read_sync_definitions(
             continue
         found[defn.name] = defn
     return found, problems
+
+
+def _definitions_folder(directory: Path | str) -> Path:
+    """``directory`` as a folder of definitions; the examples folder is refused (ConfigError): its files
+    show how to write a sync, and their placeholder ids would be sent to as if they were real."""
+    folder = Path(directory)
+    if folder.resolve() == EXAMPLES_DIR:
+        raise ConfigError(
+            f"{folder}: this folder holds example definitions, never loaded as syncs; copy an example "
+            "into SYNC_DEFINITIONS_DIR (by default the shipped syncs/ folder) to use it"
+        )
+    return folder
 
 
 def _sync_files(folder: Path) -> list[Path]:

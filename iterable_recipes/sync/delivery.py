@@ -19,17 +19,20 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from iterable_recipes.clients.batching import send_in_batches
+from iterable_recipes.clients.batching import batches, send_in_batches, send_splitting
 from iterable_recipes.clients.iterable import IterableClient
-from iterable_recipes.clients.iterable_models import FailureCategory
+from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory
 from iterable_recipes.clients.lookups import look_up_many
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.sentences import counted, error_text, tally
 from iterable_recipes.sync.accept import accept_batch
 from iterable_recipes.sync.batches import iter_batches
-from iterable_recipes.sync.change_log import CONSENT_HOLD, log_failed_batches
+from iterable_recipes.sync.change_log import CONSENT_HOLD, HELD_BACK, log_failed_batches
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
+
+# Room for a list request's wrapper: {"listId":<19 digits>,"subscribers":[],"updateExistingUsersOnly":true}.
+LIST_ENVELOPE_BYTES = 128
 
 
 @dataclass
@@ -41,17 +44,22 @@ class BatchReport:
     rejected: dict[int, str] = field(default_factory=dict)
     not_found: list[int] = field(default_factory=list)
     size: int = 0
+    joined: int = 0  # list syncs: members Iterable added to the list
+    left: int = 0  # list syncs: members Iterable removed from it
 
     def sentence(self, defn: SyncDefinition, batches: int) -> str:
         """The batch's log line: "Batch 3 of 40, 1,000 rows: Iterable accepted 998; 2 rejected (...),
         sent again by later runs; ..." (0-based ``batch_no``, shown 1-based as operators count)."""
         held = sum(1 for reason in self.rejected.values() if reason == CONSENT_HOLD)
-        refused = [reason for reason in self.rejected.values() if reason != CONSENT_HOLD]
+        kept = sum(1 for reason in self.rejected.values() if reason == HELD_BACK)
+        refused = [reason for reason in self.rejected.values() if reason not in (CONSENT_HOLD, HELD_BACK)]
         accepted = self.size - len(self.rejected) - len(self.not_found)
         parts = [
             f"Batch {self.batch_no + 1} of {batches}, {counted(self.size, 'row')}: "
             f"Iterable accepted {accepted:,}"
         ]
+        if defn.is_list and (self.joined or self.left):
+            parts[0] += f" ({self.joined:,} added to list {defn.list_id}, {self.left:,} removed)"
         if refused:
             parts.append(f"{len(refused):,} rejected ({tally(refused)}), sent again by later runs")
         if self.not_found:
@@ -59,13 +67,20 @@ class BatchReport:
             parts.append(f"{counted(len(self.not_found), 'person', 'people')} {what}, looked at again later")
         if held:
             parts.append(f"held back {counted(held, 'event')} for people waiting on their opt-out")
+        if kept:
+            parts.append(
+                f"held back {counted(kept, 'member')} under a Marketo suppression (not added to a "
+                "marketing list), looked at again by later runs"
+            )
         return "; ".join(parts) + "."
 
 
 def looks_up_first(defn: SyncDefinition) -> bool:
-    """Update mode keyed by email: Iterable would create unknown people, so each is looked up first."""
+    """Update mode keyed by email (a list sync always is): Iterable would create unknown people, so
+    each is looked up first (lists/subscribe's updateExistingUsersOnly does not hold in an
+    email-based project)."""
     return (
-        defn.kind is SyncKind.USER_PROFILES
+        defn.kind in (SyncKind.USER_PROFILES, SyncKind.LIST_MEMBERSHIP)
         and defn.mode is SyncMode.UPDATE
         and defn.identity.kind is IdentityKind.EMAIL
     )
@@ -77,8 +92,10 @@ def deliver_batch(
     batch_no: int,
     items: Sequence[dict[str, Any]],
     consent: Callable[[list[str]], set[str]] | None = None,
+    suppressed: Callable[[list[str]], set[str]] | None = None,
 ) -> BatchReport:
-    """Send one batch (users/bulkUpdate or events/trackBulk); unknown people are reported, never created.
+    """Send one batch (users/bulkUpdate or events/trackBulk, or a list sync's changes through
+    ``deliver_members``); unknown people are reported, never created.
 
     ``consent`` (email identities) queues the opt-out of each person under a consent suppression and
     names them: after a profile write it is called with the people Iterable accepted; before an event
@@ -86,6 +103,8 @@ def deliver_batch(
     send them once the opt-out is in place). Raises the ``ApiError`` of a request that failed as a whole:
     the batch is then not accepted.
     """
+    if defn.is_list:
+        return deliver_members(client, defn, batch_no, items, suppressed)
     report = BatchReport(batch_no, size=len(items))
     positions = list(range(len(items)))
     if consent is not None and defn.kind is SyncKind.CUSTOM_EVENTS:
@@ -112,6 +131,75 @@ def deliver_batch(
         if consent is not None and defn.kind is SyncKind.USER_PROFILES:
             failed = set(report.rejected) | set(report.not_found)
             consent([items[p]["email"] for p in positions if p not in failed])
+    return report
+
+
+def deliver_members(
+    client: IterableClient,
+    defn: SyncDefinition,
+    batch_no: int,
+    items: Sequence[dict[str, Any]],
+    suppressed: Callable[[list[str]], set[str]] | None = None,
+) -> BatchReport:
+    """Send one batch of a list sync: entering members through lists/subscribe, leaving ones through
+    lists/unsubscribe (``channelUnsubscribe`` false), each request at most 1000 members and 4 MB.
+
+    Nobody is created: ``updateExistingUsersOnly`` is sent true, and members keyed by email are looked
+    up first (an email-based project creates unknown addresses whatever that flag says); unknown people
+    are reported as not found. On a marketing list, ``suppressed`` (email identities -> the normalised
+    addresses under a consent suppression) names the entering members held back: never sent, kept as
+    ``HELD_BACK`` for later runs. It is required for a marketing list: without it the batch is refused.
+    A leaving member Iterable does not know is not on the list: counted as removed. Raises the
+    ``ApiError`` of a request that failed as a whole: the batch is then not accepted.
+    """
+    report = BatchReport(batch_no, size=len(items))
+    entering = [p for p, item in enumerate(items) if item["action"] == "subscribe"]
+    leaving = [p for p, item in enumerate(items) if item["action"] == "unsubscribe"]
+    if defn.is_marketing_list and entering:
+        if suppressed is None:
+            raise ValueError(f"sync {defn.name}: a marketing list needs the consent ledger to send to")
+        held = suppressed([items[p]["member"]["email"] for p in entering])
+        for position in entering:
+            if normalise_email(items[position]["member"]["email"]) in held:
+                report.rejected[position] = HELD_BACK
+        entering = [p for p in entering if p not in report.rejected]
+    if looks_up_first(defn) and entering:
+        known: list[int] = []
+        emails = [items[p]["member"]["email"] for p in entering]
+        for position, found in zip(entering, look_up_many(client, emails), strict=True):
+            if isinstance(found, Exception):
+                raise found  # a failed look-up is retryable or fatal for the batch, never "unknown"
+            (known if found is not None else report.not_found).append(position)
+        entering = known
+    list_id = int(defn.list_id or 0)
+
+    def subscribe(members: Sequence[dict[str, Any]]) -> BulkResult:
+        return client.subscribe_to_list(list_id, members, update_existing_users_only=True)
+
+    def unsubscribe(members: Sequence[dict[str, Any]]) -> BulkResult:
+        return client.unsubscribe_from_list(list_id, members, channel_unsubscribe=False)
+
+    for positions, send, joining in ((entering, subscribe, True), (leaving, unsubscribe, False)):
+        if not positions:
+            continue
+        members = [items[p]["member"] for p in positions]
+        chunks = batches(members, envelope_bytes=LIST_ENVELOPE_BYTES)
+        result = BulkResult.merge("lists", [send_splitting(chunk, send) for chunk in chunks])
+        report.sent += result.size
+        done = result.size
+        for index, failure in result.failures.items():
+            if failure.category is FailureCategory.NOT_FOUND:
+                if joining:
+                    report.not_found.append(positions[index])
+                    done -= 1
+                # else: a person Iterable does not know is on no list; their removal is done.
+            else:
+                report.rejected[positions[index]] = mask_emails(f"{failure.category}: {failure.reason}")
+                done -= 1
+        if joining:
+            report.joined = done
+        else:
+            report.left = done
     return report
 
 

@@ -21,7 +21,8 @@ from iterable_recipes.sync.sql import (
 )
 from iterable_recipes.sync.validate import validate_against_warehouse
 
-REASONS = ("new", "changed", "rejected_retry", "not_found_retry")
+LEAVING = "leaving"  # a list member that left the model: removed from the list (kind list_membership)
+REASONS = ("new", "changed", "rejected_retry", "not_found_retry", LEAVING)
 
 
 def _scalar_row(cur: Any, sql: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
@@ -74,21 +75,33 @@ def plan_changes(
         # The model is evaluated once: one row per identity with its row count, hash and mapped values
         # (the values of an identity with N = 1 are its only row's; duplicates are never sent).
         # NULL_ROWS tells a NULL identity from a blank one in the run's report; both have ID NULL.
-        picked = ", ".join(f"M.{column} AS {name}" for column, name in value_columns(defn))
-        kept = ", ".join(f"ANY_VALUE({name}) AS {name}" for _, name in value_columns(defn))
+        picked = "".join(f", M.{column} AS {name}" for column, name in value_columns(defn))
+        kept = "".join(f", ANY_VALUE({name}) AS {name}" for _, name in value_columns(defn))
+        names = "".join(f", {name}" for _, name in value_columns(defn))
         raw_null = f"IFF(M.{defn.identity.column} IS NULL, 1, 0)"
         cur.execute(
             f"""CREATE OR REPLACE TABLE {work} AS
-            SELECT ID, COUNT(*) AS N, SUM(Z) AS NULL_ROWS, MIN(H) AS H, {kept}
-            FROM (SELECT {identity_expr(defn)} AS ID, {raw_null} AS Z, {row_hash_expr(defn)} AS H, {picked}
+            SELECT ID, COUNT(*) AS N, SUM(Z) AS NULL_ROWS, MIN(H) AS H{kept}
+            FROM (SELECT {identity_expr(defn)} AS ID, {raw_null} AS Z, {row_hash_expr(defn)} AS H{picked}
               FROM {source_subquery(defn)})
             GROUP BY ID"""
         )
         keep_invalid(cur, work, state.invalid_table(schema, run_id))
+        changes = "SELECT ID, H, REASON" + names + " FROM C WHERE REASON IS NOT NULL"
+        order = "ID"
+        if defn.is_list:
+            # Members in the snapshot (Iterable accepted them) whose identity left the model leave the
+            # list; they stay in the snapshot until Iterable accepts their removal. Staged after the
+            # entering members, so batches hold one kind of change but for one.
+            changes += f"""
+              UNION ALL
+              SELECT S.IDENTITY, S.ROW_HASH, '{LEAVING}' FROM {snap} S WHERE S.SYNC_NAME = {sync}
+                AND NOT EXISTS (SELECT 1 FROM {work} W WHERE W.ID = S.IDENTITY)"""
+            order = f"IFF(REASON = '{LEAVING}', 1, 0), ID"
         cur.execute(
             f"""CREATE OR REPLACE TABLE {stage} AS
             WITH C AS (
-              SELECT W.ID, W.H, {", ".join(f"W.{name}" for _, name in value_columns(defn))},
+              SELECT W.ID, W.H{"".join(f", W.{name}" for _, name in value_columns(defn))},
                 CASE
                   WHEN R.IDENTITY IS NOT NULL THEN 'rejected_retry'
                   WHEN F.IDENTITY IS NOT NULL AND F.ROW_HASH <> W.H THEN 'changed'
@@ -106,9 +119,8 @@ def plan_changes(
               WHERE W.ID IS NOT NULL AND W.N = 1
             )
             SELECT ID AS IDENTITY, H AS ROW_HASH, REASON,
-              FLOOR((ROW_NUMBER() OVER (ORDER BY ID) - 1) / {int(size)})::INTEGER AS BATCH_NO,
-              {", ".join(name for _, name in value_columns(defn))}
-            FROM C WHERE REASON IS NOT NULL
+              FLOOR((ROW_NUMBER() OVER (ORDER BY {order}) - 1) / {int(size)})::INTEGER AS BATCH_NO{names}
+            FROM ({changes}) CH
             ORDER BY BATCH_NO, IDENTITY"""
         )
         total, nulls, dup_rows, dup_ids, valid = (
@@ -134,7 +146,9 @@ def plan_changes(
         # A run refused for its invalid rows sends nothing, so it forgets nobody either: a model whose
         # identity column broke would otherwise empty the snapshot and the fixed model resend every row.
         refused = defn.on_invalid_rows == "fail" and nulls + dup_rows > 0
-        removed = 0 if dry_run or refused else _forget_departed(cur, work, (snap, rej, nf), sync)
+        # A list's snapshot is its members: they leave it once Iterable accepted their removal.
+        forget = (rej, nf) if defn.is_list else (snap, rej, nf)
+        removed = 0 if dry_run or refused else _forget_departed(cur, work, forget, sync)
         cur.execute(f"DROP TABLE IF EXISTS {work}")
         to_send = sum(by_reason.values())
         summary = ChangeSetSummary(
@@ -144,7 +158,7 @@ def plan_changes(
             rows_in_model=total,
             new=by_reason["new"],
             changed=by_reason["changed"],
-            unchanged=valid - to_send - _int(waiting),
+            unchanged=valid - (to_send - by_reason[LEAVING]) - _int(waiting),
             rejected_retry=by_reason["rejected_retry"],
             not_found_retry=by_reason["not_found_retry"],
             not_found_waiting=_int(waiting),
@@ -154,6 +168,7 @@ def plan_changes(
             removed_from_state=removed,
             to_send=to_send,
             batches=batches,
+            leaving=by_reason[LEAVING],
         )
         _record_plan(cur, schema, defn, summary, now)
         return summary

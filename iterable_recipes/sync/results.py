@@ -26,6 +26,7 @@ class ChangeSetSummary:
     removed_from_state: int  # state entries whose identity left the model
     to_send: int
     batches: int
+    leaving: int = 0  # list members that left the model, to be removed from the list (in to_send)
 
     @property
     def retried(self) -> int:
@@ -45,9 +46,10 @@ class ChangeSetSummary:
         """The plan's log line: "Sync gitlab_marketing_contacts: 40,000 rows to send in 40 batches
         (12 new, 39,988 changed, 0 retried); 960,000 unchanged." (a dry run says what it would send)."""
         doing = "would send" if self.dry_run else "to send"
+        leaving = f", {self.leaving:,} leaving the list" if self.leaving else ""
         line = (
             f"Sync {self.sync_name}: {self.to_send:,} row(s) {doing} in {self.batches:,} batch(es) "
-            f"({self.new:,} new, {self.changed:,} changed, {self.retried:,} retried); "
+            f"({self.new:,} new, {self.changed:,} changed, {self.retried:,} retried{leaving}); "
             f"{self.unchanged:,} unchanged"
         )
         if self.not_found_waiting:
@@ -74,6 +76,8 @@ class RunCounts:
     accepted: int
     rejected: int
     not_in_iterable: int
+    removed: int = 0  # list members Iterable removed from the list in this run
+    held_back: int = 0  # list members under a consent suppression, not added (tried again later)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain counts, for a Prefect artifact or a log line."""

@@ -111,6 +111,41 @@ def test_every_client_method_conforms(checked: tuple[IterableClient, SpecCheckin
     }
 
 
+LIST_ANSWERS: dict[str, httpx.Response] = {
+    "/api/lists": httpx.Response(
+        200, json={"lists": [{"id": 7, "name": "x", "createdAt": 1, "listType": "Standard"}]}
+    ),
+    "/api/lists/subscribe": httpx.Response(200, json={"successCount": 2, "failCount": 0}),
+    "/api/lists/unsubscribe": httpx.Response(200, json={"successCount": 1, "failCount": 0}),
+    "/api/lists/getUsers": httpx.Response(200, text=f"{EMAIL}\n"),
+    "/api/lists/7/size": httpx.Response(200, text="1"),
+}
+
+
+def test_list_methods_conform() -> None:
+    def lists(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/api/lists":
+            return httpx.Response(200, json={"listId": 7})
+        return LIST_ANSWERS[request.url.path]
+
+    transport = SpecCheckingTransport(httpx.MockTransport(lists))
+    with IterableClient("k", transport=transport, retry=NO_RETRY) as client:
+        assert client.create_list("x", "y") == 7
+        assert [item.id for item in client.get_lists()] == [7]
+        assert client.subscribe_to_list(7, [{"email": EMAIL}, {"userId": "u1"}]).failures == {}
+        assert client.unsubscribe_from_list(7, [{"email": EMAIL}]).failures == {}
+        assert client.get_list_users(7, prefer_user_id=True) == [EMAIL]
+        assert client.get_list_size(7) == 1
+    assert transport.violations == []
+    assert {template for _, template in transport.checked} == {
+        "/api/lists",
+        "/api/lists/subscribe",
+        "/api/lists/unsubscribe",
+        "/api/lists/getUsers",
+        "/api/lists/{listId}/size",
+    }
+
+
 def test_a_misspelt_field_fails(checked: tuple[IterableClient, SpecCheckingTransport]) -> None:
     client, transport = checked
     with client, pytest.raises(SpecViolation, match="dataFeilds"):
@@ -127,6 +162,12 @@ def test_a_misspelt_field_fails(checked: tuple[IterableClient, SpecCheckingTrans
         ("/api/events/trackBulk", {"events": [{"eventName": "x", "dataField": {}}]}, "events/0"),
         ("/api/users/bulkUpdate", {"users": [{"email": EMAIL}], "createNewFields": "yes"}, "createNewFields"),
         ("/api/users/bulkUpdate", {"users": [{"email": EMAIL, "createNewFields": True}]}, "users/0"),
+        (
+            "/api/lists/subscribe",
+            {"listId": 1, "subscribers": [], "updateExistingUserOnly": True},
+            "UserOnly",
+        ),
+        ("/api/lists/unsubscribe", {"listId": 1, "subscribers": [{"mail": EMAIL}]}, "subscribers/0"),
         (
             "/api/users/updateSubscriptions",
             {"email": EMAIL, "unsubscribedChannelIds": ["1"]},

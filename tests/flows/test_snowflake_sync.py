@@ -436,10 +436,11 @@ def test_a_failed_batch_is_logged_failed_and_its_table_is_capped(iterable_standi
 
     assert state.is_failed()
     statuses = [row[3] for row in _change_log(warehouse, "contacts_upsert")]
-    assert statuses.count("failed") == 500 and statuses.count("accepted") == 2_000
+    failed = statuses.count("failed")  # one whole batch: which one depends on the order of the answers
+    assert failed in (500, 1_000) and statuses.count("accepted") == 2_500 - failed
     (artifact,) = flow_run_artifacts(state, "sync-contacts-upsert-not-sent")
     rows = json.loads(artifact.data)
-    assert len(rows) == 101 and rows[-1]["identity"] == "and 400 more not shown", rows[-1]
+    assert len(rows) == 101 and rows[-1]["identity"] == f"and {failed - 100} more not shown", rows[-1]
     assert "400" in rows[0]["error"] and rows[0]["next"].startswith("sent again by the next run")
 
 

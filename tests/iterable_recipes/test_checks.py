@@ -160,7 +160,9 @@ def test_live_checks_pass_against_vendors_that_agree(live: dict[str, Any]):
     findings = _live_findings(live)
     assert _failed(list(findings.values())) == {}
     assert {"Iterable API key", "consent policy vs Iterable", "sync field types vs Iterable",
-            "Marketo credentials", "warehouse and source queries"} <= set(findings)  # fmt: skip
+            "sync lists vs Iterable", "Marketo credentials",
+            "warehouse and source queries"} <= set(findings)  # fmt: skip
+    assert findings["sync lists vs Iterable"].detail == "no sync names a list"
 
 
 def test_live_checks_name_each_disagreement(live: dict[str, Any]):
@@ -182,6 +184,34 @@ def test_a_model_that_lost_a_mapped_column_fails_the_warehouse_check(live: dict[
     conn.cursor().execute(f"ALTER TABLE {MODEL_TABLE} DROP COLUMN GLM_SOURCE")
     failed = _failed(list(_live_findings(live).values()))
     assert "GLM_SOURCE" in failed["warehouse and source queries"]
+
+
+def test_the_list_check_confirms_each_list_sync_names_a_static_list(
+    live: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    sandbox = live["iterable"].sandbox
+    real = sandbox.create_list("Trial onboarding")
+    dynamic = sandbox.create_list("Everyone on a plan", list_type="Dynamic")
+    folder = tmp_path / "syncs"
+    folder.mkdir()
+    member = {"source": {"table": MODEL_TABLE}, "identity": {"column": "EMAIL_ADDRESS", "kind": "email"},
+              "kind": "list_membership"}  # fmt: skip
+    for name, list_id in {"good_list": real, "gone_list": 987_654, "dynamic_list": dynamic}.items():
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(member | {"list_id": list_id}))
+    monkeypatch.setenv("SYNC_DEFINITIONS_DIR", str(folder))
+    failed = _failed(list(_live_findings(live).values()))
+    problem = failed["sync lists vs Iterable"]
+    assert "gone_list.yaml: list_id: list 987654 is not in the Iterable project" in problem
+    assert f"dynamic_list.yaml: list_id: list {dynamic} is a Dynamic list" in problem
+    assert "good_list" not in problem
+    lists_asked = live["iterable"].sandbox.stats()["requests"]["lists"]
+    assert lists_asked == {"200": 1}  # one GET /api/lists for every list sync
+
+    (folder / "gone_list.yaml").unlink()
+    (folder / "dynamic_list.yaml").unlink()
+    findings = _live_findings(live)
+    assert findings["sync lists vs Iterable"].ok
+    assert findings["sync lists vs Iterable"].detail == "1 list sync(s) name static lists of the project"
 
 
 def test_a_key_of_the_other_data_center_names_the_region_to_set(monkeypatch: pytest.MonkeyPatch):

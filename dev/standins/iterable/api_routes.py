@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from dev.standins.iterable import endpoints, events, exports, profiles, subscriptions
+from dev.standins.iterable import endpoints, events, exports, lists, profiles, subscriptions
 from dev.standins.iterable.answers import Answer, bad_params, envelope
 from dev.standins.iterable.gate import BODY_KEY
 from dev.standins.iterable.store import IterableSandbox
@@ -200,6 +200,51 @@ async def subscribe_bulk(request: Request, group: str, group_id: str, action: st
     return _reply(
         subscriptions.subscribe_bulk(_sandbox(request), group, _numeric(group_id), action, body, name)
     )
+
+
+@router.get("/lists")
+async def get_lists(request: Request) -> Response:
+    """Every list of the project."""
+    return _reply(lists.all_lists(_sandbox(request)))
+
+
+@router.post("/lists")
+async def create_list(request: Request) -> Response:
+    """Create a static list."""
+    return await _post(request, lists.create)
+
+
+@router.post("/lists/subscribe")
+async def list_subscribe(request: Request) -> Response:
+    """Add members to a static list (creates unknown addresses: an email-based project)."""
+    return await _post(request, lambda sb, body: lists.change_members(sb, body, True))
+
+
+@router.post("/lists/unsubscribe")
+async def list_unsubscribe(request: Request) -> Response:
+    """Remove members from a static list."""
+    return await _post(request, lambda sb, body: lists.change_members(sb, body, False))
+
+
+def _text(answer: str | tuple[int, Any]) -> Response:
+    """A plain-text answer (the spec's text/plain operations), or the error envelope."""
+    if isinstance(answer, tuple):
+        return _reply(answer)
+    return Response(answer, media_type="text/plain")
+
+
+@router.get("/lists/getUsers")
+async def list_users(
+    request: Request, listId: str | None = None, preferUserId: str | None = None
+) -> Response:
+    """The members of a list, one a line."""
+    return _text(lists.member_lines(_sandbox(request), listId, preferUserId))
+
+
+@router.get("/lists/{list_id}/size")
+async def list_size(request: Request, list_id: str) -> Response:
+    """How many members a list has."""
+    return _text(lists.size(_sandbox(request), list_id))
 
 
 @router.get("/export/data.json")

@@ -78,6 +78,15 @@ def seed_users(request: Request, users: list[SeedUser]) -> dict[str, int]:
     return {"seeded": count}
 
 
+@router.get("/lists/{list_id}/members")
+def list_members(request: Request, list_id: int) -> list[str]:
+    """The applied members of a list (404 for an unknown list)."""
+    sandbox = _sandbox(request)
+    if list_id not in sandbox.lists:
+        raise HTTPException(status_code=404, detail="no such list")
+    return sandbox.list_members(list_id)
+
+
 @router.get("/events")
 def list_events(request: Request) -> dict[str, dict[str, Any]]:
     """Every stored event by id."""

@@ -21,6 +21,11 @@ _FIXED = {
     ("GET", "channels"): "channels",
     ("GET", "messageTypes"): "messageTypes",
     ("GET", "export/data.json"): "export/data.json",
+    ("GET", "lists"): "lists",
+    ("POST", "lists"): "lists/create",
+    ("POST", "lists/subscribe"): "lists/subscribe",
+    ("POST", "lists/unsubscribe"): "lists/unsubscribe",
+    ("GET", "lists/getUsers"): "lists/getUsers",
 }
 
 
@@ -35,6 +40,8 @@ def resolve(method: str, path: str, query: str) -> str:
         return "users/byUserId"
     if method == "GET" and parts[0] == "users" and len(parts) == 2 and "@" in parts[1]:
         return "users/getByEmail"
+    if method == "GET" and parts[0] == "lists" and len(parts) == 3 and parts[2] == "size":
+        return "lists/size"
     if parts[0] == "subscriptions":
         if len(parts) == 5 and method == "PATCH":
             return SUBSCRIBE

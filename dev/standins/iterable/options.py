@@ -19,8 +19,12 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "channels": 100,
     "messageTypes": 100,
     "export/data.json": 4,
+    "lists": 100,
+    "lists/getUsers": 5,
+    "lists/size": 5,
 }
-RATE_WINDOWS: dict[str, float] = {"export/data.json": 60.0}
+# lists/subscribe and lists/unsubscribe state no limit in the spec: unpaced unless a test sets one.
+RATE_WINDOWS: dict[str, float] = {"export/data.json": 60.0, "lists/getUsers": 60.0, "lists/size": 60.0}
 
 # Epoch milliseconds, as Iterable reports message type timestamps.
 _SEED_TIME_MS = 1_700_000_000_000

@@ -80,6 +80,8 @@ class ProfileWrite:
     merge_nested: bool
     # Subscription arrays this write replaces (users/bulkUpdate writes some of them, see fields.py).
     subs: dict[str, list[int]] = field(default_factory=dict)
+    # Static list memberships this write changes: (list id, member after it), from lists/(un)subscribe.
+    list_changes: tuple[tuple[int, bool], ...] = ()
 
 
 class IterableSandbox:
@@ -105,6 +107,10 @@ class IterableSandbox:
         self.profile_writes: dict[str, int] = defaultdict(int)
         self.subscription_writes: dict[str, int] = defaultdict(int)
         self.users_created: dict[str, int] = defaultdict(int)
+        self.list_writes: dict[str, int] = defaultdict(int)
+        # Static lists by id (GET /api/lists): id, name, description, createdAt (epoch ms), listType.
+        self.lists: dict[int, dict[str, Any]] = {}
+        self._list_ids = itertools.count(1001)
         # Per person, in order: each event and subscription write as it took effect (control API only;
         # tuples, as a drain bench writes 100,000 events): (order, epoch s, kind, detail name, detail).
         self.writes_by_email: dict[str, list[tuple[int, float, str, str, Any]]] = defaultdict(list)
@@ -159,8 +165,21 @@ class IterableSandbox:
         else:
             self._apply(write)
 
+    def write_list(self, email: str, user_id: str | None, list_id: int, member: bool, endpoint: str) -> None:
+        """Queue one static-list membership change; applied like profile writes (``profile_delay_seconds``
+        later), creating the user when ``member`` and nobody has that address by then."""
+        self.list_writes[email.lower()] += 1
+        write = ProfileWrite(endpoint, email, user_id, {}, False, list_changes=((list_id, member),))
+        delay = self.options.profile_delay_seconds
+        if delay > 0:
+            heapq.heappush(self._pending, (time.monotonic() + delay, next(self._sequence), write))
+        else:
+            self._apply(write)
+
     def _apply(self, write: ProfileWrite) -> None:
         user = self.users_by_email.get(write.email.lower())
+        if user is None and write.list_changes and not any(member for _, member in write.list_changes):
+            return  # a removal from a list never creates anyone (and the person is gone meanwhile)
         if user is None:
             user = self.create_user(write.email, write.endpoint, write.user_id)
         elif write.user_id is not None:
@@ -168,6 +187,12 @@ class IterableSandbox:
         merge_fields(user.data, write.fields, write.merge_nested)
         for name, ids in write.subs.items():
             user.subs[name] = list(ids)
+        lists = user.subs["emailListIds"]
+        for list_id, member in write.list_changes:
+            if member and list_id not in lists:
+                lists.append(list_id)
+            elif not member and list_id in lists:
+                lists.remove(list_id)
         user.updated_at = iterable_now()
 
     def settle(self, everything: bool = False) -> int:
@@ -273,6 +298,22 @@ class IterableSandbox:
             for order, at, kind, name, value in entries
         ]
 
+    def create_list(self, name: str, description: str | None = None, list_type: str = "Standard") -> int:
+        """Make a list (a static ``Standard`` one unless told) and return its id."""
+        with self.lock:
+            list_id = next(self._list_ids)
+            item = {"id": list_id, "name": name, "createdAt": int(time.time() * 1000), "listType": list_type}
+            if description is not None:
+                item["description"] = description
+            self.lists[list_id] = item
+            return list_id
+
+    def list_members(self, list_id: int) -> list[str]:
+        """The addresses of the applied members of a list, sorted (what GET lists/getUsers answers)."""
+        with self.lock:
+            self.settle()
+            return sorted(u.email for u in self.users_by_email.values() if list_id in u.subs["emailListIds"])
+
     def events(self) -> dict[str, dict[str, Any]]:
         """Every stored event by id."""
         with self.lock:
@@ -288,6 +329,7 @@ class IterableSandbox:
                 "profile_writes": dict(self.profile_writes),
                 "subscription_writes": dict(self.subscription_writes),
                 "users_created": dict(self.users_created),
+                "list_writes": dict(self.list_writes),
                 "pending_profile_writes": len(self._pending),
                 "users": len(self.users_by_email),
                 "events": len(self.events_by_id),

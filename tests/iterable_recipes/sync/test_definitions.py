@@ -12,6 +12,7 @@ from iterable_recipes.clients.iterable_models import SUBSCRIPTION_FIELDS
 from iterable_recipes.config_files import ConfigError
 from iterable_recipes.sync import validate_against_warehouse
 from iterable_recipes.sync.definitions import (
+    EXAMPLES_DIR,
     SYNCS_DIR,
     FieldType,
     all_sync_definitions,
@@ -196,3 +197,70 @@ def test_loading_every_sync_reports_every_bad_file_at_once(tmp_path: Path) -> No
         line.startswith(f"{folder / 'demo.yml'}: name: sync 'demo' is already defined") for line in lines
     )
     assert all(line.startswith(str(folder)) for line in lines), lines
+
+
+LIST = """
+source: {sql: "SELECT EMAIL_ADDRESS FROM ANALYTICS.PUBLIC.MEMBERS"}
+identity: {column: email_address, kind: email}
+kind: list_membership
+"""
+
+
+def test_a_list_membership_sync_names_its_list_and_counts_as_marketing(tmp_path: Path) -> None:
+    defn = load_sync_definition(write(tmp_path, LIST + "list_id: 4321\n"))
+    assert defn.is_list and defn.list_id == 4321 and defn.fields == {}
+    assert defn.is_marketing_list  # every list counts as marketing unless it says otherwise
+    assert not load_sync_definition(
+        write(tmp_path, LIST + "list_id: 4321\nmarketing: false\n")
+    ).is_marketing_list
+    # The list is part of what a row hash covers; the other kinds' fingerprints do not change.
+    other = load_sync_definition(write(tmp_path, LIST + "list_id: 4322\n"))
+    assert other.mapping_fingerprint != defn.mapping_fingerprint
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ("", "list_id", "required when kind is list_membership"),
+        ("list_id: 0\n", "list_id", "greater than 0"),
+        ("list_id: twelve\n", "list_id", "valid integer"),
+        ("list_id: 5\nmarketing: sometimes\n", "marketing", "must be true or false"),
+        ("list_id: 5\nmarketing: 1\n", "marketing", "must be true or false"),
+        ("list_id: 5\nmode: upsert\n", "(top level)", "creates nobody"),
+        ("list_id: 5\nfields: {A: {field: a, type: string}}\n", "fields", "maps no fields"),
+        ("list_id: 5\nevent_name: joined\n", "(top level)", "event_name only applies"),
+    ],
+)
+def test_bad_list_definitions_name_file_key_and_problem(
+    tmp_path: Path, extra: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, LIST + extra)
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(path)
+    assert f"{path}: {key}: " in str(err.value) and problem in str(err.value)
+
+
+def test_list_settings_belong_to_list_syncs_and_marketing_lists_to_emails(tmp_path: Path) -> None:
+    for extra, key in (("list_id: 5\n", "list_id"), ("marketing: false\n", "marketing")):
+        with pytest.raises(ConfigError, match=f"{key}: Value error, only applies to kind list_membership"):
+            load_sync_definition(write(tmp_path, GOOD.replace("fields:", f"{extra}fields:")))
+    by_user_id = LIST.replace("{column: email_address, kind: email}", "{column: user_id, kind: userId}")
+    with pytest.raises(ConfigError, match=r"marketing: .*must be keyed by email"):
+        load_sync_definition(write(tmp_path, by_user_id + "list_id: 5\n"))
+    assert load_sync_definition(write(tmp_path, by_user_id + "list_id: 5\nmarketing: false\n")).is_list
+
+
+def test_examples_load_but_are_never_syncs(tmp_path: Path) -> None:
+    examples = sorted(EXAMPLES_DIR.glob("*.yaml"))
+    assert examples, "the examples folder holds at least one definition"
+    for path in examples:
+        assert load_sync_definition(path).name == path.stem  # each example is a valid definition
+    shipped = all_sync_definitions()
+    assert not {path.stem for path in examples} & set(shipped)
+    with pytest.raises(ConfigError, match="example definitions, never loaded as syncs"):
+        load_named_sync(examples[0].stem, EXAMPLES_DIR)
+    with pytest.raises(ConfigError, match="example definitions"):
+        all_sync_definitions(EXAMPLES_DIR)
+    # The wheel leaves the folder out (pyproject.toml), so an installed project has no examples to find.
+    pyproject = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'exclude = ["iterable_recipes/sync/examples"]' in pyproject
