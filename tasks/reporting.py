@@ -19,6 +19,8 @@ from prefect.artifacts import (
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
+from iterable_recipes.sentences import duration
+
 
 def _key(name: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
@@ -39,6 +41,11 @@ def publish_counts(recipe: str, counts: Mapping[str, int | float | str], descrip
 def publish_table(name: str, rows: Sequence[Mapping[str, object]], description: str) -> None:
     """A table artifact keyed by ``name``; its rows must be masked already (anyone with the UI reads it)."""
     create_table_artifact(table=[dict(row) for row in rows], key=_key(name), description=description)
+
+
+def publish_markdown(name: str, markdown: str, description: str) -> None:
+    """A markdown artifact keyed by ``name``; its text must be masked already."""
+    create_markdown_artifact(markdown=markdown, key=_key(name), description=description)
 
 
 def emit_alert(recipe: str, event: str, payload: Mapping[str, object]) -> None:
@@ -93,18 +100,6 @@ class ProgressView:
         if not left:
             return 0.0
         return left / self.rate if self.rate > 0 else None
-
-
-def duration(seconds: float | None) -> str:
-    """A duration the way a person reads it: "45 s", "12 min 5 s", "2 h 3 min"; "unknown" for None."""
-    if seconds is None:
-        return "unknown"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def progress_markdown(title: str, unit: str, view: ProgressView, every: float = PROGRESS_SECONDS) -> str:
