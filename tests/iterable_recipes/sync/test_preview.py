@@ -206,3 +206,21 @@ def test_the_estimate_of_a_known_change_set(conn: Any, tmp_path: Path) -> None:
     )
     assert [(load.endpoint, load.requests) for load in events.loads] == [("events/trackBulk", 3)]
     assert events.seconds == pytest.approx(0.3) and "| 10/s | 10/s |" in events.markdown()
+
+
+def test_a_user_id_sync_reads_people_by_user_id(
+    conn: Any, iterable_standin: Any, test_parts: dict[str, Any], tmp_path: Path
+) -> None:
+    seed_model(conn, 3)
+    iterable_standin.sandbox.seed_users(
+        [{"email": EMAILS[1], "userId": "1", "dataFields": {"gitlab_plan_title": "Free"}}]
+    )
+    defn = definition(tmp_path, "preview_user_ids", identity={"column": "USER_ID", "kind": "userId"})
+    _, preview = previewed(conn, test_parts["iterable"], defn, "user-ids-1")
+
+    assert (preview.in_iterable, preview.not_in_iterable) == (1, 2)
+    (plan,) = [
+        r for r in preview.rows if r["field"] == "gitlab_plan_title" and r["now in Iterable"] == "Free"
+    ]
+    assert plan["identity"] == "1***" and plan["would write"] == "Ultimate Trial"
+    assert set(iterable_standin.sandbox.stats()["requests"]) == {"users/byUserId", "users/getFields"}
