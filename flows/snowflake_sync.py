@@ -5,7 +5,8 @@ and sent a few at a time within Iterable's limits; each accepted batch moves its
 snapshot at once, so a crash or a retried flow run re-sends at most the batches that were in flight.
 Rejected rows and people Iterable did not know are kept and tried again on later runs. Rows the sync
 cannot send (a NULL, blank or duplicate identity) end the run "Completed with warnings", or refuse it
-when the definition says ``on_invalid_rows: fail``.
+when the definition says ``on_invalid_rows: fail``. A dry run only reads: it previews a sample of the
+rows field by field against Iterable, lists what it would not send and estimates the run's requests.
 """
 
 from __future__ import annotations
@@ -15,22 +16,30 @@ import uuid
 from typing import Any, cast
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from iterable_recipes.resources import run_resources
+from iterable_recipes.resources import Resources, run_resources
 from iterable_recipes.sync.definitions import SYNCS_DIR, SyncDefinition, load_named_sync
 from iterable_recipes.sync.delivery import send_batches
+from iterable_recipes.sync.estimate import estimate_run
 from iterable_recipes.sync.invalid import invalid_summary
+from iterable_recipes.sync.preview import not_sent_rows
 from iterable_recipes.sync.results import ChangeSetSummary
 from tasks.checks import check_before_run
 from tasks.iterable import sync_batch_sender
 from tasks.logs import capture_library_logs, run_logger
-from tasks.reporting import Progress, emit_alert, publish_counts, publish_not_sent, publish_table
-from tasks.warehouse import finish_sync, list_invalid_rows, list_rows_not_sent, plan_sync, sample_sync
+from tasks.reporting import (
+    Progress,
+    emit_alert,
+    publish_counts,
+    publish_markdown,
+    publish_not_sent,
+    publish_table,
+)
+from tasks.warehouse import finish_sync, list_invalid_rows, list_rows_not_sent, plan_sync, preview_sync
 
-SAMPLE_ROWS = 20
+SAMPLE_ROWS = 20  # rows a dry run previews field by field (one look-up each)
 SYNC_COUNTS = (
     "rows_in_model", "new", "changed", "unchanged", "retried", "to_send", "rows_sent",
     "accepted", "rejected", "not_in_iterable", "duplicate_rows", "duplicate_identities", "null_identities",
@@ -52,9 +61,14 @@ def _counts(summary: dict[str, Any], defn: SyncDefinition | None = None) -> dict
     return {name: int(summary.get(name, 0) or 0) for name in names}
 
 
-def _invalid_rows_key(defn: SyncDefinition) -> str:
+def _recipe(defn: SyncDefinition, dry_run: bool) -> str:
+    """The name a run's reports go under: a dry run's apart, so it never stands as a real run's latest."""
+    return f"sync-{defn.name}" + ("-dry-run" if dry_run else "")
+
+
+def _invalid_rows_key(defn: SyncDefinition, dry_run: bool) -> str:
     """The invalid-rows artifact's key, one per sync so its runs line up in the UI (keys take no '_')."""
-    return f"sync-{defn.name.replace('_', '-')}-invalid-rows"
+    return f"{_recipe(defn, dry_run).replace('_', '-')}-invalid-rows"
 
 
 def _report_invalid_rows(
@@ -64,11 +78,10 @@ def _report_invalid_rows(
 
     A dry run is someone looking at a preview: it gets the list but raises no alert.
     """
-    run_logger().warning(
-        "%s: never sent (listed, masked, in the artifact %s).", invalid_summary(plan), _invalid_rows_key(defn)
-    )
+    key = _invalid_rows_key(defn, dry_run)
+    run_logger().warning("%s: never sent (listed, masked, in the artifact %s).", invalid_summary(plan), key)
     publish_table(
-        _invalid_rows_key(defn),
+        key,
         list_invalid_rows(conn, defn, run_id, schema, plan),
         f"{invalid_summary(plan)} (identities masked; never sent)",
     )
@@ -85,11 +98,41 @@ def _report_invalid_rows(
         )
 
 
+def _preview(
+    resources: Resources, conn: Any, defn: SyncDefinition, run_id: str, schema: str, plan: ChangeSetSummary
+) -> None:
+    """A dry run's report: a sample of the rows field by field against Iterable (read, never written),
+    what a real run would not send and why, and its requests and time at Iterable's limits."""
+    key = _recipe(defn, True)
+    preview = preview_sync(resources, conn, defn, run_id, schema, SAMPLE_ROWS)
+    publish_table(
+        f"{key}-preview",
+        preview.table(),
+        f"Dry run of {defn.name}: {preview.sampled} sampled row(s), each field now in Iterable beside what "
+        "a real run would write (identities and email-shaped values masked, sensitive fields hidden)",
+    )
+    publish_table(
+        f"{key}-not-sent",
+        not_sent_rows(defn, plan, preview, _invalid_rows_key(defn, True)),
+        f"Dry run of {defn.name}: what a real run would not send now, and why (counts)",
+    )
+    settings = resources.settings
+    estimate = estimate_run(
+        defn, plan, settings.iterable_rate_headroom, settings.iterable_list_writes_per_second
+    )
+    publish_markdown(
+        f"{key}-estimate",
+        estimate.markdown(),
+        f"Dry run of {defn.name}: requests and time at Iterable's limits",
+    )
+    run_logger().info(preview.sentence(estimate.sentence()))
+
+
 def _refused(defn: SyncDefinition, plan: ChangeSetSummary) -> RuntimeError:
     """The error a run refused by ``on_invalid_rows: fail`` ends with (counts only)."""
     return RuntimeError(
         f"{invalid_summary(plan)}; on_invalid_rows is fail, so nothing was sent and the sync's state is "
-        f"unchanged (see the artifact {_invalid_rows_key(defn)}); fix the model, or set "
+        f"unchanged (see the artifact {_invalid_rows_key(defn, False)}); fix the model, or set "
         "on_invalid_rows: warn to send the other rows"
     )
 
@@ -134,7 +177,7 @@ def _ended(summary: dict[str, Any], defn: SyncDefinition, plan: ChangeSetSummary
         rest = "a real run would be refused (on_invalid_rows is fail)"
     else:
         rest = "a real run would send the other rows"
-    message = f"{invalid_summary(plan)}; {rest} (see the artifact {_invalid_rows_key(defn)})"
+    message = f"{invalid_summary(plan)}; {rest} (see the artifact {_invalid_rows_key(defn, plan.dry_run)})"
     return cast(dict[str, Any], Completed(name=WARNINGS, message=message, data=summary))
 
 
@@ -143,7 +186,7 @@ def _ended(summary: dict[str, Any], defn: SyncDefinition, plan: ChangeSetSummary
     description="Sync a Snowflake model to Iterable profiles, custom events or a static list's members.",
 )
 def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
-    """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` counts and samples only.
+    """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` previews and sends nothing.
 
     Rows with a NULL, blank or duplicate identity are never sent: they are listed (masked) in an
     artifact, a ``recipes.sync.invalid_rows`` event announces them, and the run ends "Completed with
@@ -156,7 +199,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
         defn = load_named_sync(sync, settings.sync_definitions_dir or SYNCS_DIR)
         schema = settings.snowflake_state_schema
         run_id = _run_id()
-        if not dry_run:  # a dry run reaches nothing but the warehouse
+        if not dry_run:  # a dry run only reads, and shows a read Iterable did not answer in its preview
             check_before_run(resources, ["iterable_key", "lists" if defn.is_list else "field_types"], [defn])
         with resources.warehouse() as conn:
             plan = plan_sync(conn, defn, run_id, schema, dry_run)
@@ -164,23 +207,18 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             if plan.invalid_rows:
                 _report_invalid_rows(conn, defn, run_id, schema, plan, dry_run)
             if dry_run:
-                sample = sample_sync(conn, defn, run_id, schema, SAMPLE_ROWS)
+                _preview(resources, conn, defn, run_id, schema, plan)
                 counts = finish_sync(conn, defn, run_id, schema, "dry_run").as_dict()
-                create_table_artifact(
-                    table=sample or [{"identity": "", "reason": "nothing would change", "batch": ""}],
-                    key=f"{defn.name.replace('_', '-')}-dry-run-sample",
-                    description=f"Dry run of {defn.name}: a masked sample of what would be sent",
-                )
                 summary = plan.as_dict()
                 publish_counts(
-                    f"sync-{defn.name}", _counts(summary, defn), f"Dry run of {defn.name} (nothing sent)"
+                    _recipe(defn, True), _counts(summary, defn), f"Dry run of {defn.name} (nothing sent)"
                 )
                 return _ended(summary | {"status": counts["status"]}, defn, plan)
             if plan.invalid_rows and defn.on_invalid_rows == "fail":
                 # Refused after the plan, before any batch: the history row says so, the state is unmoved.
                 finish_sync(conn, defn, run_id, schema, "refused")
                 publish_counts(
-                    f"sync-{defn.name}", _counts(plan.as_dict()), f"Sync {defn.name} refused (nothing sent)"
+                    _recipe(defn, False), _counts(plan.as_dict()), f"Sync {defn.name} refused (nothing sent)"
                 )
                 raise _refused(defn, plan)
             progress = Progress(
@@ -209,7 +247,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             )
             counts = finish_sync(conn, defn, run_id, schema, status, settings.sync_change_log_days).as_dict()
         summary = plan.as_dict() | counts | outcome
-        publish_counts(f"sync-{defn.name}", _counts(summary, defn), f"Sync {defn.name} to Iterable")
+        publish_counts(_recipe(defn, False), _counts(summary, defn), f"Sync {defn.name} to Iterable")
         logger.info(_done_sentence(defn, summary))
         if summary["rejected"]:
             emit_alert(

@@ -52,3 +52,15 @@ def answered(result: BulkResult, noun: str, then: str = "") -> str:
         line += f"; {result.failed_count:,} rejected ({tally(failure_reasons(result))})"
         line += f", {then}" if then else ""
     return line
+
+
+def duration(seconds: float | None) -> str:
+    """A duration the way a person reads it: "45 s", "12 min 5 s", "2 h 3 min"; "unknown" for None."""
+    if seconds is None:
+        return "unknown"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"

@@ -20,6 +20,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from iterable_recipes.not_sent import table_rows
+from iterable_recipes.sentences import duration
 
 
 def _key(name: str) -> str:
@@ -50,6 +51,11 @@ def publish_not_sent(name: str, rows: Sequence[Mapping[str, str]], total: int, d
         return False
     publish_table(name, table_rows(rows, total), description)
     return True
+
+
+def publish_markdown(name: str, markdown: str, description: str) -> None:
+    """A markdown artifact keyed by ``name``; its text must be masked already."""
+    create_markdown_artifact(markdown=markdown, key=_key(name), description=description)
 
 
 def emit_alert(recipe: str, event: str, payload: Mapping[str, object]) -> None:
@@ -104,18 +110,6 @@ class ProgressView:
         if not left:
             return 0.0
         return left / self.rate if self.rate > 0 else None
-
-
-def duration(seconds: float | None) -> str:
-    """A duration the way a person reads it: "45 s", "12 min 5 s", "2 h 3 min"; "unknown" for None."""
-    if seconds is None:
-        return "unknown"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def progress_markdown(title: str, unit: str, view: ProgressView, every: float = PROGRESS_SECONDS) -> str:

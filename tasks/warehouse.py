@@ -1,6 +1,7 @@
-"""Tasks in the warehouse: plan a sync run's change set, sample it, list what it cannot send, close it.
+"""Tasks in the warehouse: plan a sync run's change set, preview it, list what it cannot send, close it.
 
-Results are counts and masked samples; the rows themselves stay in the warehouse.
+Results are counts and masked rows; the rows themselves stay in the warehouse (a dry run's preview
+reads the sampled people from Iterable, and writes nothing).
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from iterable_recipes.clients.iterable import IterableClient
+from iterable_recipes.config_files import ConfigError
 from iterable_recipes.not_sent import NOT_SENT_ROWS
-from iterable_recipes.sync import finish_run, invalid_rows, plan_run, sample_changes
+from iterable_recipes.resources import Resources
+from iterable_recipes.sync import finish_run, invalid_rows, plan_run
 from iterable_recipes.sync.change_log import not_sent_rows
 from iterable_recipes.sync.definitions import SyncDefinition
+from iterable_recipes.sync.preview import Preview, preview_rows, staged_sample
 from iterable_recipes.sync.results import ChangeSetSummary, RunCounts
 
 WAREHOUSE_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -25,10 +30,22 @@ def plan_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, dry_run
     return plan_run(conn, defn, run_id, schema, dry_run)
 
 
-@task(name="sample-sync-changes", **WAREHOUSE_TASK_OPTIONS)
-def sample_sync(conn: Any, defn: SyncDefinition, run_id: str, schema: str, rows: int) -> list[dict[str, Any]]:
-    """A masked sample of the staged changes (for a dry run's preview)."""
-    return sample_changes(conn, run_id, rows, state_schema=schema, kind=defn.identity.kind.value)
+@task(name="preview-sync-changes", **WAREHOUSE_TASK_OPTIONS)
+def preview_sync(
+    resources: Resources, conn: Any, defn: SyncDefinition, run_id: str, schema: str, rows: int
+) -> Preview:
+    """A dry run's preview of ``rows`` staged rows: each field now in Iterable (read within its limits,
+    "unknown" where Iterable did not answer) beside what the run would write; masked.
+
+    A dry run needed only the warehouse before it read Iterable: without a usable Iterable setting
+    (no key, a block that does not load) it still previews, every value Iterable holds unknown.
+    """
+    client: IterableClient | Exception
+    try:
+        client = resources.iterable
+    except (ConfigError, ValueError) as exc:
+        client = exc
+    return preview_rows(client, defn, staged_sample(conn, defn, run_id, rows, state_schema=schema))
 
 
 @task(name="list-invalid-sync-rows", **WAREHOUSE_TASK_OPTIONS)

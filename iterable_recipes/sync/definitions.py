@@ -91,6 +91,19 @@ class FieldMapping(BaseModel):
     source_type: str | None = None
     # Iterable merges profiles, so an omitted null keeps the old value; sending null clears it.
     send_nulls: bool = False
+    # Shown masked (its length only) wherever the project displays values, as in a dry run's preview;
+    # what is sent is unchanged, so it is not part of the mapping's fingerprint.
+    sensitive: bool = False
+
+    @field_validator("sensitive", mode="before")
+    @classmethod
+    def _plain_boolean(cls, value: Any) -> Any:
+        """Only YAML's true or false: a loose "no" or 0 read as a boolean could unmask a field."""
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"sensitive is true or false (true shows the field's values masked), not {value!r}"
+            )
+        return value
 
     @field_validator("field")
     @classmethod

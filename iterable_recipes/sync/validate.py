@@ -7,7 +7,13 @@ from typing import Any
 from snowflake.connector.constants import FIELD_ID_TO_NAME
 
 from iterable_recipes.config_files import ConfigError
-from iterable_recipes.sync.definitions import FieldType, IdentityKind, SyncDefinition, SyncKind
+from iterable_recipes.sync.definitions import (
+    FieldMapping,
+    FieldType,
+    IdentityKind,
+    SyncDefinition,
+    SyncKind,
+)
 from iterable_recipes.sync.sql import source_subquery
 
 _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP_NTZ", "TIMESTAMP_LTZ", "TIMESTAMP_TZ"}
@@ -87,6 +93,14 @@ def validate_against_warehouse(defn: SyncDefinition, conn: Any) -> dict[str, str
     return columns
 
 
+def field_type_problem(mapping: FieldMapping, held: str | None) -> str | None:
+    """Why Iterable would refuse ``mapping``'s values when it holds the field as ``held`` (None: the
+    field is new to the project and takes the type of its first write), or None when it fits."""
+    if held is None or held in ITERABLE_HOLDS[mapping.type]:
+        return None
+    return f"sent as {mapping.type.value}, but Iterable holds {mapping.field} as {held}"
+
+
 def field_type_problems(defn: SyncDefinition, iterable_fields: dict[str, str]) -> list[str]:
     """Where the definition sends a user field as a type Iterable already holds differently (Iterable
     would refuse every such row); fields Iterable does not have yet take the type of their first write."""
@@ -94,10 +108,7 @@ def field_type_problems(defn: SyncDefinition, iterable_fields: dict[str, str]) -
         return []  # getFields lists user fields; event fields are typed per event name
     problems = []
     for column, mapping in defn.fields.items():
-        held = iterable_fields.get(mapping.field)
-        if held is not None and held not in ITERABLE_HOLDS[mapping.type]:
-            problems.append(
-                f"{defn.path}: fields.{column}.type: sent as {mapping.type.value}, "
-                f"but Iterable holds {mapping.field} as {held}"
-            )
+        problem = field_type_problem(mapping, iterable_fields.get(mapping.field))
+        if problem is not None:
+            problems.append(f"{defn.path}: fields.{column}.type: {problem}")
     return problems

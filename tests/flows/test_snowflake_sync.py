@@ -23,6 +23,8 @@ from tests.integration import (
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 GITLAB = "gitlab_marketing_contacts"
+BOSS = "boss@corp.example.org"  # an address held in a profile field, not an identity
+SKIPPED_SHOWN = "skipped (not in Iterable; update mode creates nobody)"
 
 
 @pytest.fixture
@@ -133,8 +135,101 @@ def test_dry_run_sends_nothing(iterable_standin, app_database, warehouse):
     seed_model(warehouse, 300)
     summary = snowflake_sync("contacts_upsert", dry_run=True)
     assert summary["to_send"] == 300 and summary["status"] == "dry_run"
-    assert iterable_standin.sandbox.stats()["requests"] == {}
+    # Only reads: the sampled people and the field types.
+    assert set(iterable_standin.sandbox.stats()["requests"]) == {"users/getByEmail", "users/getFields"}
+    assert iterable_standin.sandbox.stats()["users"] == 0
     assert snowflake_sync("contacts_upsert")["to_send"] == 300
+
+
+def _artifact_text(state: Any, key: str) -> str:
+    (artifact,) = flow_run_artifacts(state, key)
+    return str(artifact.data)
+
+
+def test_a_dry_run_previews_against_iterable_under_its_own_keys(
+    iterable_standin, app_database, warehouse, monkeypatch
+):
+    from flows.snowflake_sync import snowflake_sync
+    from iterable_recipes import masking
+
+    monkeypatch.setenv("RECIPES_MASKING_KEY", "flow-preview-key-0123456789")
+    folder = Path(str(load_settings().sync_definitions_dir))
+    shipped = yaml.safe_load((folder / f"{GITLAB}.yaml").read_text())
+    shipped["fields"]["GLM_CONTENT"]["sensitive"] = True
+    (folder / "contacts_preview.yaml").write_text(yaml.safe_dump(shipped | {"name": "contacts_preview"}))
+    seed_model(warehouse, 40)
+    emails = _emails(warehouse)
+    iterable_standin.sandbox.seed_users(
+        [
+            {
+                "email": emails[0],
+                "dataFields": {"gitlab_plan_title": "Free", "glm_source": BOSS},
+            },
+            {
+                "email": emails[1],
+                "dataFields": {"glm_content": "a-secret-value", "namespace_id": "not a number"},
+            },
+        ]
+    )
+
+    state = snowflake_sync("contacts_preview", dry_run=True, return_state=True)
+
+    assert state.is_completed() and state.result()["to_send"] == 40
+    preview = _artifact_text(state, "sync-contacts-preview-dry-run-preview")
+    masking.set_tag_key("flow-preview-key-0123456789")
+    assert masking.mask_email(emails[0]) in preview  # the masker's form, with its keyed tag
+    assert masking.mask_email(BOSS) in preview
+    assert "*** (14 chars)" in preview and "a-secret-value" not in preview and "content-" not in preview
+    assert "problem: sent as number, but Iterable holds namespace_id as string" in preview
+    assert '"change": "changed"' in preview and SKIPPED_SHOWN in preview
+    not_sent = _artifact_text(state, "sync-contacts-preview-dry-run-not-sent")
+    assert "not in Iterable now: 18 of the 20 sampled" in not_sent
+    assert "every row: Iterable holds namespace_id as another type" in not_sent
+    estimate = _artifact_text(state, "sync-contacts-preview-dry-run-estimate")
+    assert "| users/getByEmail | update mode looks each person up first | 40 |" in estimate
+    assert "| users/bulkUpdate | one request per batch | 1 |" in estimate
+    counts = _artifact_text(state, "sync-contacts-preview-dry-run-counts")
+    assert "to_send" in counts
+    assert flow_run_artifacts(state, "sync-contacts-preview-counts") == []  # a real run's key, untouched
+    lines = run_logs(flow_run_id(state))
+    (said,) = [line for line in lines if line.startswith("Dry run of contacts_preview previewed")]
+    assert (
+        "of 20 sampled rows" in said and "a real run would send 40 row(s) in 41 request(s), under 1 s" in said
+    )
+    assert_no_raw_email([preview, not_sent, estimate, counts, *lines], [*emails, BOSS])
+    requests = iterable_standin.sandbox.stats()["requests"]
+    assert set(requests) == {"users/getByEmail", "users/getFields"}  # nothing written
+    assert iterable_standin.sandbox.user(emails[0].lower())["dataFields"]["gitlab_plan_title"] == "Free"
+
+
+def test_a_dry_run_iterable_does_not_answer_still_previews_unknown_values(
+    iterable_standin, app_database, warehouse
+):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 5)
+    iterable_standin.sandbox.set_faults(endpoint="users/getByEmail", outage_seconds=300)
+
+    state = snowflake_sync(GITLAB, dry_run=True, return_state=True)
+
+    assert state.is_completed()
+    preview = _artifact_text(state, "sync-gitlab-marketing-contacts-dry-run-preview")
+    assert "unknown (Iterable did not answer: users/getByEmail 503" in preview
+    assert "(not in Iterable)" not in preview and SKIPPED_SHOWN not in preview
+    assert len(flow_run_artifacts(state, "sync-gitlab-marketing-contacts-dry-run-estimate")) == 1
+
+
+def test_a_dry_run_without_iterable_settings_previews_every_value_unknown(app_database, warehouse):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 3)  # no stand-in, no ITERABLE_API_KEY: the warehouse alone, as dry runs were
+
+    state = snowflake_sync("contacts_upsert", dry_run=True, return_state=True)
+
+    assert state.is_completed() and state.result()["to_send"] == 3
+    preview = _artifact_text(state, "sync-contacts-upsert-dry-run-preview")
+    assert "unknown (Iterable not read: ConfigError: ITERABLE_API_KEY is not set" in preview
+    assert '"change": "unknown"' in preview and '"change": "new"' not in preview
 
 
 def _small_batches(tmp_path_dir: str | None, monkeypatch: pytest.MonkeyPatch, in_flight: int) -> str:
@@ -311,8 +406,11 @@ def test_a_dry_run_lists_invalid_rows_without_failing(iterable_standin, app_data
     state: State = snowflake_sync("contacts_upsert", dry_run=True, return_state=True)
     assert state.is_completed() and state.name == "Completed with warnings"
     assert state.result()["to_send"] == 45
-    assert len(flow_run_artifacts(state, "sync-contacts-upsert-invalid-rows")) == 1
-    assert iterable_standin.sandbox.stats()["requests"] == {}
+    assert "sync-contacts-upsert-dry-run-invalid-rows" in str(state.message)
+    assert len(flow_run_artifacts(state, "sync-contacts-upsert-dry-run-invalid-rows")) == 1
+    assert flow_run_artifacts(state, "sync-contacts-upsert-invalid-rows") == []  # a real run's key
+    assert set(iterable_standin.sandbox.stats()["requests"]) <= {"users/getByEmail", "users/getFields"}
+    assert iterable_standin.sandbox.stats()["users"] == 0
 
 
 def test_a_clean_model_ends_plain_completed(iterable_standin, app_database, warehouse, monkeypatch):

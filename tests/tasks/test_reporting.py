@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from iterable_recipes.sentences import duration
 from tasks import reporting
-from tasks.reporting import Progress, ProgressView, duration, publish_found
+from tasks.reporting import Progress, ProgressView, publish_found
 
 
 class Clock:

@@ -78,6 +78,22 @@ def test_bad_field_type_and_column_are_refused(tmp_path: Path) -> None:
     assert "fields: Value error, column 'bad col' is not a plain SQL identifier" in str(err.value)
 
 
+def test_a_field_may_be_marked_sensitive_with_a_plain_boolean_only(tmp_path: Path) -> None:
+    plain = load_sync_definition(write(tmp_path, GOOD))
+    marked = load_sync_definition(
+        write(tmp_path, GOOD.replace("type: string}", "type: string, sensitive: true}"))
+    )
+    assert not plain.fields["GITLAB_PLAN_TITLE"].sensitive and marked.fields["GITLAB_PLAN_TITLE"].sensitive
+    # Display only: marking a field sensitive changes nothing sent, so no row is sent again for it.
+    assert marked.mapping_fingerprint == plain.mapping_fingerprint
+    with pytest.raises(ConfigError) as err:
+        load_sync_definition(
+            write(tmp_path, GOOD.replace("type: string}", "type: string, sensitive: 'yes'}"))
+        )
+    assert f"{tmp_path / 'demo.yaml'}: fields.GITLAB_PLAN_TITLE.sensitive" in str(err.value)
+    assert "sensitive is true or false" in str(err.value)
+
+
 def test_valid_definition_passes_the_warehouse_check(seeded: Any, tmp_path: Path) -> None:
     columns = validate_against_warehouse(all_sync_definitions()["gitlab_marketing_contacts"], seeded)
     assert columns["NAMESPACES_ARRAY"] == "VARIANT" and columns["EMAIL_ADDRESS"] == "TEXT"
