@@ -37,7 +37,14 @@ from tasks.reporting import (
     publish_not_sent,
     publish_table,
 )
-from tasks.warehouse import finish_sync, list_invalid_rows, list_rows_not_sent, plan_sync, preview_sync
+from tasks.warehouse import (
+    close_resync,
+    finish_sync,
+    list_invalid_rows,
+    list_rows_not_sent,
+    plan_sync,
+    preview_sync,
+)
 
 SAMPLE_ROWS = 20  # rows a dry run previews field by field (one look-up each)
 SYNC_COUNTS = (
@@ -185,8 +192,9 @@ def _ended(summary: dict[str, Any], defn: SyncDefinition, plan: ChangeSetSummary
     name="snowflake-sync",
     description="Sync a Snowflake model to Iterable profiles, custom events or a static list's members.",
 )
-def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
-    """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` previews and sends nothing.
+def snowflake_sync(sync: str, dry_run: bool = False, full_resync: bool = False) -> dict[str, Any]:
+    """Run the sync named ``sync`` (a file in SYNC_DEFINITIONS_DIR); ``dry_run`` previews and sends nothing;
+    ``full_resync`` sends every row again, each once per resync however often the run is retried.
 
     Rows with a NULL, blank or duplicate identity are never sent: they are listed (masked) in an
     artifact, a ``recipes.sync.invalid_rows`` event announces them, and the run ends "Completed with
@@ -202,7 +210,7 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
         if not dry_run:  # a dry run only reads, and shows a read Iterable did not answer in its preview
             check_before_run(resources, ["iterable_key", "lists" if defn.is_list else "field_types"], [defn])
         with resources.warehouse() as conn:
-            plan = plan_sync(conn, defn, run_id, schema, dry_run)
+            plan = plan_sync(conn, defn, run_id, schema, dry_run, full_resync)
             logger.info(plan.sentence())
             if plan.invalid_rows:
                 _report_invalid_rows(conn, defn, run_id, schema, plan, dry_run)
@@ -236,6 +244,8 @@ def snowflake_sync(sync: str, dry_run: bool = False) -> dict[str, Any]:
             progress.update(delivered.rows_answered, plan.to_send, final=True)
             outcome = delivered.counts()
             status = "succeeded" if not outcome["failed_batches"] else "failed"
+            if full_resync and status == "succeeded":
+                close_resync(conn, defn, schema)
             rows, total = list_rows_not_sent(conn, defn, run_id, schema)
             publish_not_sent(
                 f"sync-{defn.name}-not-sent",

@@ -1,7 +1,8 @@
-"""`recipes sync`: what the warehouse's change log says a sync did to one person."""
+"""`recipes sync`: the syncs' state, a full resync, and what the change log says a sync did to one person."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -11,9 +12,63 @@ from rich.table import Table
 from iterable_recipes.masking import mask_identity
 from iterable_recipes.resources import Resources
 from iterable_recipes.sync.change_log import history, identity_hash
-from iterable_recipes.sync.definitions import SYNCS_DIR, load_named_sync
+from iterable_recipes.sync.definitions import SYNCS_DIR, load_named_sync, read_sync_definitions
+from iterable_recipes.sync.overview import overview
 
-app = typer.Typer(help="The warehouse syncs: their change log.", no_args_is_help=True)
+app = typer.Typer(
+    help="The warehouse syncs: their state, a full resync, their change log.", no_args_is_help=True
+)
+COLUMNS = (
+    "sync", "kind", "mode", "last run", "ended (UTC)", "accepted", "rejected", "not in Iterable",
+    "rejected waiting", "full resync open since",
+)  # fmt: skip
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("list")
+def list_syncs() -> None:
+    """Print each sync definition with its last run (status, end), that run's accepted, rejected and
+    not-in-Iterable counts, the rejected rows waiting for a later run, and an open full resync."""
+    resources = Resources.from_settings()
+    with resources:
+        settings = resources.settings
+        found, problems = read_sync_definitions(settings.sync_definitions_dir or SYNCS_DIR)
+        with resources.warehouse() as conn:
+            rows = [
+                (defn, overview(conn, name, settings.snowflake_state_schema))
+                for name, defn in sorted(found.items())
+            ]
+    table = Table(title="syncs")
+    for column in COLUMNS:
+        table.add_column(column, overflow="fold")
+    for defn, seen in rows:
+        counts = (seen.accepted, seen.rejected, seen.not_in_iterable, seen.pending_rejected)
+        table.add_row(
+            defn.name, defn.kind.value, defn.mode.value, seen.last_status or "never",
+            _when(seen.last_finished_at), *(f"{n:,}" for n in counts), _when(seen.resync_since),
+        )  # fmt: skip
+    console = Console(width=200)
+    console.print(table)
+    for path, problem in problems.items():
+        console.print(f"[bold red]not loaded[/] {path}: {problem}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("resync")
+def resync(
+    name: Annotated[str, typer.Argument(help="the sync's name (its file in SYNC_DEFINITIONS_DIR)")],
+) -> None:
+    """Run a full resync of the sync here: every row of its model sent again within Iterable's limits,
+    without clearing its state first. Run it again after a failure to go on: rows Iterable accepted since
+    the resync began are not sent twice. Print the run's counts."""
+    from flows.snowflake_sync import snowflake_sync
+
+    counts = snowflake_sync(name, full_resync=True)
+    typer.echo("\n".join(f"{key}: {value}" for key, value in counts.items() if isinstance(value, int)))
 
 
 @app.command("log")

@@ -22,7 +22,8 @@ from iterable_recipes.sync.sql import (
 from iterable_recipes.sync.validate import validate_against_warehouse
 
 LEAVING = "leaving"  # a list member that left the model: removed from the list (kind list_membership)
-REASONS = ("new", "changed", "rejected_retry", "not_found_retry", LEAVING)
+RESYNC = "resync"  # an unchanged row sent again by a full resync (accepted before its epoch began)
+REASONS = ("new", "changed", "rejected_retry", "not_found_retry", LEAVING, RESYNC)
 
 
 def _scalar_row(cur: Any, sql: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
@@ -45,6 +46,7 @@ def plan_changes(
     batch_size: int | None = None,
     now: datetime | None = None,
     dry_run: bool = False,
+    resync_since: datetime | None = None,
 ) -> ChangeSetSummary:
     """Diff the model against the sync's state inside the warehouse and stage the change set once.
 
@@ -59,6 +61,9 @@ def plan_changes(
     Identities that left the model leave the state (not on a dry run, which touches no state but writes
     its run-history row, nor on a run its ``on_invalid_rows: fail`` refuses). Re-planning the same
     ``run_id`` replaces its staging table.
+
+    ``resync_since`` (a full resync's epoch start, ``sync/resync.py``) stages every unchanged row too
+    whose snapshot entry was accepted before it, and no list member leaves: a resync only sends again.
     """
     size = batch_size or defn.batch_size
     if not 1 <= size <= MAX_BATCH_SIZE:
@@ -88,8 +93,13 @@ def plan_changes(
         )
         keep_invalid(cur, work, state.invalid_table(schema, run_id))
         changes = "SELECT ID, H, REASON" + names + " FROM C WHERE REASON IS NOT NULL"
+        resync_case = (
+            f"WHEN S.ACCEPTED_AT < {literal(utc_text(resync_since))}::TIMESTAMP_NTZ THEN '{RESYNC}'"
+            if resync_since is not None
+            else ""
+        )
         order = "ID"
-        if defn.is_list:
+        if defn.is_list and resync_since is None:
             # Members in the snapshot (Iterable accepted them) whose identity left the model leave the
             # list; they stay in the snapshot until Iterable accepts their removal. Staged after the
             # entering members, so batches hold one kind of change but for one.
@@ -109,9 +119,10 @@ def plan_changes(
                   WHEN F.IDENTITY IS NOT NULL THEN NULL
                   WHEN S.IDENTITY IS NULL THEN 'new'
                   WHEN S.ROW_HASH <> W.H THEN 'changed'
+                  {resync_case}
                 END AS REASON
               FROM {work} W
-              LEFT JOIN (SELECT IDENTITY, ROW_HASH FROM {snap} WHERE SYNC_NAME = {sync}) S
+              LEFT JOIN (SELECT IDENTITY, ROW_HASH, ACCEPTED_AT FROM {snap} WHERE SYNC_NAME = {sync}) S
                 ON S.IDENTITY = W.ID
               LEFT JOIN (SELECT IDENTITY FROM {rej} WHERE SYNC_NAME = {sync}) R ON R.IDENTITY = W.ID
               LEFT JOIN (SELECT IDENTITY, ROW_HASH, SEEN_AT FROM {nf} WHERE SYNC_NAME = {sync}) F
@@ -169,6 +180,7 @@ def plan_changes(
             to_send=to_send,
             batches=batches,
             leaving=by_reason[LEAVING],
+            resent=by_reason[RESYNC],
         )
         _record_plan(cur, schema, defn, summary, now)
         return summary
@@ -243,9 +255,16 @@ def sample_changes(
 
 
 def plan_run(
-    conn: Any, defn: SyncDefinition, run_id: str, state_schema: str, dry_run: bool
+    conn: Any,
+    defn: SyncDefinition,
+    run_id: str,
+    state_schema: str,
+    dry_run: bool,
+    resync_since: datetime | None = None,
 ) -> ChangeSetSummary:
     """Check the definition against the warehouse and materialise this run's change set once."""
     state.ensure_state(conn, state_schema)
     validate_against_warehouse(defn, conn)
-    return plan_changes(conn, defn, run_id, state_schema=state_schema, dry_run=dry_run)
+    return plan_changes(
+        conn, defn, run_id, state_schema=state_schema, dry_run=dry_run, resync_since=resync_since
+    )

@@ -27,6 +27,7 @@ class ChangeSetSummary:
     to_send: int
     batches: int
     leaving: int = 0  # list members that left the model, to be removed from the list (in to_send)
+    resent: int = 0  # unchanged rows a full resync sends again (in to_send)
 
     @property
     def retried(self) -> int:
@@ -47,6 +48,7 @@ class ChangeSetSummary:
         (12 new, 39,988 changed, 0 retried); 960,000 unchanged." (a dry run says what it would send)."""
         doing = "would send" if self.dry_run else "to send"
         leaving = f", {self.leaving:,} leaving the list" if self.leaving else ""
+        leaving += f", {self.resent:,} sent again by the full resync" if self.resent else ""
         line = (
             f"Sync {self.sync_name}: {self.to_send:,} row(s) {doing} in {self.batches:,} batch(es) "
             f"({self.new:,} new, {self.changed:,} changed, {self.retried:,} retried{leaving}); "

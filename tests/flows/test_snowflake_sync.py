@@ -580,3 +580,53 @@ def test_recipes_sync_log_follows_one_person_through_the_runs(iterable_standin, 
     assert person.lower() not in shown.output.lower()
     nobody = CliRunner().invoke(app, ["sync", "log", "contacts_upsert", "--identity", "no.one@example.com"])
     assert nobody.exit_code == 1 and "No change-log rows" in nobody.output
+
+
+def test_a_full_resync_stopped_half_way_then_retried_sends_every_row_once(
+    iterable_standin, app_database, warehouse
+):
+    from flows.snowflake_sync import snowflake_sync
+
+    seed_model(warehouse, 2_500)
+    assert snowflake_sync("contacts_upsert")["rows_sent"] == 2_500
+    sandbox = iterable_standin.sandbox
+    before = dict(sandbox.stats()["profile_writes"])
+    assert snowflake_sync("contacts_upsert")["to_send"] == 0  # nothing changed: a plain run sends nothing
+
+    # The resync is stopped half-way: one batch of three is refused as a whole.
+    sandbox.set_faults(endpoint="users/bulkUpdate", fail_next=["pass", "pass", 400])
+    stopped = snowflake_sync("contacts_upsert", full_resync=True, return_state=True)
+    assert stopped.is_failed()
+    sandbox.clear_faults()
+    retried = snowflake_sync("contacts_upsert", full_resync=True)
+    assert 0 < retried["to_send"] <= 1_000 and retried["resent"] == retried["to_send"]
+
+    writes = sandbox.stats()["profile_writes"]
+    again = {email: writes[email] - before.get(email, 0) for email in writes}
+    assert len(again) == 2_500 and set(again.values()) == {1}, "every row once in the resync, none twice"
+    # The epoch is over: a plain run sends nothing, a new resync everything.
+    assert snowflake_sync("contacts_upsert")["to_send"] == 0
+    assert snowflake_sync("contacts_upsert", full_resync=True)["resent"] == 2_500
+
+
+def test_recipes_sync_list_shows_each_sync_with_its_last_run(iterable_standin, app_database, warehouse):
+    from typer.testing import CliRunner
+
+    from flows.snowflake_sync import snowflake_sync
+    from iterable_recipes.cli.main import app
+
+    seed_model(warehouse, 30)
+    cur = warehouse.cursor()
+    cur.execute(
+        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' "
+        "WHERE GITLAB_DOTCOM_USER_ID < 2"
+    )
+    snowflake_sync("contacts_upsert")
+
+    shown = CliRunner().invoke(app, ["sync", "list"])
+
+    assert shown.exit_code == 0, shown.output
+    line = next(line for line in shown.output.splitlines() if "contacts_upsert" in line)
+    assert "succeeded" in line and "28" in line and line.count(" 2 ") >= 2, line
+    never = next(line for line in shown.output.splitlines() if GITLAB in line)
+    assert "never" in never
