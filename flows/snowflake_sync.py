@@ -64,7 +64,13 @@ def _run_id() -> str:
 
 def _counts(summary: dict[str, Any], defn: SyncDefinition | None = None) -> dict[str, int]:
     """The counts every sync run reports (numbers only), a list sync's own ones too."""
-    names = SYNC_COUNTS + (LIST_COUNTS if defn is not None and defn.is_list else ())
+    names: tuple[str, ...]
+    if defn is not None and defn.is_list:
+        names = SYNC_COUNTS + LIST_COUNTS
+    elif defn is not None and defn.stages_departures:
+        names = (*SYNC_COUNTS, "leaving", "removed")  # removed: people whose synced fields were cleared
+    else:
+        names = SYNC_COUNTS
     return {name: int(summary.get(name, 0) or 0) for name in names}
 
 
@@ -162,10 +168,11 @@ def _done_sentence(defn: SyncDefinition, summary: dict[str, Any]) -> str:
             f"suppression, {summary['rejected']:,} rejected and {summary['not_in_iterable']:,} not in "
             f"Iterable (all tried again by later runs); {summary['failed_batches']} batch(es) not accepted."
         )
+    cleared = f" ({summary['removed']:,} cleared: they left the model)" if defn.stages_departures else ""
     return (
-        f"Sync {defn.name} done: {summary['rows_sent']:,} row(s) sent, {summary['accepted']:,} accepted; "
-        f"{summary['rejected']:,} rejected and {summary['not_in_iterable']:,} not in Iterable (both tried "
-        f"again by later runs); {summary['failed_batches']} batch(es) not accepted."
+        f"Sync {defn.name} done: {summary['rows_sent']:,} row(s) sent, {summary['accepted']:,} accepted"
+        f"{cleared}; {summary['rejected']:,} rejected and {summary['not_in_iterable']:,} not in Iterable "
+        f"(both tried again by later runs); {summary['failed_batches']} batch(es) not accepted."
     )
 
 

@@ -97,6 +97,14 @@ def _record(
                 f"DELETE FROM {rej} WHERE SYNC_NAME = %s AND IDENTITY IN ({marks})",
                 (defn.name, *missing),
             )
+        if missing and defn.stages_departures and not defn.is_list:
+            # A person to clear whom Iterable does not know has nothing left to clear: forgotten.
+            marks = ", ".join(["%s"] * len(missing))
+            cur.execute(
+                f"""DELETE FROM {snap} WHERE SYNC_NAME = %s AND IDENTITY IN ({marks})
+                AND IDENTITY IN (SELECT IDENTITY FROM {stage} WHERE REASON = '{LEAVING}' AND {in_batch})""",
+                (defn.name, *missing),
+            )
         if batch_nos is not None:  # what was sent, not a reset without sending
             answered = [(k, change_log.status_of(r), r) for k, r in bad_rows]
             answered += [(k, "not_in_iterable", "") for k in missing]
@@ -204,7 +212,7 @@ def finish_run(
             )
             counts.append(int(cur.fetchone()[0]))
         removed = held = 0
-        if defn.is_list:
+        if defn.stages_departures:
             removed, held = _list_outcomes(cur, schema, defn, run_id)
             counts[1] -= held  # held back by consent, not refused by Iterable
         cur.execute(
@@ -251,8 +259,9 @@ def finish_run(
 
 
 def _list_outcomes(cur: Any, schema: str, defn: SyncDefinition, run_id: str) -> tuple[int, int]:
-    """A list run's members removed from the list (staged as leaving, no longer in the snapshot) and
-    members held back by consent (kept with ``HELD_BACK`` by this run)."""
+    """A run's departures done (staged as leaving, no longer in the snapshot: list members removed, or
+    profiles whose synced fields were cleared) and list members held back by consent (kept with
+    ``HELD_BACK`` by this run)."""
     stage = state.stage_table(schema, run_id)
     snap, rej = state.table(schema, state.SNAPSHOT), state.table(schema, state.REJECTED)
     # The run's staging table is still there: finish_run drops it only after reading these counts.

@@ -53,12 +53,7 @@ def item_builder(defn: SyncDefinition) -> ItemBuilder:
     ]
     key = defn.identity.kind.value  # "email" or "userId", as Iterable names them
     events = defn.kind is SyncKind.CUSTOM_EVENTS
-    tail: dict[str, Any] = {}
-    if defn.identity.kind is IdentityKind.USER_ID:
-        # false never creates a user for an unknown userId: update mode must not create anyone.
-        tail["preferUserId"] = defn.mode is SyncMode.UPSERT
-    if defn.merge_nested_objects:
-        tail["mergeNestedObjects"] = True
+    tail = _profile_keys(defn)
 
     def build(identity: str, row_hash: str, values: Sequence[Any]) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -80,6 +75,24 @@ def item_builder(defn: SyncDefinition) -> ItemBuilder:
         return {key: identity, "dataFields": data, **tail}
 
     return build
+
+
+def _profile_keys(defn: SyncDefinition) -> dict[str, Any]:
+    """The keys every profile item of the definition carries beside its identity and fields."""
+    tail: dict[str, Any] = {}
+    if defn.identity.kind is IdentityKind.USER_ID:
+        # false never creates a user for an unknown userId: update mode must not create anyone.
+        tail["preferUserId"] = defn.mode is SyncMode.UPSERT
+    if defn.merge_nested_objects:
+        tail["mergeNestedObjects"] = True
+    return tail
+
+
+def clearing_item(defn: SyncDefinition, identity: str) -> dict[str, Any]:
+    """A profile item that sets every field the sync maps to null (``on_row_removed: clear_fields``):
+    the person left the model, and only what this sync wrote is taken back."""
+    fields = {defn.fields[column].field: None for column in defn.columns}
+    return {defn.identity.kind.value: identity, "dataFields": fields, **_profile_keys(defn)}
 
 
 def member_item(defn: SyncDefinition, identity: str, reason: str) -> dict[str, Any]:
@@ -151,9 +164,13 @@ def iter_batches(
                         if current is not None:
                             yield current
                         current = Batch(int(batch_no))
-                    current.items.append(
-                        member_item(defn, identity, row[3]) if members else build(identity, row_hash, row[4:])
-                    )
+                    if members:
+                        item = member_item(defn, identity, row[3])
+                    elif row[3] == LEAVING:
+                        item = clearing_item(defn, identity)
+                    else:
+                        item = build(identity, row_hash, row[4:])
+                    current.items.append(item)
                     current.identities.append(identity)
                     current.hashes.append(row_hash)
                     current.reasons.append(row[3])

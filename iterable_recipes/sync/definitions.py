@@ -190,6 +190,9 @@ class SyncDefinition(BaseModel):
     # the run "Completed with warnings"; "fail" refuses the whole run, for a model where any such row
     # means the model itself is broken (sending the rest would then send a wrong picture).
     on_invalid_rows: Literal["warn", "fail"] = "warn"
+    # A user profile row that leaves the model: "keep" leaves its person as Iterable has them;
+    # "clear_fields" sets the fields this sync maps to null (never another field, never a deletion).
+    on_row_removed: Literal["keep", "clear_fields"] = "keep"
 
     _path: str = PrivateAttr(default="<memory>")
 
@@ -295,6 +298,11 @@ class SyncDefinition(BaseModel):
             raise ValueError("event_name only applies to kind custom_events")
         if self.kind is SyncKind.LIST_MEMBERSHIP and self.mode is SyncMode.UPSERT:
             raise ValueError("mode upsert does not apply to kind list_membership: a list sync creates nobody")
+        if self.on_row_removed == "clear_fields" and self.kind is not SyncKind.USER_PROFILES:
+            raise ValueError(
+                "on_row_removed: clear_fields only applies to kind user_profiles (an event is not "
+                "cleared; a list sync removes members who leave its model already)"
+            )
         if self.merge_nested_objects and not any(m.type is FieldType.OBJECT for m in self.fields.values()):
             raise ValueError("merge_nested_objects is set but no field has type object")
         if isinstance(info.context, dict) and info.context.get("path"):
@@ -310,6 +318,12 @@ class SyncDefinition(BaseModel):
     def is_list(self) -> bool:
         """Whether rows are members of a static list (kind list_membership)."""
         return self.kind is SyncKind.LIST_MEMBERSHIP
+
+    @property
+    def stages_departures(self) -> bool:
+        """Whether identities that left the model are sent too: list members (removed from the list)
+        and, with ``on_row_removed: clear_fields``, people whose synced fields are cleared."""
+        return self.is_list or self.on_row_removed == "clear_fields"
 
     @property
     def is_marketing_list(self) -> bool:

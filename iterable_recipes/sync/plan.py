@@ -21,7 +21,9 @@ from iterable_recipes.sync.sql import (
 )
 from iterable_recipes.sync.validate import validate_against_warehouse
 
-LEAVING = "leaving"  # a list member that left the model: removed from the list (kind list_membership)
+# An identity that left the model: a list member removed from the list, or (``on_row_removed:
+# clear_fields``) a person whose synced fields are cleared.
+LEAVING = "leaving"
 RESYNC = "resync"  # an unchanged row sent again by a full resync (accepted before its epoch began)
 REASONS = ("new", "changed", "rejected_retry", "not_found_retry", LEAVING, RESYNC)
 
@@ -99,13 +101,15 @@ def plan_changes(
             else ""
         )
         order = "ID"
-        if defn.is_list and resync_since is None:
-            # Members in the snapshot (Iterable accepted them) whose identity left the model leave the
-            # list; they stay in the snapshot until Iterable accepts their removal. Staged after the
-            # entering members, so batches hold one kind of change but for one.
+        if defn.stages_departures and resync_since is None:
+            # Identities in the snapshot (Iterable accepted them) that left the model: a list member
+            # leaves the list, a profile has its synced fields cleared (no values: NULL each). They stay
+            # in the snapshot until Iterable accepts that. Staged after the others, so batches hold one
+            # kind of change but for one.
+            no_values = "".join(f", NULL AS {name}" for _, name in value_columns(defn))
             changes += f"""
               UNION ALL
-              SELECT S.IDENTITY, S.ROW_HASH, '{LEAVING}' FROM {snap} S WHERE S.SYNC_NAME = {sync}
+              SELECT S.IDENTITY, S.ROW_HASH, '{LEAVING}'{no_values} FROM {snap} S WHERE S.SYNC_NAME = {sync}
                 AND NOT EXISTS (SELECT 1 FROM {work} W WHERE W.ID = S.IDENTITY)"""
             order = f"IFF(REASON = '{LEAVING}', 1, 0), ID"
         cur.execute(
@@ -157,8 +161,9 @@ def plan_changes(
         # A run refused for its invalid rows sends nothing, so it forgets nobody either: a model whose
         # identity column broke would otherwise empty the snapshot and the fixed model resend every row.
         refused = defn.on_invalid_rows == "fail" and nulls + dup_rows > 0
-        # A list's snapshot is its members: they leave it once Iterable accepted their removal.
-        forget = (rej, nf) if defn.is_list else (snap, rej, nf)
+        # Departures leave the snapshot once Iterable accepted their removal or clearing (a resync
+        # stages none: the next plain run does).
+        forget = (rej, nf) if defn.stages_departures else (snap, rej, nf)
         removed = 0 if dry_run or refused else _forget_departed(cur, work, forget, sync)
         cur.execute(f"DROP TABLE IF EXISTS {work}")
         to_send = sum(by_reason.values())
@@ -181,6 +186,7 @@ def plan_changes(
             batches=batches,
             leaving=by_reason[LEAVING],
             resent=by_reason[RESYNC],
+            clears=defn.stages_departures and not defn.is_list,
         )
         _record_plan(cur, schema, defn, summary, now)
         return summary

@@ -28,6 +28,7 @@ class ChangeSetSummary:
     batches: int
     leaving: int = 0  # list members that left the model, to be removed from the list (in to_send)
     resent: int = 0  # unchanged rows a full resync sends again (in to_send)
+    clears: bool = False  # departures are people whose synced fields are cleared, not list members
 
     @property
     def retried(self) -> int:
@@ -47,7 +48,8 @@ class ChangeSetSummary:
         """The plan's log line: "Sync gitlab_marketing_contacts: 40,000 rows to send in 40 batches
         (12 new, 39,988 changed, 0 retried); 960,000 unchanged." (a dry run says what it would send)."""
         doing = "would send" if self.dry_run else "to send"
-        leaving = f", {self.leaving:,} leaving the list" if self.leaving else ""
+        gone = "left the model (their synced fields cleared)" if self.clears else "leaving the list"
+        leaving = f", {self.leaving:,} {gone}" if self.leaving else ""
         leaving += f", {self.resent:,} sent again by the full resync" if self.resent else ""
         line = (
             f"Sync {self.sync_name}: {self.to_send:,} row(s) {doing} in {self.batches:,} batch(es) "

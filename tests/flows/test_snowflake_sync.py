@@ -630,3 +630,38 @@ def test_recipes_sync_list_shows_each_sync_with_its_last_run(iterable_standin, a
     assert "succeeded" in line and "28" in line and line.count(" 2 ") >= 2, line
     never = next(line for line in shown.output.splitlines() if GITLAB in line)
     assert "never" in never
+
+
+def test_clear_fields_clears_only_the_owned_fields_of_people_who_left_the_model(
+    iterable_standin, app_database, warehouse, tmp_path
+):
+    from flows.snowflake_sync import snowflake_sync
+
+    shipped = yaml.safe_load((tmp_path / f"{GITLAB}.yaml").read_text())
+    clearing = shipped | {"name": "contacts_clearing", "mode": "upsert", "on_row_removed": "clear_fields"}
+    (tmp_path / "contacts_clearing.yaml").write_text(yaml.safe_dump(clearing))
+    owned = sorted(mapping["field"] for mapping in shipped["fields"].values())
+    seed_model(warehouse, 5)
+    people = _emails(warehouse)
+    assert snowflake_sync("contacts_clearing")["accepted"] == 5
+    sandbox = iterable_standin.sandbox
+    sandbox.flush()
+    sandbox.seed_users([{"email": people[0].lower(), "dataFields": {"favouriteColour": "teal"}}])
+
+    cur = warehouse.cursor()
+    cur.execute(f"DELETE FROM {MODEL_TABLE} WHERE EMAIL_ADDRESS IN (%s, %s)", (people[0], people[1]))
+    second = snowflake_sync("contacts_clearing")
+    assert (second["leaving"], second["to_send"], second["removed"]) == (2, 2, 2)
+    sandbox.flush()
+
+    left = sandbox.user(people[0].lower())
+    assert left is not None, "clearing never deletes a person"
+    assert all(left["dataFields"].get(name) is None for name in owned), left["dataFields"]
+    assert left["dataFields"]["favouriteColour"] == "teal", "a field the sync does not own is untouched"
+    stayed = sandbox.user(people[2].lower())
+    assert any(stayed["dataFields"].get(name) is not None for name in owned)
+    assert snowflake_sync("contacts_clearing")["to_send"] == 0, "cleared people left the snapshot"
+    # A full resync never clears: people leaving now are cleared by the next plain run.
+    cur.execute(f"DELETE FROM {MODEL_TABLE} WHERE EMAIL_ADDRESS = %s", (people[2],))
+    assert snowflake_sync("contacts_clearing", full_resync=True)["leaving"] == 0
+    assert snowflake_sync("contacts_clearing")["leaving"] == 1

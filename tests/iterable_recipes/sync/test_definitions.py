@@ -53,6 +53,12 @@ def test_shipped_gitlab_sync_is_update_only_on_recent_users() -> None:
         ("merge_nested_objects: true\n", "(top level)", "no field has type object"),
         ("not_in_iterable_retry_hours: 0\n", "not_in_iterable_retry_hours", "greater than 0"),
         ("on_invalid_rows: skip\n", "on_invalid_rows", "'warn' or 'fail'"),
+        ("on_row_removed: delete\n", "on_row_removed", "'keep' or 'clear_fields'"),
+        (
+            "kind: custom_events\nevent_name: e\non_row_removed: clear_fields\n",
+            "(top level)",
+            "only applies to kind user_profiles",
+        ),
     ],
 )
 def test_bad_definitions_name_file_key_and_problem(
