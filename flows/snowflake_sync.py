@@ -131,7 +131,11 @@ def _preview(
     )
     settings = resources.settings
     estimate = estimate_run(
-        defn, plan, settings.iterable_rate_headroom, settings.iterable_list_writes_per_second
+        defn,
+        plan,
+        settings.iterable_rate_share,
+        settings.iterable_list_writes_per_second,
+        settings.iterable_rate_margin_seconds,
     )
     publish_markdown(
         f"{key}-estimate",

@@ -39,7 +39,11 @@ def build_limiter(settings: Settings) -> RateLimiter:
     """
     if not settings.iterable_limits_enabled:
         return NoLimiter()
-    rates = paced_rates(settings.iterable_rate_headroom, settings.iterable_list_writes_per_second)
+    rates = paced_rates(
+        settings.iterable_rate_share,
+        settings.iterable_list_writes_per_second,
+        settings.iterable_rate_margin_seconds,
+    )
     backend = settings.limiter_backend
     prefix = settings.limiter_key_prefix
     if backend == "memory":

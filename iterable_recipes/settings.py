@@ -17,7 +17,12 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from iterable_recipes.clients.iterable import BASE_URLS, DEFAULT_HEADROOM, DEFAULT_LIST_WRITES_PER_SECOND
+from iterable_recipes.clients.iterable import (
+    BASE_URLS,
+    DEFAULT_LIST_WRITES_PER_SECOND,
+    DEFAULT_RATE_MARGIN_SECONDS,
+    DEFAULT_RATE_SHARE,
+)
 
 WEBHOOK_SECRET_PREFIX = "whsec_"
 # A guessable masking key would let anyone confirm a guessed address from its tag.
@@ -92,8 +97,12 @@ class Settings(BaseSettings):
     iterable_credentials_block: str | None = None
     iterable_timeout_seconds: float = 30.0
     iterable_limits_enabled: bool = True
-    # Pace this fraction below Iterable's stated limits (0.05: 5 % slower).
-    iterable_rate_headroom: float = DEFAULT_HEADROOM
+    # The share of each of Iterable's limits our senders use together (other integrations of the
+    # project use the rest), and the fixed margin each limit's window is widened by.
+    iterable_rate_share: float = Field(default=DEFAULT_RATE_SHARE, gt=0, le=1)
+    iterable_rate_margin_seconds: float = Field(default=DEFAULT_RATE_MARGIN_SECONDS, ge=0, le=1)
+    # Removed (a percentage below every limit): refused with what to set instead.
+    iterable_rate_headroom: float | None = None
     # lists/subscribe and lists/unsubscribe state no limit in the spec: each is paced at this rate.
     iterable_list_writes_per_second: float = Field(default=DEFAULT_LIST_WRITES_PER_SECOND, gt=0, le=100)
     # Whether Iterable enabled the additive /api/subscriptions endpoints for the project (they need its
@@ -244,6 +253,19 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < MIN_MASKING_KEY_CHARS:
             shorter = f"shorter than {MIN_MASKING_KEY_CHARS} characters"
             raise ValueError(f"{shorter}; make one with {MASKING_KEY_HINT}")
+        return value
+
+    @field_validator("iterable_rate_headroom")
+    @classmethod
+    def _headroom_removed(cls, value: float | None) -> float | None:
+        """ITERABLE_RATE_HEADROOM was replaced: say what keeps the old pace, rather than ignore it."""
+        if value is not None:
+            same = 1 / (1 + value) if value > -1 else 1.0
+            raise ValueError(
+                "removed: limits are now paced at ITERABLE_RATE_SHARE of each (default 1.0) with a fixed "
+                f"ITERABLE_RATE_MARGIN_SECONDS; unset it, or set ITERABLE_RATE_SHARE={min(1.0, same):.3f} "
+                "to keep this pace"
+            )
         return value
 
     @field_validator("iterable_region", mode="before")

@@ -85,7 +85,11 @@ def _rates() -> dict[str, Any]:
     from iterable_recipes.clients.iterable import paced_rates
 
     settings = load_settings()
-    return paced_rates(settings.iterable_rate_headroom, settings.iterable_list_writes_per_second)
+    return paced_rates(
+        settings.iterable_rate_share,
+        settings.iterable_list_writes_per_second,
+        settings.iterable_rate_margin_seconds,
+    )
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import httpx
 
 from dev.bench.common import iterable_standin
 from iterable_recipes.clients.batching import batches
-from iterable_recipes.clients.iterable import DEFAULT_HEADROOM, IterableClient, iterable_limiter
+from iterable_recipes.clients.iterable import DEFAULT_RATE_SHARE, IterableClient, iterable_limiter
 from iterable_recipes.clients.retry import RetryPolicy
 
 KEY = "sandbox-key"
@@ -115,12 +115,12 @@ def requests_per_second(url: str, seconds: float, threads: int) -> dict[str, flo
     }
 
 
-def bulk_users_per_second(url: str, seconds: float, threads: int, headroom: float) -> dict[str, float]:
+def bulk_users_per_second(url: str, seconds: float, threads: int, share: float) -> dict[str, float]:
     """users/bulkUpdate of 1000 users per request under Iterable's 5 requests/s, paced by our limiter."""
     counter = iter(range(0, 10**9, 1000))
     lock = threading.Lock()
     policy = RetryPolicy(attempts=5, base_delay=0.2, max_delay=2.0)
-    with IterableClient(KEY, base_url=url, limiter=iterable_limiter(headroom), retry=policy) as client:
+    with IterableClient(KEY, base_url=url, limiter=iterable_limiter(share), retry=policy) as client:
 
         def one(_: int) -> int:
             with lock:
@@ -137,7 +137,7 @@ def bulk_users_per_second(url: str, seconds: float, threads: int, headroom: floa
         "requests_429": float(answered.get("429", 0)),
         "p50_ms": statistics.median(latencies) * 1000,
         "threads": threads,
-        "headroom": headroom,
+        "share": share,
         "seconds": elapsed,
     }
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measurement")
     parser.add_argument("--threads", type=int, default=8, help="threads for the requests/s figure")
     parser.add_argument(
-        "--headroom", type=float, default=DEFAULT_HEADROOM, help="limiter pacing margin (0.03 = 3%% slower)"
+        "--share", type=float, default=DEFAULT_RATE_SHARE, help="share of each limit to pace at (0.9 = 90%%)"
     )
     args = parser.parse_args(argv)
 
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     with stand_in(limits=False) as url:
         figures["requests_limits_off"] = requests_per_second(url, args.seconds, args.threads)
     with stand_in(limits=True) as url:
-        figures["bulk_update_limited"] = bulk_users_per_second(
-            url, args.seconds, threads=4, headroom=args.headroom
-        )
+        figures["bulk_update_limited"] = bulk_users_per_second(url, args.seconds, threads=4, share=args.share)
 
     o, r, b = figures["overhead"], figures["requests_limits_off"], figures["bulk_update_limited"]
     print(f"{'measurement':<48}{'figure':>16}")

@@ -1,12 +1,15 @@
-"""How closely the shared limiters hold a limit when two processes send at once (figures, no asserts).
+"""How closely the shared limiters reach Iterable's limits when two processes send at once (no asserts).
 
     uv run python -m dev.bench.limiters [--seconds 10] [--backends sqlite,redis,postgres]
+        [--endpoints users/bulkUpdate,events/trackBulk,users/getByEmail] [--share 1.0]
 
-Each case starts two spawned processes that call ``acquire`` as fast as it returns for one name,
-and reports the combined rate over the run against the limit, and the worst excess over any
-span: max(count - limit x span), which the limiter keeps at or below the bucket's burst. The last
-line is JSON. Redis and PostgreSQL come from TEST_REDIS_URL / TEST_POSTGRES_URL (defaults: the
-machine's own); their keys and tables are removed afterwards.
+Each case starts two spawned processes that call ``reserve`` for one endpoint, sleep until the slot
+and reserve again (what ``acquire`` does), with the rates the clients use (``paced_rates``: the share
+and the timing margin of the settings' defaults). It reports the granted rate as a share of Iterable's
+ceiling for the endpoint, in the limiter's own clock (the slot times the backend granted) and in the
+senders' wall clock, and the most grants seen in any one window of the endpoint (the limit is the
+ceiling's N). The last line is JSON. Redis and PostgreSQL come from TEST_REDIS_URL /
+TEST_POSTGRES_URL (defaults: the machine's own); their keys and tables are removed afterwards.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iterable_recipes.clients.limiter import Rate
+from iterable_recipes.clients.iterable import DEFAULT_RATE_SHARE, ITERABLE_RATE_LIMITS, paced_rates
+from iterable_recipes.clients.limiter import Rate, Slot
 from iterable_recipes.clients.shared_limiters import (
     PostgresLimiter,
     RedisLimiter,
     SharedLimiter,
     SQLiteLimiter,
-    burst_of,
 )
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -59,21 +62,23 @@ class Backend:
 
 @dataclass
 class RunResult:
-    """Acquisition times (wall clock, seconds) per name from every process, and the pause probe."""
+    """Grants per name from every process: the slot's time in the limiter's own clock, and the wall
+    time the sender woke for it; and the pause probe."""
 
     times: dict[str, list[float]] = field(default_factory=dict)
-    # How many acquisitions of each name every process made.
+    woke: dict[str, list[float]] = field(default_factory=dict)
+    # How many grants of each name every process had.
     per_process: list[dict[str, int]] = field(default_factory=list)
-    pause_set_at: float | None = None
-    pause_seconds: float = 0.0
-    # (paused_for seen by the process before acquiring, wall time its acquire returned), per process.
-    pause_probes: list[tuple[float, float]] = field(default_factory=list)
+    # The slot each process was given for PAUSED_NAME after the pause was set.
+    pause_probes: list[Slot] = field(default_factory=list)
 
 
-def _send(limiter: SharedLimiter, name: str, until: float, out: list[float]) -> None:
+def _send(limiter: SharedLimiter, name: str, until: float, out: list[tuple[float, float]]) -> None:
     while time.time() < until:
-        limiter.acquire(name)
-        out.append(time.time())
+        slot = limiter.reserve(name)
+        if slot.wait > 0:
+            time.sleep(slot.wait)
+        out.append((slot.at, time.time()))
 
 
 def _worker(
@@ -90,17 +95,16 @@ def _worker(
         ready.put(os.getpid())
         go.wait()
         until = time.time() + seconds
-        times: dict[str, list[float]] = {name: [] for name in rates}
-        threads = [threading.Thread(target=_send, args=(limiter, n, until, times[n])) for n in rates]
+        grants: dict[str, list[tuple[float, float]]] = {name: [] for name in rates}
+        threads = [threading.Thread(target=_send, args=(limiter, n, until, grants[n])) for n in rates]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        results.put(("times", times))
+        results.put(("times", grants))
         if go_pause.wait(timeout=30):
-            seen = limiter.paused_for(PAUSED_NAME)
-            limiter.acquire(PAUSED_NAME)
-            results.put(("pause", (seen, time.time())))
+            # Reserved, not waited for: the probe reads the slot the pause pushed it to.
+            results.put(("pause", limiter.reserve(PAUSED_NAME)))
     finally:
         limiter.close()
 
@@ -116,7 +120,7 @@ def run_processes(
     """Run ``processes`` spawned senders for ``seconds`` on ``backend``; optionally probe a pause.
 
     With ``pause_seconds`` > 0, after the senders finish this process calls
-    ``slow_down(PAUSED_NAME, pause_seconds)`` and each sender then acquires that name once.
+    ``slow_down(PAUSED_NAME, pause_seconds)`` and each sender then reserves that name once.
     """
     ctx = mp.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
@@ -127,24 +131,24 @@ def run_processes(
     ]
     for worker in workers:
         worker.start()
-    result = RunResult(times={name: [] for name in rates}, pause_seconds=pause_seconds)
+    result = RunResult(times={name: [] for name in rates}, woke={name: [] for name in rates})
     try:
         for _ in workers:
             ready.get(timeout=60)
         go.set()
         for _ in workers:
-            kind, times = results.get(timeout=seconds + 60)
+            kind, grants = results.get(timeout=seconds + 60)
             assert kind == "times"
-            for name, stamps in times.items():
-                result.times[name].extend(stamps)
-            result.per_process.append({name: len(stamps) for name, stamps in times.items()})
+            for name, pairs in grants.items():
+                result.times[name].extend(at for at, _ in pairs)
+                result.woke[name].extend(woke for _, woke in pairs)
+            result.per_process.append({name: len(pairs) for name, pairs in grants.items()})
         if pause_seconds > 0:
             with backend.limiter({}) as setter:
-                result.pause_set_at = time.time()
                 setter.slow_down(PAUSED_NAME, pause_seconds)
             go_pause.set()
             for _ in workers:
-                kind, probe = results.get(timeout=pause_seconds + 60)
+                kind, probe = results.get(timeout=60)
                 assert kind == "pause"
                 result.pause_probes.append(probe)
         else:
@@ -158,28 +162,23 @@ def run_processes(
             if worker.is_alive():
                 worker.terminate()
                 worker.join()
-    for stamps in result.times.values():
+    for stamps in (*result.times.values(), *result.woke.values()):
         stamps.sort()
     return result
 
 
-def max_excess(times: Sequence[float], limit_per_second: float) -> float:
-    """The largest ``count - limit x span`` over every span [t_i, t_j] of sorted ``times``.
-
-    A limiter holding ``limit`` with burst ``b`` keeps this at or below ``b``: that is the bound.
-    """
-    # count(i..j) - limit*(t_j - t_i) = a_j - a_i + 1 with a_k = k - limit*t_k; keep the running min.
-    worst = 0.0
-    lowest = float("inf")
-    for k, stamp in enumerate(times):
-        a_k = k - limit_per_second * stamp
-        lowest = min(lowest, a_k)
-        worst = max(worst, a_k - lowest + 1)
-    return worst
+def most_in_window(times: Sequence[float], window: float) -> int:
+    """The most of sorted ``times`` inside any half-open window ``[t, t + window)``."""
+    most, first = 0, 0
+    for last, stamp in enumerate(times):
+        while times[first] <= stamp - window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def combined_rate(times: Sequence[float]) -> float:
-    """Acquisitions per second between the first and the last."""
+    """Grants per second between the first and the last."""
     if len(times) < 2:
         return 0.0
     return (len(times) - 1) / (times[-1] - times[0])
@@ -211,39 +210,46 @@ def cleanup(backend: Backend) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every case and print a table, then one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,redis,postgres")
-    parser.add_argument("--limits", default="5,100")
+    parser.add_argument("--endpoints", default="users/bulkUpdate,events/trackBulk,users/getByEmail")
+    parser.add_argument("--share", type=float, default=DEFAULT_RATE_SHARE)
     args = parser.parse_args(argv)
+    paced = paced_rates(args.share)
     rows: list[dict[str, Any]] = []
-    print(f"two processes, {args.seconds:g} s per case")
-    header = ("backend", "limit/s", "sent", "rate/s", "of limit", "excess", "burst")
-    print("{:<9} {:>7} {:>6} {:>8} {:>8} {:>7} {:>6}".format(*header))
+    print(f"two processes, {args.seconds:g} s per case, share {args.share:g}")
+    header = ("backend", "endpoint", "ceiling", "granted", "of ceiling", "woken/s", "most in window")
+    print("{:<9} {:<17} {:>9} {:>8} {:>10} {:>8} {:>14}".format(*header))
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.backends.split(","):
-            for limit in (int(x) for x in args.limits.split(",")):
+            for endpoint in args.endpoints.split(","):
                 prefix = f"bench_{uuid.uuid4().hex[:8]}"
                 targets = {"sqlite": f"{tmp}/{prefix}.sqlite", "redis": REDIS_URL, "postgres": POSTGRES_URL}
-                target = targets[kind]
-                backend = Backend(kind, target, prefix)
-                rate = Rate(limit)
+                backend = Backend(kind, targets[kind], prefix)
                 try:
-                    times = run_processes(backend, {"bench": rate}, args.seconds).times["bench"]
+                    result = run_processes(backend, {endpoint: paced[endpoint]}, args.seconds)
                 finally:
                     cleanup(backend)
+                ceiling = ITERABLE_RATE_LIMITS[endpoint]
+                per_second = ceiling.limit / ceiling.seconds
+                times = result.times[endpoint]
                 row = {
                     "backend": kind,
-                    "limit": limit,
-                    "sent": len(times),
-                    "rate": round(combined_rate(times), 2),
-                    "excess": round(max_excess(times, limit), 2),
-                    "burst": burst_of(rate),
+                    "endpoint": endpoint,
+                    "ceiling_per_s": per_second,
+                    "granted": len(times),
+                    "rate": round(combined_rate(times), 3),
+                    "share_of_ceiling": round(combined_rate(times) / per_second, 4),
+                    "woken_rate": round(combined_rate(result.woke[endpoint]), 3),
+                    "most_in_window": most_in_window(times, ceiling.seconds),
+                    "limit_in_window": ceiling.limit,
                 }
                 rows.append(row)
                 print(
-                    f"{kind:<9} {limit:>7} {row['sent']:>6} {row['rate']:>8.2f} "
-                    f"{row['rate'] / limit:>8.1%} {row['excess']:>7.2f} {row['burst']:>6}"
+                    f"{kind:<9} {endpoint:<17} {per_second:>7g}/s {row['rate']:>8.2f} "
+                    f"{row['share_of_ceiling']:>10.1%} {row['woken_rate']:>8.2f} "
+                    f"{row['most_in_window']:>8} of {ceiling.limit:<3}"
                 )
     print(json.dumps({"bench": "limiters", "processes": 2, "seconds": args.seconds, "cases": rows}))
 

@@ -227,8 +227,9 @@ def per_row_baseline(
     from iterable_recipes.settings import Settings
 
     name = "users/update"
-    headroom = Settings().iterable_rate_headroom
-    limiter = SQLiteLimiter(limiter_path, {name: Rate(500, 1 + headroom)})
+    settings = Settings()
+    seconds_per_window = 1 / settings.iterable_rate_share + settings.iterable_rate_margin_seconds
+    limiter = SQLiteLimiter(limiter_path, {name: Rate(500, seconds_per_window)})
     rows = iter(items)
     lock = threading.Lock()
     done = [0] * 8

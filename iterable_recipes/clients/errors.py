@@ -50,11 +50,23 @@ def _rebuild(cls: type[ApiError], message: str, state: dict[str, object]) -> Api
 
 
 class RetryableError(ApiError):
-    """The same request may succeed later; ``retry_after`` is seconds the server asked us to wait."""
+    """The same request may succeed later; ``retry_after`` is seconds the server asked us to wait.
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+    ``held_by_limiter`` is set when a rate limiter was told of this refusal (a 429) and will itself
+    hold the next request back, so the retry policy adds no wait of its own.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        held_by_limiter: bool = False,
+        **kwargs: object,
+    ) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.retry_after = retry_after
+        self.held_by_limiter = held_by_limiter
 
 
 class SplitBatchError(ApiError):

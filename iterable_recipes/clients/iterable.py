@@ -97,36 +97,43 @@ ITERABLE_RATE_LIMITS: dict[str, Rate] = {
 LIST_WRITE_ENDPOINTS = ("lists/subscribe", "lists/unsubscribe")
 DEFAULT_LIST_WRITES_PER_SECOND = 5.0
 
-# When a 429 carries no Retry-After, hold the endpoint back this long (one second is the window of
-# every per-second limit Iterable states).
-DEFAULT_SLOW_DOWN_SECONDS = 1.0
 NO_USER_WITH_ID = "error.users.noUserWithIdExists"
 UNEXPECTED = "UnexpectedResponse"  # our code for an answer that is not what the spec promises
 
 
-# Pacing exactly at a limit meets a strict 1-second sliding window with no room for network jitter:
-# a request sent 1.000 s after the fifth-previous one can arrive 0.999 s after it and be refused.
-# Requests are therefore spaced this fraction wider than the spec's limit (ITERABLE_RATE_HEADROOM).
-DEFAULT_HEADROOM = 0.05
+# Iterable allows at most N requests in any window (a second, or a minute for export and lists/getUsers).
+# The limiter spaces grants window/N apart; requests reach Iterable a few milliseconds apart from when
+# they were granted, so each window is widened by a fixed margin (ITERABLE_RATE_MARGIN_SECONDS). A
+# project whose other integrations use the same limits keeps to a share of each (ITERABLE_RATE_SHARE).
+DEFAULT_RATE_SHARE = 1.0
+DEFAULT_RATE_MARGIN_SECONDS = 0.02
 
 
 def paced_rates(
-    headroom: float = DEFAULT_HEADROOM, list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND
+    share: float = DEFAULT_RATE_SHARE,
+    list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND,
+    margin_seconds: float = DEFAULT_RATE_MARGIN_SECONDS,
 ) -> dict[str, Rate]:
-    """``ITERABLE_RATE_LIMITS`` and the list writes' rate widened by ``headroom`` (0.1: 10 % slower),
-    for any limiter to hold."""
+    """The rates any limiter holds: ``ITERABLE_RATE_LIMITS`` at ``share`` of each limit, each window
+    widened by ``margin_seconds``, and the list writes at ``list_writes_per_second`` (our own rate)."""
+    if not 0 < share <= 1:
+        raise ValueError("share must be above 0 and at most 1")
     # A fractional rate (0.5/s) is held as one request per 1/rate seconds.
     per = 1.0 if list_writes_per_second >= 1 else 1.0 / list_writes_per_second
     lists = {name: Rate(max(1, int(list_writes_per_second * per)), per) for name in LIST_WRITE_ENDPOINTS}
-    rates = ITERABLE_RATE_LIMITS | lists
-    return {name: Rate(r.limit, r.seconds * (1 + headroom)) for name, r in rates.items()}
+    spec = {
+        name: Rate(r.limit, r.seconds / share + margin_seconds) for name, r in ITERABLE_RATE_LIMITS.items()
+    }
+    return spec | lists
 
 
 def iterable_limiter(
-    headroom: float = DEFAULT_HEADROOM, list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND
+    share: float = DEFAULT_RATE_SHARE,
+    list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND,
+    margin_seconds: float = DEFAULT_RATE_MARGIN_SECONDS,
 ) -> InMemoryLimiter:
     """A one-process limiter holding Iterable's per-project limits (share one per project)."""
-    return InMemoryLimiter(paced_rates(headroom, list_writes_per_second))
+    return InMemoryLimiter(paced_rates(share, list_writes_per_second, margin_seconds))
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -245,23 +252,34 @@ class IterableClient:
                 raise RetryableError(f"transport error ({type(exc).__name__})", endpoint=name) from None
             if response.status_code in ok:
                 return response
-            error = self._error(name, response, bulk=bulk)
-            if error.status == 429 and not isinstance(self.limiter, NoLimiter):
-                # Every sender sharing the limiter holds back, also after our last attempt. NoLimiter
-                # would only sleep this thread, which the retry delay below already does.
-                wait = error.retry_after if isinstance(error, RetryableError) else None
-                self.limiter.slow_down(name, wait or DEFAULT_SLOW_DOWN_SECONDS)
-            raise error
+            raise self._throttled(name, self._error(name, response, bulk=bulk))
 
         def on_retry(attempt: int, error: RetryableError, delay: float) -> None:
             # Captured into the run's logs by the flows (tasks/logs.py); str(error) holds no email or key.
             asked = f" (Retry-After: {error.retry_after:g} s)" if error.retry_after is not None else ""
+            if error.held_by_limiter:
+                log.warning(
+                    "Iterable %s attempt %d failed (%s); the rate limiter holds every sender back%s "
+                    "and lowers the endpoint's rate for a while, then it is sent again",
+                    name, attempt, error, asked,
+                )  # fmt: skip
+                return
             log.warning(
                 "Iterable %s attempt %d failed (%s); waiting %.2f s%s, then sending it again",
                 name, attempt, error, delay, asked,
             )  # fmt: skip
 
         return call_with_retries(once, retry if retry is not None else self.retry, on_retry=on_retry)
+
+    def _throttled(self, name: str, error: ApiError) -> ApiError:
+        """``error``, after telling the limiter of a 429: it pauses every sender sharing it (the
+        Retry-After, or its own back-off) and lowers the endpoint's rate, and so holds the retry's wait
+        (``clients.limiter`` has the rule). Without a limiter the retry policy waits instead."""
+        refused = error.status == 429 or error.code == "RateLimitExceeded"
+        if refused and isinstance(error, RetryableError) and not isinstance(self.limiter, NoLimiter):
+            self.limiter.slow_down(name, error.retry_after)
+            error.held_by_limiter = True
+        return error
 
     @staticmethod
     def _error(name: str, response: httpx.Response, *, bulk: bool) -> ApiError:
@@ -596,11 +614,7 @@ class IterableClient:
                 return contextlib.closing(response)
             response.read()
             response.close()
-            error = self._error(name, response, bulk=False)
-            if error.status == 429 and not isinstance(self.limiter, NoLimiter):
-                wait = error.retry_after if isinstance(error, RetryableError) else None
-                self.limiter.slow_down(name, wait or DEFAULT_SLOW_DOWN_SECONDS)
-            raise error
+            raise self._throttled(name, self._error(name, response, bulk=False))
 
         return call_with_retries(once, self.retry)
 

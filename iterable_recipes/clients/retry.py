@@ -4,6 +4,8 @@ Two layers, each with its own job:
 
 - inside a client, ``call_with_retries`` resends a request that failed with a ``RetryableError``
   (429, 5xx, 408, transport errors) a few times within seconds, honouring the server's Retry-After;
+  a 429 the client's rate limiter was told of (``held_by_limiter``) is resent at once, since the
+  limiter's next slot already holds the pause and the lowered rate (``clients.limiter``);
 - around a task, Prefect retries the whole task after minutes (``TASK_RETRIES``,
   ``TASK_RETRY_DELAYS``), for outages longer than the client's budget.
 
@@ -103,7 +105,7 @@ def call_with_retries(
         except RetryableError as error:
             if not is_retryable(error) or attempt >= policy.attempts:
                 raise
-            wait = policy.delay(attempt, error.retry_after)
+            wait = 0.0 if error.held_by_limiter else policy.delay(attempt, error.retry_after)
             if on_retry is not None:
                 on_retry(attempt, error, wait)
             sleep(wait)

@@ -1,13 +1,16 @@
-"""Rate limiters shared by every process that sends: pyrate-limiter buckets in SQLite, Redis or PostgreSQL.
+"""Rate limiters shared by every process that sends: the pacing rule of ``clients.limiter`` kept in a
+SQLite file (one machine), Redis or PostgreSQL (several machines).
 
-Each implements ``clients.limiter.RateLimiter``. ``acquire(name)`` takes a slot from the library's
-bucket for ``name`` (a sliding-window log stored in the backend, so every process sharing the file,
-Redis or database counts against the same window) and then honours a pause; ``slow_down(name, s)``
-records "paused until" in the same backend, so one 429 holds back every process.
+Each backend keeps one row (or hash) per name: the next free slot and the rate factor's last cut
+(``limiter.PaceState``). ``reserve`` takes the slot with one atomic statement (SQLite: one
+``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` in its own write transaction; PostgreSQL: the same
+in one round trip; Redis: one Lua script), and ``acquire`` then sleeps exactly until it. A 429
+(``slow_down``) is rare, so it reads, applies ``limiter.throttled`` and writes back in one transaction
+(BEGIN IMMEDIATE, SELECT ... FOR UPDATE, WATCH/MULTI).
 
-A limit that divides by ten is also held per tenth of its interval (100/s is also 10 per 100 ms),
-which caps the burst at a tenth of the limit instead of a full second's worth at once;
-``burst(name)`` says which applies. Names without a rate are not counted but still honour pauses.
+Times are the backend's: SQLite the machine's wall clock (every process on it reads the same one),
+Redis its TIME, PostgreSQL its clock_timestamp(), so machines whose clocks drift still agree. Only
+the wait until a slot is used locally. ``clock`` replaces the backend's time (tests).
 """
 
 from __future__ import annotations
@@ -16,103 +19,51 @@ import re
 import sqlite3
 import threading
 import time
-import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import pyrate_limiter as pl
 from psycopg_pool import ConnectionPool
-from pyrate_limiter.buckets.redis_bucket import LuaScript
 
-from iterable_recipes.clients.limiter import Rate
+from iterable_recipes.clients.limiter import Pace, PacedLimiter, PaceState, Rate, Slot, throttled
 
 if TYPE_CHECKING:
+    import psycopg
     import redis
 
-# Sliding-log waits are exact to the millisecond; a small margin keeps a retry from landing on the
-# boundary while adding little idle time per wait (the library's default is 50 ms).
-_BUFFER_MS = 5
-# Longest single sleep while paused, so a pause shortened by nobody is still re-read now and then.
-_MAX_PAUSE_SLEEP = 1.0
+__all__ = ["PostgresLimiter", "RedisLimiter", "SQLiteLimiter", "SharedLimiter", "postgres_conninfo"]
+
+Clock = Callable[[], float]
+Throttle = Callable[[PaceState, float], PaceState]
+# Idle names are forgotten after a day (Redis): a forgotten name starts again at the full rate.
+_REDIS_TTL_SECONDS = 86_400
 
 
-def pyrate_rates(rate: Rate) -> list[pl.Rate]:
-    """The library's rate list for one of ours, with a finer rate that spreads the requests out.
+class SharedLimiter(PacedLimiter):
+    """What the three backends share: the rule's ``reserve``, ``slow_down`` and ``paused_for`` over a
+    backend's one atomic take and one read-modify-write."""
 
-    A window's whole allowance must not leave at one instant: requests sent together reach the
-    vendor a few milliseconds apart, the next window's first one lands inside the same vendor window,
-    and every 429 pauses all senders. So 100/s is also held as 10 per 100 ms, and a small limit
-    (5/s) as one request per fifth of the interval.
-    """
-    interval_ms = max(1, round(rate.seconds * 1000))
-    rates = [pl.Rate(rate.limit, interval_ms)]
-    if rate.limit % 10 == 0 and rate.limit >= 10 and interval_ms % 10 == 0:
-        rates.append(pl.Rate(rate.limit // 10, interval_ms // 10))
-    elif 1 < rate.limit < 10:
-        rates.append(pl.Rate(1, max(1, interval_ms // rate.limit)))
-    return rates
+    def __init__(
+        self, rates: Mapping[str, Rate], *, clock: Clock | None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        super().__init__(rates, sleep=sleep)
+        self._clock = clock
 
+    def reserve(self, name: str) -> Slot:
+        """Take the next free slot of ``name`` in the backend (one atomic statement)."""
+        return self._take(name, self.pace(name))
 
-def burst_of(rate: Rate) -> int:
-    """The burst the bound ``limit × T + burst`` allows under ``pyrate_rates(rate)``.
-
-    The one-per-step spacing of small limits is smoothing on top, not part of the guarantee: it holds
-    between processes only as well as their clocks agree to the millisecond.
-    """
-    return min(r.limit for r in pyrate_rates(rate) if r.limit > 1 or rate.limit == 1)
-
-
-def _slug(name: str) -> str:
-    """A short identifier-safe form of ``name``, unique per name (SQL table names)."""
-    safe = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:24]
-    return f"{safe}_{zlib.crc32(name.encode()):08x}"
-
-
-class SharedLimiter:
-    """What the three backends share: one pyrate ``Limiter`` per rated name, built on first use."""
-
-    def __init__(self, rates: Mapping[str, Rate]) -> None:
-        self._rates = dict(rates)
-        self._limiters: dict[str, pl.Limiter] = {}
-        self._lock = threading.Lock()
-
-    # ---- RateLimiter ----------------------------------------------------------------------------
-
-    def acquire(self, name: str) -> None:
-        """Block until one request to ``name`` fits its rate and no pause holds it back."""
-        limiter = self._limiter(name)
-        # A weight of one always fits, so False is never final: pyrate-limiter 4.5.1 reads a computed
-        # wait of exactly -1 ms as its "never fits" sentinel (seen with PostgreSQL under contention,
-        # where the wait comes from an expired entry). Asking again is then correct.
-        while limiter is not None and not limiter.try_acquire(name):
-            time.sleep(_BUFFER_MS / 1000)
-        # Checked after the slot, so a pause set while this caller waited for a slot still holds it.
-        self._wait_while_paused(name)
-
-    def slow_down(self, name: str, seconds: float) -> None:
-        """Hold back every process sharing this backend from sending to ``name`` for ``seconds``."""
-        if seconds > 0:
-            self._set_pause(name, seconds)
-
-    # ---- inspection and lifetime ----------------------------------------------------------------
-
-    def burst(self, name: str) -> int:
-        """Most requests to ``name`` that may pass at one instant (0 when ``name`` has no rate)."""
-        rate = self._rates.get(name)
-        return burst_of(rate) if rate is not None else 0
+    def slow_down(self, name: str, retry_after: float | None = None) -> None:
+        """Pause ``name`` and lower its rate for every process sharing this backend."""
+        pace = self.pace(name)
+        self._update(name, lambda state, now: throttled(state, pace, now, retry_after))
 
     def paused_for(self, name: str) -> float:
-        """Seconds left of a pause on ``name`` (0 when none)."""
-        return max(0.0, self._pause_remaining(name))
+        """Seconds until the next free slot of ``name`` (0 when one is free now)."""
+        return max(0.0, self._ahead(name))
 
     def close(self) -> None:
-        """Stop the leak threads and release connections."""
-        with self._lock:
-            limiters, self._limiters = list(self._limiters.values()), {}
-        for limiter in limiters:
-            limiter.close()
-        self._close_backend()
+        """Release connections."""
 
     def __enter__(self) -> SharedLimiter:
         return self
@@ -120,147 +71,202 @@ class SharedLimiter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- internals ------------------------------------------------------------------------------
+    def _now(self) -> float | None:
+        """The injected clock's time, or None for the backend's own."""
+        return None if self._clock is None else self._clock()
 
-    def _limiter(self, name: str) -> pl.Limiter | None:
-        rate = self._rates.get(name)
-        if rate is None:
-            return None
-        with self._lock:
-            limiter = self._limiters.get(name)
-            if limiter is None:
-                limiter = pl.Limiter(self._make_bucket(name, pyrate_rates(rate)), buffer_ms=_BUFFER_MS)
-                self._limiters[name] = limiter
-            return limiter
-
-    def _wait_while_paused(self, name: str) -> None:
-        while (remaining := self._pause_remaining(name)) > 0:
-            time.sleep(min(remaining, _MAX_PAUSE_SLEEP))
-
-    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
+    def _take(self, name: str, pace: Pace) -> Slot:
         raise NotImplementedError
 
-    def _pause_remaining(self, name: str) -> float:
+    def _update(self, name: str, change: Throttle) -> None:
         raise NotImplementedError
 
-    def _set_pause(self, name: str, seconds: float) -> None:
+    def _ahead(self, name: str) -> float:
         raise NotImplementedError
 
-    def _close_backend(self) -> None:
-        """Release what the subclass opened."""
+
+# The take, for both SQL backends: {greatest}/{least} and the parameter style differ. The inserted row
+# is the first grant (slot = now); on conflict EXCLUDED.slot is now. ``taken_at`` records it. ``now``
+# is read once (clock_timestamp() moves between two calls); WHERE true lets SQLite parse ON CONFLICT.
+_TAKE_SQL = """
+INSERT INTO {table} AS s (name, next_free, slot, taken_at, cut, cut_at)
+SELECT {name}, c.now + {interval}, c.now, c.now, 1.0, 0.0 FROM (SELECT {now} AS now) AS c WHERE true
+ON CONFLICT (name) DO UPDATE SET
+  slot = {greatest}(s.next_free, EXCLUDED.slot),
+  taken_at = EXCLUDED.slot,
+  next_free = {greatest}(s.next_free, EXCLUDED.slot)
+    + {interval} / {least}(1.0, s.cut + {recover} * {greatest}(0.0, EXCLUDED.slot - s.cut_at))
+RETURNING slot, taken_at
+"""
+_COLUMNS = "(name TEXT PRIMARY KEY, next_free {real} NOT NULL, slot {real} NOT NULL, taken_at {real} NOT NULL, cut {real} NOT NULL, cut_at {real} NOT NULL)"  # noqa: E501
+
+
+def _quoted(table: str) -> str:
+    """``table`` as a quoted SQL identifier of letters, digits and underscores."""
+    return '"' + re.sub(r"\W+", "_", table) + '"'
 
 
 class SQLiteLimiter(SharedLimiter):
-    """Limits shared by the processes of one machine, in a SQLite file guarded by a file lock."""
+    """Limits shared by the processes of one machine, in a SQLite file (WAL; SQLite's own locking)."""
 
-    def __init__(self, path: str | Path, rates: Mapping[str, Rate], *, table_prefix: str = "limiter") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        rates: Mapping[str, Rate],
+        *,
+        table_prefix: str = "limiter",
+        clock: Clock = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         from filelock import FileLock
 
-        super().__init__(rates)
+        super().__init__(rates, clock=clock, sleep=sleep)
+        self._time = clock
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._prefix = re.sub(r"\W+", "_", table_prefix)
-        self._pause_table = f"{self._prefix}_pause"
-        # The same lock file the library's buckets take, so switching to WAL never races them.
+        self._table = _quoted(f"{table_prefix}_pace")
+        # Switching to WAL needs the file to itself: processes starting together take turns.
         with FileLock(f"{self._path}.lock"):
             self._conn = sqlite3.connect(
                 self._path, timeout=30, check_same_thread=False, isolation_level=None
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                f'CREATE TABLE IF NOT EXISTS "{self._pause_table}" '
-                "(name TEXT PRIMARY KEY, until REAL NOT NULL)"
-            )
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} {_COLUMNS.format(real='REAL')}")
+        self._take_sql = _TAKE_SQL.format(
+            table=self._table, name=":name", now=":now", interval=":interval", recover=":recover",
+            greatest="max", least="min",
+        )  # fmt: skip
         self._conn_lock = threading.Lock()
 
-    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
-        return pl.SQLiteBucket.init_from_file(
-            rates, table=f"{self._prefix}_{_slug(name)}", db_path=str(self._path), use_file_lock=True
-        )
+    def _take(self, name: str, pace: Pace) -> Slot:
+        params = {"name": name, "now": self._time(), "interval": pace.interval, "recover": pace.recover}
+        with self._conn_lock:
+            # fetchall steps the statement to its end, so its write transaction ends here.
+            ((slot, _),) = self._conn.execute(self._take_sql, params).fetchall()
+        return Slot(float(slot), float(slot) - self._time())
 
-    def _pause_remaining(self, name: str) -> float:
+    def _update(self, name: str, change: Throttle) -> None:
+        with self._conn_lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._time()
+                row = self._conn.execute(
+                    f"SELECT next_free, cut, cut_at FROM {self._table} WHERE name = ?", (name,)
+                ).fetchone()
+                state = change(PaceState(*row) if row else PaceState(now), now)
+                self._conn.execute(
+                    f"INSERT INTO {self._table} (name, next_free, slot, taken_at, cut, cut_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "next_free = excluded.next_free, cut = excluded.cut, cut_at = excluded.cut_at",
+                    (name, state.next_free, now, now, state.cut, state.cut_at),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _ahead(self, name: str) -> float:
         with self._conn_lock:
             row = self._conn.execute(
-                f'SELECT until FROM "{self._pause_table}" WHERE name = ?', (name,)
+                f"SELECT next_free FROM {self._table} WHERE name = ?", (name,)
             ).fetchone()
-        # Wall-clock time: every process on the machine reads the same clock.
-        return 0.0 if row is None else float(row[0]) - time.time()
+        return 0.0 if row is None else float(row[0]) - self._time()
 
-    def _set_pause(self, name: str, seconds: float) -> None:
-        with self._conn_lock:
-            self._conn.execute(
-                f'INSERT INTO "{self._pause_table}" (name, until) VALUES (?, ?) '
-                "ON CONFLICT(name) DO UPDATE SET until = max(until, excluded.until)",
-                (name, time.time() + seconds),
-            )
-
-    def _close_backend(self) -> None:
+    def close(self) -> None:
+        """Close the file."""
         with self._conn_lock:
             self._conn.close()
 
 
-# Extends a pause to at least ARGV[1] ms, never shortens one; Redis measures it, so clocks of the
-# machines sharing it do not matter.
-_REDIS_PAUSE = """
-local left = redis.call('PTTL', KEYS[1])
-if left < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+# ARGV: now ('' for Redis's TIME), interval, recover. Returns the slot and now as strings: Redis turns
+# a Lua number into an integer reply, and %.17g keeps every bit of a double.
+_REDIS_TAKE = """
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
 end
-return 1
+local interval, recover = tonumber(ARGV[2]), tonumber(ARGV[3])
+local s = redis.call('HMGET', KEYS[1], 'next_free', 'cut', 'cut_at')
+local next_free = tonumber(s[1]) or now
+local cut = tonumber(s[2]) or 1.0
+local cut_at = tonumber(s[3]) or 0.0
+local slot = math.max(next_free, now)
+local factor = math.min(1.0, cut + recover * math.max(0.0, now - cut_at))
+redis.call('HSET', KEYS[1], 'next_free', string.format('%.17g', slot + interval / factor),
+  'cut', string.format('%.17g', cut), 'cut_at', string.format('%.17g', cut_at))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {string.format('%.17g', slot), string.format('%.17g', now)}
 """
 
 
-_LIBRARY_COUNT = "redis.call('ZCOUNT', bucket, window_start, now)"
-# The library counts entries up to the caller's own timestamp, so two processes that read the clock
-# a millisecond apart (both woken by the same expiring entry) miss each other's entry and both pass.
-# Counting up to +inf sees every entry newer than the window start, as the SQL buckets do.
-_SHARED_PUT_ITEM = LuaScript.PUT_ITEM.replace(
-    _LIBRARY_COUNT, "redis.call('ZCOUNT', bucket, window_start, '+inf')"
-)
-
-
-class _SharedRedisBucket(pl.RedisBucket):
-    """The library's Redis bucket with the window counted up to +inf (see ``_SHARED_PUT_ITEM``)."""
-
-    @classmethod
-    def init_shared(cls, rates: list[pl.Rate], client: redis.Redis, bucket_key: str) -> _SharedRedisBucket:
-        """Load the amended script and build the bucket (sync clients only)."""
-        if _LIBRARY_COUNT not in LuaScript.PUT_ITEM:
-            raise RuntimeError("pyrate-limiter's Redis script changed; review _SHARED_PUT_ITEM")
-        script_hash = client.script_load(_SHARED_PUT_ITEM)
-        return cls(rates, client, bucket_key, str(script_hash))
-
-
 class RedisLimiter(SharedLimiter):
-    """Limits shared by every machine that reaches one Redis."""
+    """Limits shared by every machine that reaches one Redis (one hash per name)."""
 
     def __init__(
-        self, redis_client: str | redis.Redis, rates: Mapping[str, Rate], *, key_prefix: str = "recipes"
+        self,
+        redis_client: str | redis.Redis,
+        rates: Mapping[str, Rate],
+        *,
+        key_prefix: str = "recipes",
+        clock: Clock | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         import redis as redis_lib
 
-        super().__init__(rates)
+        super().__init__(rates, clock=clock, sleep=sleep)
         self._owns_client = isinstance(redis_client, str)
         self._redis: redis_lib.Redis = (
             redis_lib.Redis.from_url(redis_client) if isinstance(redis_client, str) else redis_client
         )
         self._prefix = key_prefix
-        self._pause_script = self._redis.register_script(_REDIS_PAUSE)
+        self._take_script = self._redis.register_script(_REDIS_TAKE)
 
-    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
-        return _SharedRedisBucket.init_shared(rates, self._redis, f"{self._prefix}:limiter:{name}")
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}:limiter:{name}"
 
-    def _pause_key(self, name: str) -> str:
-        return f"{self._prefix}:limiter-pause:{name}"
+    def _server_now(self, client: Any) -> float:
+        now = self._now()
+        if now is not None:
+            return now
+        seconds, micros = client.time()
+        return float(seconds) + float(micros) / 1_000_000
 
-    def _pause_remaining(self, name: str) -> float:
-        left_ms = int(self._redis.pttl(self._pause_key(name)))
-        return left_ms / 1000 if left_ms > 0 else 0.0
+    def _take(self, name: str, pace: Pace) -> Slot:
+        now = self._now()
+        ttl = str(_REDIS_TTL_SECONDS)
+        args = ["" if now is None else repr(now), repr(pace.interval), repr(pace.recover), ttl]
+        slot, at = (float(x) for x in self._take_script(keys=[self._key(name)], args=args))
+        return Slot(slot, slot - at)
 
-    def _set_pause(self, name: str, seconds: float) -> None:
-        self._pause_script(keys=[self._pause_key(name)], args=[max(1, round(seconds * 1000))])
+    def _update(self, name: str, change: Throttle) -> None:
+        key = self._key(name)
 
-    def _close_backend(self) -> None:
+        def apply(pipe: Any) -> None:
+            now = self._server_now(pipe)
+            raw = pipe.hmget(key, "next_free", "cut", "cut_at")
+            state = change(PaceState(*map(float, raw)) if raw[0] is not None else PaceState(now), now)
+            pipe.multi()
+            pipe.hset(
+                key,
+                mapping={
+                    "next_free": repr(state.next_free),
+                    "cut": repr(state.cut),
+                    "cut_at": repr(state.cut_at),
+                },
+            )
+            pipe.expire(key, _REDIS_TTL_SECONDS)
+
+        self._redis.transaction(apply, key)
+
+    def _ahead(self, name: str) -> float:
+        raw = self._redis.hget(self._key(name), "next_free")
+        return 0.0 if raw is None else float(raw) - self._server_now(self._redis)
+
+    def close(self) -> None:
+        """Close the client when this limiter made it."""
         if self._owns_client:
             self._redis.close()
 
@@ -270,15 +276,11 @@ def postgres_conninfo(url: str) -> str:
     return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql://", url)
 
 
-class _PooledPostgresBucket(pl.PostgresBucket):
-    """The library's PostgreSQL bucket, except that closing it leaves the shared pool to its owner."""
-
-    def close(self) -> None:
-        """The limiter closes the pool (or its caller does, when it passed one in)."""
+_PG_NOW = "COALESCE(%(now)s::float8, EXTRACT(EPOCH FROM clock_timestamp())::float8)"
 
 
 class PostgresLimiter(SharedLimiter):
-    """Limits shared by every machine that reaches one PostgreSQL database."""
+    """Limits shared by every machine that reaches one PostgreSQL database (one row per name)."""
 
     def __init__(
         self,
@@ -286,48 +288,68 @@ class PostgresLimiter(SharedLimiter):
         rates: Mapping[str, Rate],
         *,
         table_prefix: str = "recipes",
+        clock: Clock | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(rates)
+        super().__init__(rates, clock=clock, sleep=sleep)
         self._owns_pool = isinstance(postgres, str)
+        # Autocommit: a take is one round trip, not BEGIN, the statement and COMMIT.
         self._pool = (
-            ConnectionPool(postgres_conninfo(postgres), min_size=1, max_size=4, open=True)
+            ConnectionPool(
+                postgres_conninfo(postgres), min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
+            )
             if isinstance(postgres, str)
             else postgres
         )
-        self._prefix = re.sub(r"\W+", "_", table_prefix.lower())
-        self._pause_table = f"{self._prefix}_limiter_pause"
-        with self._pool.connection() as conn:
+        self._table = _quoted(f"{table_prefix.lower()}_limiter_pace")
+        with self._pool.connection() as conn, conn.transaction():
             # Serialises CREATE TABLE IF NOT EXISTS between processes starting together.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._table,))
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} {_COLUMNS.format(real='float8')}")
+        self._take_sql = _TAKE_SQL.format(
+            table=self._table, name="%(name)s", now=_PG_NOW, interval="%(interval)s::float8",
+            recover="%(recover)s::float8", greatest="GREATEST", least="LEAST",
+        ).replace("RETURNING slot, taken_at", f"RETURNING slot, slot - {_PG_NOW}")  # fmt: skip
+
+    def _take(self, name: str, pace: Pace) -> Slot:
+        params = {"name": name, "now": self._now(), "interval": pace.interval, "recover": pace.recover}
+        with self._pool.connection() as conn:
+            row = conn.execute(self._take_sql, params).fetchone()
+        assert row is not None
+        return Slot(float(row[0]), float(row[1]))
+
+    def _update(self, name: str, change: Throttle) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            now = self._one(conn, f"SELECT {_PG_NOW}", {"now": self._now()})[0]
             conn.execute(
-                "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(self._pause_table.encode()) & 0x7FFFFFFF,)
+                f"INSERT INTO {self._table} (name, next_free, slot, taken_at, cut, cut_at) "
+                "VALUES (%s, %s, %s, %s, 1.0, 0.0) ON CONFLICT (name) DO NOTHING",
+                (name, now, now, now),
             )
+            row = self._one(
+                conn, f"SELECT next_free, cut, cut_at FROM {self._table} WHERE name = %s FOR UPDATE", (name,)
+            )
+            state = change(PaceState(*row), now)
             conn.execute(
-                f'CREATE TABLE IF NOT EXISTS "{self._pause_table}" '
-                "(name TEXT PRIMARY KEY, until TIMESTAMPTZ NOT NULL)"
+                f"UPDATE {self._table} SET next_free = %s, cut = %s, cut_at = %s WHERE name = %s",
+                (state.next_free, state.cut, state.cut_at, name),
             )
 
-    def _make_bucket(self, name: str, rates: list[pl.Rate]) -> pl.AbstractBucket:
-        return _PooledPostgresBucket(self._pool, f"{self._prefix}_{_slug(name)}", rates)
+    @staticmethod
+    def _one(conn: psycopg.Connection[Any], sql: str, params: Any) -> tuple[Any, ...]:
+        row = conn.execute(sql, params).fetchone()
+        assert row is not None
+        return tuple(row)
 
-    def _pause_remaining(self, name: str) -> float:
+    def _ahead(self, name: str) -> float:
         with self._pool.connection() as conn:
             row = conn.execute(
-                f'SELECT EXTRACT(EPOCH FROM until - clock_timestamp()) FROM "{self._pause_table}" '
-                "WHERE name = %s",
-                (name,),
+                f"SELECT next_free - {_PG_NOW} FROM {self._table} WHERE name = %(name)s",
+                {"name": name, "now": self._now()},
             ).fetchone()
         return 0.0 if row is None else float(row[0])
 
-    def _set_pause(self, name: str, seconds: float) -> None:
-        # The database's clock, so machines with drifting clocks agree on when the pause ends.
-        with self._pool.connection() as conn:
-            conn.execute(
-                f'INSERT INTO "{self._pause_table}" AS p (name, until) '
-                "VALUES (%s, clock_timestamp() + %s * INTERVAL '1 second') "
-                "ON CONFLICT (name) DO UPDATE SET until = GREATEST(p.until, EXCLUDED.until)",
-                (name, seconds),
-            )
-
-    def _close_backend(self) -> None:
+    def close(self) -> None:
+        """Close the pool when this limiter made it."""
         if self._owns_pool:
             self._pool.close()

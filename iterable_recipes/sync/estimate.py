@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 
 from iterable_recipes.clients.iterable import (
-    DEFAULT_HEADROOM,
     DEFAULT_LIST_WRITES_PER_SECOND,
+    DEFAULT_RATE_MARGIN_SECONDS,
+    DEFAULT_RATE_SHARE,
     ITERABLE_RATE_LIMITS,
     paced_rates,
 )
@@ -128,14 +129,15 @@ def _list_loads(defn: SyncDefinition, plan: ChangeSetSummary, paced: dict[str, R
 def estimate_run(
     defn: SyncDefinition,
     plan: ChangeSetSummary,
-    headroom: float = DEFAULT_HEADROOM,
+    share: float = DEFAULT_RATE_SHARE,
     list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND,
+    margin_seconds: float = DEFAULT_RATE_MARGIN_SECONDS,
 ) -> RunEstimate:
     """The requests the planned run would send (``plan.batches`` bulk requests of at most
     ``defn.batch_size`` <= 1000 items; in update mode by email a getByEmail per row first, as
     ``sync/delivery.py`` looks each person up; a list sync's subscribes and unsubscribes) and their time
-    at the pace of ``headroom``."""
-    paced = paced_rates(headroom, list_writes_per_second)
+    at the pace the limiter holds (``share`` of each limit, windows ``margin_seconds`` wider)."""
+    paced = paced_rates(share, list_writes_per_second, margin_seconds)
     if defn.is_list:
         size = min(defn.batch_size, MAX_BATCH_SIZE)
         return RunEstimate(defn.name, plan.to_send, plan.batches, size, _list_loads(defn, plan, paced))

@@ -17,7 +17,13 @@ CANNED: dict[str, dict[str, object]] = {
         "overhead": {"rows_per_s": 250000.0},
         "bulk_update_limited": {"users_per_s": 4600.0},
     },
-    "limiters": {"bench": "limiters", "cases": [{"backend": "sqlite", "limit": 100, "rate": 99.5}]},
+    "limiters": {
+        "bench": "limiters",
+        "cases": [
+            {"backend": "sqlite", "share_of_ceiling": 0.995, "most_in_window": 100, "limit_in_window": 100},
+            {"backend": "sqlite", "share_of_ceiling": 0.999, "most_in_window": 5, "limit_in_window": 5},
+        ],
+    },
     "webhook_intake": {
         "bench": "webhook_intake",
         "results": [
@@ -77,7 +83,8 @@ def test_every_bench_is_parsed_into_the_flat_figures() -> None:
     assert figures["webhook_events_per_s"] == 1800.0  # the SQLite backend, not the last one
     assert figures["sync_diff_seconds_1m_rows"] == 1.5
     assert figures["drain_ceiling_events_per_s"] == 5000.0
-    assert figures["limiter_sqlite_share_of_limit"] == 0.995
+    assert figures["limiter_sqlite_share_of_ceiling"] == 0.995
+    assert figures["limiter_sqlite_over_window_limit"] == 0
 
 
 def test_goals_pass_and_miss() -> None:

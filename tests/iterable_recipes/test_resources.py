@@ -121,8 +121,11 @@ def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url:
         assert tuple(type(b) for b in built) == (SQLiteLimiter, RedisLimiter, PostgresLimiter)
         for limiter in built:
             assert isinstance(limiter, SQLiteLimiter | RedisLimiter | PostgresLimiter)
-            assert limiter.burst("users/bulkUpdate") == 5
-            assert limiter.burst("users/getByEmail") == ITERABLE_RATE_LIMITS["users/getByEmail"].limit // 10
+            # The settings' pace: the whole of each limit, its window widened by the fixed margin.
+            assert limiter.pace("users/bulkUpdate").interval == pytest.approx(1.005 / 5)
+            assert limiter.pace("users/getByEmail").interval == pytest.approx(
+                (ITERABLE_RATE_LIMITS["users/getByEmail"].seconds + 0.005) / 100
+            )
             limiter.acquire("users/bulkUpdate")
     finally:
         for limiter in built:

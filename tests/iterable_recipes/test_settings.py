@@ -107,3 +107,18 @@ def test_a_short_masking_key_is_refused_without_being_quoted(
     assert load_settings().masking_key == "k" * 32
     monkeypatch.delenv("RECIPES_MASKING_KEY")
     assert load_settings().masking_key is None
+
+
+def test_the_rate_share_and_margin_are_read_and_the_old_headroom_is_refused_with_its_replacement(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ITERABLE_RATE_SHARE", "0.6")
+    monkeypatch.setenv("ITERABLE_RATE_MARGIN_SECONDS", "0.01")
+    settings = load_settings()
+    assert (settings.iterable_rate_share, settings.iterable_rate_margin_seconds) == (0.6, 0.01)
+    monkeypatch.setenv("ITERABLE_RATE_SHARE", "1.5")
+    monkeypatch.setenv("ITERABLE_RATE_HEADROOM", "0.05")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert set(refused.value.problems) == {"ITERABLE_RATE_SHARE", "ITERABLE_RATE_HEADROOM"}
+    assert "ITERABLE_RATE_SHARE=0.952" in refused.value.problems["ITERABLE_RATE_HEADROOM"]

@@ -94,15 +94,15 @@ class RecordingLimiter(NoLimiter):
 
     def __init__(self) -> None:
         self.acquired: list[str] = []
-        self.slowed: list[tuple[str, float]] = []
+        self.slowed: list[tuple[str, float | None]] = []
 
     def acquire(self, name: str) -> None:
         """Record the name."""
         self.acquired.append(name)
 
-    def slow_down(self, name: str, seconds: float) -> None:
+    def slow_down(self, name: str, retry_after: float | None = None) -> None:
         """Record without sleeping."""
-        self.slowed.append((name, seconds))
+        self.slowed.append((name, retry_after))
 
 
 def make_client(fake: FakeMarketo, **kwargs: Any) -> tuple[MarketoClient, MarketoSpecCheckingTransport]:

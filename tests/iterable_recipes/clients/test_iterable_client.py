@@ -31,13 +31,13 @@ EMAIL = "ada@example.com"
 class RecordingLimiter:
     def __init__(self) -> None:
         self.acquired: list[str] = []
-        self.slowed: list[tuple[str, float]] = []
+        self.slowed: list[tuple[str, float | None]] = []
 
     def acquire(self, name: str) -> None:
         self.acquired.append(name)
 
-    def slow_down(self, name: str, seconds: float) -> None:
-        self.slowed.append((name, seconds))
+    def slow_down(self, name: str, retry_after: float | None = None) -> None:
+        self.slowed.append((name, retry_after))
 
 
 # ---- base URL, headers, keep-alive ---------------------------------------------------------------
@@ -150,12 +150,23 @@ def test_429_plain_text_with_retry_after_slows_the_limiter() -> None:
     assert limiter.acquired == ["events/trackBulk", "events/trackBulk"]
 
 
-def test_429_without_retry_after_slows_down_by_default() -> None:
+def test_429_without_retry_after_leaves_the_back_off_to_the_limiter() -> None:
     limiter = RecordingLimiter()
     script = Script(error(429), ok({"successCount": 1, "failCount": 0}))
     with script.client(limiter=limiter) as client:
         client.track_events([{"eventName": "x", "userId": "u1"}])
-    assert limiter.slowed == [("events/trackBulk", 1.0)]
+    assert limiter.slowed == [("events/trackBulk", None)]
+
+
+def test_a_429_told_to_the_limiter_is_held_by_it_not_by_the_retry_policy() -> None:
+    once, limiter = RetryPolicy(attempts=1), RecordingLimiter()
+    script = Script(error(429, **{"Retry-After": "2"}))
+    with script.client(limiter=limiter, retry=once) as client, pytest.raises(RetryableError) as paced:
+        client.get_channels()
+    assert paced.value.held_by_limiter and paced.value.retry_after == 2.0
+    with Script(error(429)).client(retry=once) as client, pytest.raises(RetryableError) as unpaced:
+        client.get_channels()
+    assert not unpaced.value.held_by_limiter  # NoLimiter: the retry policy waits as before
 
 
 def test_retry_after_is_honoured_and_capped() -> None:
@@ -485,7 +496,12 @@ def test_unreadable_success_body_is_retryable() -> None:
         client.get_channels()
 
 
-def test_paced_rates_leave_headroom_below_the_spec() -> None:
-    rates = paced_rates(0.1)
+def test_paced_rates_keep_a_share_of_each_limit_and_widen_its_window_by_the_margin() -> None:
+    rates = paced_rates(0.5, margin_seconds=0.005)
     assert set(rates) == set(ITERABLE_RATE_LIMITS) | set(LIST_WRITE_ENDPOINTS)
-    assert rates["users/bulkUpdate"].limit / rates["users/bulkUpdate"].seconds == pytest.approx(5 / 1.1)
+    assert rates["users/bulkUpdate"] == Rate(5, 2.005)
+    assert rates["export/data.json"] == Rate(4, 120.005)
+    # The default: every limit whole, its window 5 ms wider (99.5 % of 5/s).
+    assert paced_rates()["users/bulkUpdate"] == Rate(5, 1.005)
+    with pytest.raises(ValueError, match="share"):
+        paced_rates(1.5)

@@ -151,8 +151,8 @@ def test_list_reads_are_rate_limited_as_the_spec_says(served: tuple[str, Any]) -
 
 
 def test_list_writes_are_paced_at_the_configured_rate() -> None:
-    rates = paced_rates(0.0, list_writes_per_second=2)
+    rates = paced_rates(list_writes_per_second=2)
     assert (rates["lists/subscribe"].limit, rates["lists/subscribe"].seconds) == (2, 1.0)
-    slow = paced_rates(0.0, list_writes_per_second=0.5)["lists/unsubscribe"]
+    slow = paced_rates(list_writes_per_second=0.5)["lists/unsubscribe"]
     assert (slow.limit, slow.seconds) == (1, 2.0)
     assert paced_rates()["lists/getUsers"].limit == 5

@@ -25,13 +25,13 @@ KEY = "sandbox-key"
 
 class RecordingLimiter:
     def __init__(self) -> None:
-        self.slowed: list[tuple[str, float]] = []
+        self.slowed: list[tuple[str, float | None]] = []
 
     def acquire(self, name: str) -> None:
         pass
 
-    def slow_down(self, name: str, seconds: float) -> None:
-        self.slowed.append((name, seconds))
+    def slow_down(self, name: str, retry_after: float | None = None) -> None:
+        self.slowed.append((name, retry_after))
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ def test_606_sets_a_20s_hint_and_slows_the_shared_limiter() -> None:
     assert len(fake.rest_requests()) == 3
     assert [name for name, _ in limiter.slowed] == ["marketo", "marketo"]
     # The policy caps the 20 s hint (max_delay 5 ms in tests).
-    assert all(0 < seconds <= 0.005 for _, seconds in limiter.slowed)
+    assert all(seconds is not None and 0 < seconds <= 0.005 for _, seconds in limiter.slowed)
 
 
 def test_retryable_codes_are_retried_until_success() -> None:

@@ -82,3 +82,17 @@ def test_permanent_errors_are_not_retried() -> None:
 def test_task_level_constants_are_usable_by_prefect() -> None:
     assert len(TASK_RETRY_DELAYS) == TASK_RETRIES
     assert sorted(TASK_RETRY_DELAYS) == TASK_RETRY_DELAYS
+
+
+def test_a_retry_the_limiter_holds_is_sent_without_a_wait_of_its_own() -> None:
+    sleeps: list[float] = []
+    answers = iter([RetryableError("429", status=429, retry_after=2.0, held_by_limiter=True), None])
+
+    def call() -> str:
+        failure = next(answers)
+        if failure is not None:
+            raise failure
+        return "ok"
+
+    assert call_with_retries(call, RetryPolicy(base_delay=1.0), on_retry=None, sleep=sleeps.append) == "ok"
+    assert sleeps == [0.0]

@@ -179,8 +179,8 @@ def test_the_estimate_of_a_known_change_set(conn: Any, tmp_path: Path) -> None:
     plan = plan_run(conn, update, "estimate-1", STATE, dry_run=True)
     assert (plan.to_send, plan.batches) == (2_500, 3)
 
-    estimate = estimate_run(update, plan, headroom=0.05)
-    # A look-up per row at 100/s paced 5 % wider, and one bulkUpdate per batch of 1,000 at 5/s.
+    estimate = estimate_run(update, plan, share=1 / 1.05, margin_seconds=0.0)
+    # A look-up per row at 100/s at a share of 1/1.05 (95.2 %), and one bulkUpdate per batch of 1,000 at 5/s.
     assert [(load.endpoint, load.requests) for load in estimate.loads] == [
         ("users/getByEmail", 2_500),
         ("users/bulkUpdate", 3),
@@ -198,11 +198,15 @@ def test_the_estimate_of_a_known_change_set(conn: Any, tmp_path: Path) -> None:
         == "a real run would send 2,500 row(s) in 2,503 request(s), at least 26 s at Iterable's limits"
     )
 
-    upsert = estimate_run(definition(tmp_path, "estimate_upsert", mode="upsert"), plan, headroom=0.05)
+    upsert = estimate_run(
+        definition(tmp_path, "estimate_upsert", mode="upsert"), plan, share=1 / 1.05, margin_seconds=0.0
+    )
     assert [(load.endpoint, load.requests) for load in upsert.loads] == [("users/bulkUpdate", 3)]
     assert upsert.seconds == pytest.approx(3 * 1.05 / 5)
     events = estimate_run(
-        definition(tmp_path, "estimate_events", kind="custom_events", event_name="x"), plan, headroom=0.0
+        definition(tmp_path, "estimate_events", kind="custom_events", event_name="x"),
+        plan,
+        margin_seconds=0.0,
     )
     assert [(load.endpoint, load.requests) for load in events.loads] == [("events/trackBulk", 3)]
     assert events.seconds == pytest.approx(0.3) and "| 10/s | 10/s |" in events.markdown()
@@ -243,7 +247,7 @@ def test_the_estimate_of_a_list_sync_counts_look_ups_subscribes_and_unsubscribes
         rejected_retry=0, not_found_retry=0, not_found_waiting=0, duplicate_rows=0, duplicate_identities=0,
         null_identities=0, removed_from_state=0, to_send=3_000, batches=4,
     )  # fmt: skip
-    estimate = estimate_run(defn, replace(plan, leaving=500), headroom=0.0, list_writes_per_second=2.0)
+    estimate = estimate_run(defn, replace(plan, leaving=500), list_writes_per_second=2.0, margin_seconds=0.0)
     assert [(load.endpoint, load.requests) for load in estimate.loads] == [
         ("users/getByEmail", 2_500),
         ("lists/subscribe", 3),
