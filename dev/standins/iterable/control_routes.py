@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
@@ -39,6 +39,7 @@ class OptionsPatch(BaseModel):
     create_new_fields_default: bool | None = None
     opt_in_message_types: bool | None = None
     additive_subscriptions_enabled: bool | None = None
+    project_type: Literal["email", "userId", "hybrid"] | None = None
 
 
 def _sandbox(request: Request) -> IterableSandbox:

@@ -1,8 +1,9 @@
 """Static lists: create, list, subscribe and unsubscribe members, read members and size.
 
-An email-based project, as the rest of the stand-in: lists/subscribe creates a user for an unknown
-address whatever ``updateExistingUsersOnly`` says (the spec: that flag is "Only respected in API calls
-for userID-based and hybrid projects"), and cannot create one from a userId alone (``notFoundUserIds``).
+In an email-based project (the default) lists/subscribe creates a user for an unknown address whatever
+``updateExistingUsersOnly`` says (the spec: that flag is "Only respected in API calls for userID-based
+and hybrid projects"), and cannot create one from a userId alone (``notFoundUserIds``); in userID-based
+and hybrid projects it creates unknown people, by address or userId, unless that flag is true.
 lists/unsubscribe creates nobody: an unknown address or userId is reported in ``notFoundEmails`` /
 ``notFoundUserIds`` (the spec: those lists are "for subscribe/unsubscribe only"). Membership changes
 are applied like profile writes, ``profile_delay_seconds`` after they were accepted; ``getUsers`` and
@@ -12,6 +13,7 @@ message type; ``channelUnsubscribe: true`` also leaves the marketing email chann
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from dev.standins.iterable.answers import Answer, bad_params, failure_lists
@@ -63,8 +65,12 @@ def _member(sb: IterableSandbox, item: Any) -> tuple[User | None, str | None, st
     if not valid_user_id(user_id):
         return None, None, "invalidUserIds"
     user = sb.find(user_id=user_id)
+    if user is not None:
+        return user, user.email, None
+    if sb.options.project_type != "email":
+        return None, f"{uuid.uuid4().hex}@placeholder.email", None  # created under its userId
     # An email-based project cannot make a user from a userId alone.
-    return (user, user.email, None) if user is not None else (None, None, "notFoundUserIds")
+    return None, None, "notFoundUserIds"
 
 
 def change_members(sb: IterableSandbox, body: Any, member: bool) -> Answer:
@@ -75,6 +81,7 @@ def change_members(sb: IterableSandbox, body: Any, member: bool) -> Answer:
     if not isinstance(subscribers, list):
         return bad_params("subscribers must be an array")
     endpoint = SUBSCRIBE if member else UNSUBSCRIBE
+    skip_unknown = body.get("updateExistingUsersOnly") is True and sb.options.project_type != "email"
     failed = failure_lists(*FAILED_USER_UPDATES)
     success = 0
     with sb.lock:
@@ -88,11 +95,15 @@ def change_members(sb: IterableSandbox, body: Any, member: bool) -> Answer:
             user, address, failure = _member(sb, item)
             if failure is None and user is None and not member:
                 failure = "notFoundEmails"  # removing nobody from a list creates nobody
+            elif failure is None and user is None and skip_unknown:
+                # Honoured only outside email-based projects: unknown people are left out, not created.
+                failure = "notFoundUserIds" if item.get("userId") is not None else "notFoundEmails"
             if failure is not None or address is None:
                 name = failure or "invalidEmails"
                 failed[name].append(str(item.get("userId" if name.endswith("UserIds") else "email")))
                 continue
-            sb.write_list(address, None, list_id, member, endpoint)
+            new_user_id = item.get("userId") if user is None else None  # a new member under its userId
+            sb.write_list(address, new_user_id, list_id, member, endpoint)
             if not member and body.get("channelUnsubscribe") is True and user is not None:
                 if LIST_CHANNEL_ID not in user.subs["unsubscribedChannelIds"]:
                     user.subs["unsubscribedChannelIds"].append(LIST_CHANNEL_ID)

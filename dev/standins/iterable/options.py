@@ -52,7 +52,8 @@ def _message_types() -> list[dict[str, Any]]:
 
 @dataclass
 class SandboxOptions:
-    """Knobs of one sandbox (an email-based project); most can change at runtime (``/_sandbox/options``)."""
+    """Knobs of one sandbox (an email-based project unless ``project_type`` says otherwise); most can change
+    at runtime (``/_sandbox/options``)."""
 
     api_key: str = "sandbox-key"
     limits_enabled: bool = True
@@ -71,6 +72,12 @@ class SandboxOptions:
     # (the spec: "To enable this API, contact your customer success manager"). Off, they answer 404.
     # On here by default so the stand-in can exercise them; a real project starts without them.
     additive_subscriptions_enabled: bool = True
+    # The project type (Iterable: "Project Types and Unique Identifiers"). "email": the address is the
+    # unique identifier, preferUserId is honoured and updateExistingUsersOnly ignored; "userId": the
+    # userId is, a write naming an unknown userId creates the user whatever preferUserId says, and an
+    # item naming only an address cannot be matched; "hybrid": either identifies a user, an unknown one
+    # of either is created. updateExistingUsersOnly is honoured in "userId" and "hybrid" projects.
+    project_type: str = "email"
 
     def copy(self) -> SandboxOptions:
         """A deep copy, so a reset can return to the options the sandbox was created with."""

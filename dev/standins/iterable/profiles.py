@@ -1,4 +1,4 @@
-"""users/update and users/bulkUpdate: upsert by email, userId rules, field types checked batch-wide."""
+"""users/update and users/bulkUpdate: upsert by the project type's identifiers, types checked per batch."""
 
 from __future__ import annotations
 
@@ -47,10 +47,12 @@ class _BadItem(ValueError):
 
 
 def _identify(sb: IterableSandbox, item: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """Resolve ``(email, userId, failure list name)`` under the email-based project's rules."""
+    """Resolve ``(email, userId, failure list name)`` under the project type's rules (options)."""
     email, user_id = item.get("email"), item.get("userId")
     if user_id is not None and not valid_user_id(user_id):
         return None, None, "invalidUserIds"
+    if sb.options.project_type != "email":
+        return _identify_by_user_id(sb, email, user_id)
     if email is not None:
         if not valid_email(email):
             return None, None, "invalidEmails"
@@ -65,6 +67,31 @@ def _identify(sb: IterableSandbox, item: dict[str, Any]) -> tuple[str | None, st
         # Iterable gives such users a placeholder address.
         return f"{uuid.uuid4().hex}@placeholder.email", user_id, None
     return None, None, "notFoundUserIds"
+
+
+def _identify_by_user_id(
+    sb: IterableSandbox, email: str | None, user_id: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """userID-based and hybrid projects: an unknown userId is created whatever preferUserId says (the
+    spec: preferUserId is "only respected in API calls for email-based projects"). A hybrid project
+    also knows and creates people by address; a userID-based one cannot match an address alone (how
+    Iterable answers that is not in the spec: here it fails as notFoundEmails)."""
+    if email is not None and not valid_email(email):
+        return None, None, "invalidEmails"
+    if user_id is not None:
+        known = sb.find(user_id=user_id)
+        if known is not None:
+            return known.email, user_id, None
+        by_email = sb.find(email=email) if email is not None else None
+        if by_email is not None and by_email.user_id not in (None, user_id):
+            return None, None, "conflictUserIds"
+        # Users are keyed by address here; one without an address gets a placeholder, as Iterable's do.
+        return (email or f"{uuid.uuid4().hex}@placeholder.email").lower(), user_id, None
+    assert email is not None
+    if sb.options.project_type == "hybrid":
+        return email.lower(), None, None
+    known = sb.find(email=email)
+    return (known.email, known.user_id, None) if known is not None else (None, None, "notFoundEmails")
 
 
 def _stage(

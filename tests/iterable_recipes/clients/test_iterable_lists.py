@@ -156,3 +156,23 @@ def test_list_writes_are_paced_at_the_configured_rate() -> None:
     slow = paced_rates(list_writes_per_second=0.5)["lists/unsubscribe"]
     assert (slow.limit, slow.seconds) == (1, 2.0)
     assert paced_rates()["lists/getUsers"].limit == 5
+
+
+@pytest.mark.parametrize("project_type", ["userId", "hybrid"])
+def test_outside_email_projects_update_existing_users_only_keeps_unknown_people_out(
+    checked: Any, project_type: str
+) -> None:
+    client, _, sandbox = checked
+    sandbox.set_options(project_type=project_type)
+    sandbox.seed_users([{"email": "known.id@example.com", "userId": "u-known"}])
+    list_id = client.create_list("Panel", "")
+    members = [{"userId": "u-known"}, {"userId": "u-stranger"}]
+
+    kept_out = client.subscribe_to_list(list_id, members)
+    assert kept_out.accepted_count == 1 and list(kept_out.failures) == [1]
+    assert kept_out.failures[1].category is FailureCategory.NOT_FOUND
+    assert sandbox.find(user_id="u-stranger") is None
+
+    client.subscribe_to_list(list_id, members, update_existing_users_only=False)
+    sandbox.flush()
+    assert sandbox.find(user_id="u-stranger") is not None, "without the flag Iterable creates them"

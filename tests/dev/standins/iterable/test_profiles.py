@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from dev.standins.iterable import IterableSandbox
 from tests.dev.standins.iterable.spec import assert_matches
@@ -221,3 +222,33 @@ def test_a_subscription_array_that_is_not_ids_is_bad_params(
     response = _bulk(api, [{"email": "b@example.com", "dataFields": {"emailListIds": ["nine"]}}])
     assert response.status_code == 400 and response.json()["code"] == "BadParams"
     assert sandbox.users() == []
+
+
+@pytest.mark.parametrize(
+    ("project_type", "item", "created", "failure"),
+    [
+        # preferUserId is honoured only in email-based projects: false creates nobody there...
+        ("email", {"userId": "u-1", "preferUserId": False}, 0, "notFoundUserIds"),
+        # ... and is ignored elsewhere: an unknown userId is created.
+        ("userId", {"userId": "u-1", "preferUserId": False}, 1, None),
+        ("hybrid", {"userId": "u-1", "preferUserId": False}, 1, None),
+        # An address alone identifies nobody in a userID-based project; a hybrid one creates them.
+        ("userId", {"email": "new@example.com"}, 0, "notFoundEmails"),
+        ("hybrid", {"email": "new@example.com"}, 1, None),
+    ],
+)
+def test_each_project_type_identifies_and_creates_by_its_own_rules(
+    api: httpx.Client,
+    sandbox: IterableSandbox,
+    project_type: str,
+    item: dict,
+    created: int,
+    failure: str | None,
+) -> None:
+    sandbox.set_options(project_type=project_type)
+    body = _bulk(api, [item | {"dataFields": {"plan": "free"}}]).json()
+    assert sandbox.stats()["users"] == created
+    if failure:
+        assert body["failCount"] == 1 and body["failedUpdates"][failure], body
+    else:
+        assert body["successCount"] == 1, body
