@@ -110,8 +110,9 @@ _LAST = """SELECT IDENTITY_HASH, STATUS, ERROR, OPERATION FROM {log}
 def not_sent_rows(
     conn: Any, defn: SyncDefinition, run_id: str, state_schema: str | None, cap: int
 ) -> tuple[list[dict[str, str]], int]:
-    """The run's rows that did not go through, for its per-record table (masked, at most ``cap``),
-    and how many there are in all. Read while the run's staging table still exists."""
+    """The run's rows that did not go through, for its per-record table (masked, at most ``cap``; rows
+    Iterable answered one by one first, then those of batches it refused whole), and how many in all.
+    Read while the run's staging table still exists."""
     schema = state.state_schema_name(state_schema)
     last = _LAST.format(log=state.table(schema, state.CHANGE_LOG))
     cur = conn.cursor()
@@ -132,7 +133,8 @@ def not_sent_rows(
             f"""SELECT S.IDENTITY, L.IDENTITY_HASH, L.STATUS, L.ERROR, L.OPERATION
             FROM ({last}) L JOIN {state.stage_table(schema, run_id)} S
               ON SHA2(S.IDENTITY, 256) = L.IDENTITY_HASH
-            WHERE L.STATUS <> 'accepted' ORDER BY L.IDENTITY_HASH LIMIT {int(cap)}""",
+            WHERE L.STATUS <> 'accepted' ORDER BY IFF(L.STATUS = 'failed', 1, 0), L.IDENTITY_HASH
+            LIMIT {int(cap)}""",
             (defn.name, run_id),
         )
         found = cur.fetchall()
