@@ -249,3 +249,20 @@ def announced_events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     announced: list[dict[str, Any]] = []
     monkeypatch.setattr(tasks.reporting, "emit_event", lambda **event: announced.append(event))
     return announced
+
+
+# The settings that point the flows' warehouse at fakesnow (patch mode), its state schema SYNC_STATE.
+FAKESNOW_SETTINGS = {
+    "SNOWFLAKE_ACCOUNT": "fake",
+    "SNOWFLAKE_USER": "fake",
+    "SNOWFLAKE_PASSWORD": "fake",
+    "SNOWFLAKE_DATABASE": "ANALYTICS",
+    "SNOWFLAKE_SCHEMA": "PUBLIC",
+    "SNOWFLAKE_STATE_SCHEMA": "SYNC_STATE",
+}
+
+
+def use_fakesnow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point this test's settings at fakesnow (the caller enters ``fakesnow.patch()``)."""
+    for name, value in FAKESNOW_SETTINGS.items():
+        monkeypatch.setenv(name, value)

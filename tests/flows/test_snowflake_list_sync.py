@@ -17,7 +17,7 @@ import yaml
 from iterable_recipes.optouts.keys import webhook_item
 from iterable_recipes.store.inbox import Inbox
 from iterable_recipes.sync import connect
-from tests.integration import assert_no_raw_email, flow_run_id, run_logs
+from tests.integration import assert_no_raw_email, flow_run_id, run_logs, use_fakesnow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MEMBERS = "ANALYTICS.PUBLIC.LIST_MEMBERS"
@@ -38,15 +38,7 @@ def _definition(name: str, list_id: int, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def members(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, iterable_standin: Any) -> Iterator[Any]:
     """A member model in fakesnow (EMAIL_ADDRESS, IN_LIST), the list syncs' folder, two static lists."""
-    for name, value in {
-        "SNOWFLAKE_ACCOUNT": "fake",
-        "SNOWFLAKE_USER": "fake",
-        "SNOWFLAKE_PASSWORD": "fake",
-        "SNOWFLAKE_DATABASE": "ANALYTICS",
-        "SNOWFLAKE_SCHEMA": "PUBLIC",
-        "SNOWFLAKE_STATE_SCHEMA": "SYNC_STATE",
-    }.items():
-        monkeypatch.setenv(name, value)
+    use_fakesnow(monkeypatch)
     sandbox = iterable_standin.sandbox
     marketing = sandbox.create_list("Trial onboarding")
     plain = sandbox.create_list("Product research panel")

@@ -19,6 +19,7 @@ from tests.integration import (
     flow_run_id,
     run_logs,
     task_run_names,
+    use_fakesnow,
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -30,15 +31,7 @@ SKIPPED_SHOWN = "skipped (not in Iterable; update mode creates nobody)"
 @pytest.fixture
 def warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """fakesnow in patch mode for this test; the flow's own connections see the same database."""
-    for name, value in {
-        "SNOWFLAKE_ACCOUNT": "fake",
-        "SNOWFLAKE_USER": "fake",
-        "SNOWFLAKE_PASSWORD": "fake",
-        "SNOWFLAKE_DATABASE": "ANALYTICS",
-        "SNOWFLAKE_SCHEMA": "PUBLIC",
-        "SNOWFLAKE_STATE_SCHEMA": "SYNC_STATE",
-    }.items():
-        monkeypatch.setenv(name, value)
+    use_fakesnow(monkeypatch)
     # An upsert twin of GitLab's sync, so bulk behaviour is tested without look-ups.
     shipped = yaml.safe_load((SYNCS_DIR / f"{GITLAB}.yaml").read_text())
     (tmp_path / f"{GITLAB}.yaml").write_text(yaml.safe_dump(shipped))
@@ -430,11 +423,7 @@ def test_a_sync_run_logs_its_plan_each_batch_and_its_end(iterable_standin, app_d
     from flows.snowflake_sync import snowflake_sync
 
     seed_model(warehouse, 2_500)
-    cur = warehouse.cursor()
-    cur.execute(
-        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' "
-        "WHERE GITLAB_DOTCOM_USER_ID < 3"
-    )
+    _break_emails(warehouse, 3)
     emails = _emails(warehouse)
 
     state = snowflake_sync("contacts_upsert", return_state=True)
@@ -476,6 +465,14 @@ def test_a_sync_whose_batches_are_refused_fails_naming_the_first_error(
     )
 
 
+def _break_emails(conn: Any, below: int) -> None:
+    """Give the rows with a user id below ``below`` an address Iterable rejects ("broken-<id>@")."""
+    conn.cursor().execute(
+        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' "
+        f"WHERE GITLAB_DOTCOM_USER_ID < {int(below)}"
+    )
+
+
 def _change_log(conn: Any, sync: str) -> list[tuple[str, str, str, str, str]]:
     cur = conn.cursor()
     cur.execute(
@@ -494,11 +491,7 @@ def test_each_row_sent_is_in_the_change_log_and_the_rejected_ones_in_the_runs_ta
     from iterable_recipes.sync.definitions import IdentityKind
 
     seed_model(warehouse, 50)
-    cur = warehouse.cursor()
-    cur.execute(
-        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' "
-        "WHERE GITLAB_DOTCOM_USER_ID < 3"
-    )
+    _break_emails(warehouse, 3)
     broken = [e for e in _emails(warehouse) if e.startswith("broken-")]
     accepted = next(e for e in _emails(warehouse) if not e.startswith("broken-"))
 
@@ -616,11 +609,7 @@ def test_recipes_sync_list_shows_each_sync_with_its_last_run(iterable_standin, a
     from iterable_recipes.cli.main import app
 
     seed_model(warehouse, 30)
-    cur = warehouse.cursor()
-    cur.execute(
-        f"UPDATE {MODEL_TABLE} SET EMAIL_ADDRESS = 'broken-' || GITLAB_DOTCOM_USER_ID || '@' "
-        "WHERE GITLAB_DOTCOM_USER_ID < 2"
-    )
+    _break_emails(warehouse, 2)
     snowflake_sync("contacts_upsert")
 
     shown = CliRunner().invoke(app, ["sync", "list"])
