@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # Iterable
     iterable_api_key: SecretStr | None = None
     iterable_region: Literal["us", "eu"] = "us"
+    # The project's type (Iterable's "Project Types and Unique Identifiers"): which identifier is unique,
+    # so which writes can create people (update-only syncs check existence where they could).
+    iterable_project_type: Literal["email", "userId", "hybrid"] = "email"
     iterable_base_url: str | None = None
     iterable_credentials_block: str | None = None
     iterable_timeout_seconds: float = 30.0

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from blocks.iterable import IterableCredentials
-from iterable_recipes.clients.iterable import ITERABLE_RATE_LIMITS
+from iterable_recipes.clients.iterable import DEFAULT_RATE_MARGIN_SECONDS, ITERABLE_RATE_LIMITS
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter
 from iterable_recipes.clients.shared_limiters import (
     PostgresLimiter,
@@ -122,9 +122,10 @@ def test_build_limiter_per_backend(tmp_path: Path, redis_url: str, postgres_url:
         for limiter in built:
             assert isinstance(limiter, SQLiteLimiter | RedisLimiter | PostgresLimiter)
             # The settings' pace: the whole of each limit, its window widened by the fixed margin.
-            assert limiter.pace("users/bulkUpdate").interval == pytest.approx(1.005 / 5)
+            margin = DEFAULT_RATE_MARGIN_SECONDS
+            assert limiter.pace("users/bulkUpdate").interval == pytest.approx((1 + margin) / 5)
             assert limiter.pace("users/getByEmail").interval == pytest.approx(
-                (ITERABLE_RATE_LIMITS["users/getByEmail"].seconds + 0.005) / 100
+                (ITERABLE_RATE_LIMITS["users/getByEmail"].seconds + margin) / 100
             )
             limiter.acquire("users/bulkUpdate")
     finally:

@@ -8,6 +8,7 @@ import pytest
 
 from iterable_recipes.clients.errors import PermanentError, RetryableError, SplitBatchError
 from iterable_recipes.clients.iterable import (
+    DEFAULT_RATE_MARGIN_SECONDS,
     ITERABLE_RATE_LIMITS,
     LIST_WRITE_ENDPOINTS,
     IterableClient,
@@ -501,7 +502,7 @@ def test_paced_rates_keep_a_share_of_each_limit_and_widen_its_window_by_the_marg
     assert set(rates) == set(ITERABLE_RATE_LIMITS) | set(LIST_WRITE_ENDPOINTS)
     assert rates["users/bulkUpdate"] == Rate(5, 2.005)
     assert rates["export/data.json"] == Rate(4, 120.005)
-    # The default: every limit whole, its window 5 ms wider (99.5 % of 5/s).
-    assert paced_rates()["users/bulkUpdate"] == Rate(5, 1.005)
+    # The default: every limit whole, its window DEFAULT_RATE_MARGIN_SECONDS wider.
+    assert paced_rates()["users/bulkUpdate"] == Rate(5, 1 + DEFAULT_RATE_MARGIN_SECONDS)
     with pytest.raises(ValueError, match="share"):
         paced_rates(1.5)
