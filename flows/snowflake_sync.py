@@ -136,6 +136,7 @@ def _preview(
         settings.iterable_rate_share,
         settings.iterable_list_writes_per_second,
         settings.iterable_rate_margin_seconds,
+        settings.iterable_project_type,
     )
     publish_markdown(
         f"{key}-estimate",

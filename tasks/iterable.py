@@ -152,7 +152,8 @@ def deliver_sync_batch(
     consent = consent_gate(resources, f"sync {defn.name}") if email and not defn.is_list else None
     suppressed = suppression_check(resources) if defn.is_marketing_list else None
     try:
-        report = deliver_batch(resources.iterable, defn, batch_no, items, consent, suppressed)
+        project = resources.settings.iterable_project_type
+        report = deliver_batch(resources.iterable, defn, batch_no, items, consent, suppressed, project)
     except ApiError as error:
         run_logger().warning(
             "Batch %d of %d, %d rows: not accepted (%s); %s",

@@ -22,7 +22,7 @@ from typing import Any
 from iterable_recipes.clients.batching import batches, send_in_batches, send_splitting
 from iterable_recipes.clients.iterable import IterableClient
 from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory
-from iterable_recipes.clients.lookups import look_up_many
+from iterable_recipes.clients.lookups import look_up_many, look_up_many_by_user_id
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.sentences import counted, error_text, tally
@@ -75,15 +75,24 @@ class BatchReport:
         return "; ".join(parts) + "."
 
 
-def looks_up_first(defn: SyncDefinition) -> bool:
-    """Update mode keyed by email (a list sync always is): Iterable would create unknown people, so
-    each is looked up first (lists/subscribe's updateExistingUsersOnly does not hold in an
-    email-based project)."""
-    return (
-        defn.kind in (SyncKind.USER_PROFILES, SyncKind.LIST_MEMBERSHIP)
-        and defn.mode is SyncMode.UPDATE
-        and defn.identity.kind is IdentityKind.EMAIL
-    )
+def looks_up_first(defn: SyncDefinition, project_type: str = "email") -> bool:
+    """Update mode where a write would create unknown people, so each is looked up first: profiles by
+    email in any project; profiles by userId outside email-based projects (preferUserId false holds
+    only in those, the spec); list members by email in an email-based project (updateExistingUsersOnly
+    holds only outside those). A list subscribe by userId creates nobody in an email-based project."""
+    if defn.mode is not SyncMode.UPDATE:
+        return False
+    email = defn.identity.kind is IdentityKind.EMAIL
+    if defn.kind is SyncKind.USER_PROFILES:
+        return email or project_type != "email"
+    return defn.kind is SyncKind.LIST_MEMBERSHIP and email and project_type == "email"
+
+
+def _look_up(client: IterableClient, defn: SyncDefinition, identities: list[str]) -> list[Any]:
+    """Each identity's profile, None for "not in Iterable", or the error: getByEmail or byUserId."""
+    if defn.identity.kind is IdentityKind.EMAIL:
+        return look_up_many(client, identities)
+    return look_up_many_by_user_id(client, identities)
 
 
 def deliver_batch(
@@ -93,6 +102,7 @@ def deliver_batch(
     items: Sequence[dict[str, Any]],
     consent: Callable[[list[str]], set[str]] | None = None,
     suppressed: Callable[[list[str]], set[str]] | None = None,
+    project_type: str = "email",
 ) -> BatchReport:
     """Send one batch (users/bulkUpdate or events/trackBulk, or a list sync's changes through
     ``deliver_members``); unknown people are reported, never created.
@@ -104,7 +114,7 @@ def deliver_batch(
     the batch is then not accepted.
     """
     if defn.is_list:
-        return deliver_members(client, defn, batch_no, items, suppressed)
+        return deliver_members(client, defn, batch_no, items, suppressed, project_type)
     report = BatchReport(batch_no, size=len(items))
     positions = list(range(len(items)))
     if consent is not None and defn.kind is SyncKind.CUSTOM_EVENTS:
@@ -112,9 +122,12 @@ def deliver_batch(
         for position in [p for p in positions if normalise_email(items[p]["email"]) in held]:
             report.rejected[position] = CONSENT_HOLD
         positions = [p for p in positions if p not in report.rejected]
-    if looks_up_first(defn):
+    if looks_up_first(defn, project_type):
         known: list[int] = []
-        for position, found in zip(positions, look_up_many(client, [i["email"] for i in items]), strict=True):
+        key = defn.identity.kind.value
+        for position, found in zip(
+            positions, _look_up(client, defn, [items[p][key] for p in positions]), strict=True
+        ):
             if isinstance(found, Exception):
                 raise found  # a failed look-up is retryable or fatal for the batch, never "unknown"
             (known if found is not None else report.not_found).append(position)
@@ -140,12 +153,13 @@ def deliver_members(
     batch_no: int,
     items: Sequence[dict[str, Any]],
     suppressed: Callable[[list[str]], set[str]] | None = None,
+    project_type: str = "email",
 ) -> BatchReport:
     """Send one batch of a list sync: entering members through lists/subscribe, leaving ones through
     lists/unsubscribe (``channelUnsubscribe`` false), each request at most 1000 members and 4 MB.
 
-    Nobody is created: ``updateExistingUsersOnly`` is sent true, and members keyed by email are looked
-    up first (an email-based project creates unknown addresses whatever that flag says); unknown people
+    Nobody is created: ``updateExistingUsersOnly`` is sent true, and in an email-based project members
+    keyed by email are looked up first (it creates unknown addresses whatever that flag says); unknown people
     are reported as not found. On a marketing list, ``suppressed`` (email identities -> the normalised
     addresses under a consent suppression) names the entering members held back: never sent, kept as
     ``HELD_BACK`` for later runs. It is required for a marketing list: without it the batch is refused.
@@ -163,7 +177,7 @@ def deliver_members(
             if normalise_email(items[position]["member"]["email"]) in held:
                 report.rejected[position] = HELD_BACK
         entering = [p for p in entering if p not in report.rejected]
-    if looks_up_first(defn) and entering:
+    if looks_up_first(defn, project_type) and entering:
         known: list[int] = []
         emails = [items[p]["member"]["email"] for p in entering]
         for position, found in zip(entering, look_up_many(client, emails), strict=True):

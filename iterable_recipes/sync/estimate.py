@@ -112,11 +112,14 @@ def _load(endpoint: str, why: str, requests: int, paced: dict[str, Rate]) -> End
     return EndpointLoad(endpoint, why, requests, limit, paced[endpoint])
 
 
-def _list_loads(defn: SyncDefinition, plan: ChangeSetSummary, paced: dict[str, Rate]) -> list[EndpointLoad]:
-    """A list sync's requests: entering members looked up (email) and subscribed, leaving ones removed."""
+def _list_loads(
+    defn: SyncDefinition, plan: ChangeSetSummary, paced: dict[str, Rate], project_type: str
+) -> list[EndpointLoad]:
+    """A list sync's requests: entering members looked up (by email in an email-based project) and
+    subscribed, leaving ones removed."""
     entering, size = plan.to_send - plan.leaving, min(defn.batch_size, MAX_BATCH_SIZE)
     loads = []
-    if entering and defn.identity.kind is IdentityKind.EMAIL:
+    if entering and looks_up_first(defn, project_type):
         why = "each entering member is looked up first (email projects would create unknown people)"
         loads.append(_load("users/getByEmail", why, entering, paced))
     if entering:
@@ -132,6 +135,7 @@ def estimate_run(
     share: float = DEFAULT_RATE_SHARE,
     list_writes_per_second: float = DEFAULT_LIST_WRITES_PER_SECOND,
     margin_seconds: float = DEFAULT_RATE_MARGIN_SECONDS,
+    project_type: str = "email",
 ) -> RunEstimate:
     """The requests the planned run would send (``plan.batches`` bulk requests of at most
     ``defn.batch_size`` <= 1000 items; in update mode by email a getByEmail per row first, as
@@ -140,10 +144,13 @@ def estimate_run(
     paced = paced_rates(share, list_writes_per_second, margin_seconds)
     if defn.is_list:
         size = min(defn.batch_size, MAX_BATCH_SIZE)
-        return RunEstimate(defn.name, plan.to_send, plan.batches, size, _list_loads(defn, plan, paced))
+        return RunEstimate(
+            defn.name, plan.to_send, plan.batches, size, _list_loads(defn, plan, paced, project_type)
+        )
     loads = []
-    if looks_up_first(defn) and plan.to_send:
-        loads.append(_load("users/getByEmail", "update mode looks each person up first", plan.to_send, paced))
+    if looks_up_first(defn, project_type) and plan.to_send:
+        endpoint = "users/getByEmail" if defn.identity.kind is IdentityKind.EMAIL else "users/byUserId"
+        loads.append(_load(endpoint, "update mode looks each person up first", plan.to_send, paced))
     if defn.kind is SyncKind.CUSTOM_EVENTS:
         loads.append(_load("events/trackBulk", "one request per batch", plan.batches, paced))
     else:

@@ -654,3 +654,42 @@ def test_clear_fields_clears_only_the_owned_fields_of_people_who_left_the_model(
     cur.execute(f"DELETE FROM {MODEL_TABLE} WHERE EMAIL_ADDRESS = %s", (people[2],))
     assert snowflake_sync("contacts_clearing", full_resync=True)["leaving"] == 0
     assert snowflake_sync("contacts_clearing")["leaving"] == 1
+
+
+@pytest.mark.parametrize(
+    ("project_type", "identity"),
+    [
+        ("email", "email"),
+        ("email", "userId"),
+        ("userId", "userId"),
+        ("hybrid", "email"),
+        ("hybrid", "userId"),
+    ],
+)
+def test_update_only_creates_nobody_in_each_project_type(
+    iterable_standin, app_database, warehouse, tmp_path, monkeypatch, project_type, identity
+):
+    """preferUserId false holds only in email-based projects: elsewhere an update by userId is checked
+    (byUserId) before it is sent, as an update by email always is."""
+    from flows.snowflake_sync import snowflake_sync
+
+    shipped = yaml.safe_load((tmp_path / f"{GITLAB}.yaml").read_text())
+    column = "EMAIL_ADDRESS" if identity == "email" else "GITLAB_DOTCOM_USER_ID"
+    definition = shipped | {"name": "contacts_update", "identity": {"column": column, "kind": identity}}
+    (tmp_path / "contacts_update.yaml").write_text(yaml.safe_dump(definition))
+    monkeypatch.setenv("ITERABLE_PROJECT_TYPE", project_type)
+    sandbox = iterable_standin.sandbox
+    sandbox.set_options(project_type=project_type)
+    seed_model(warehouse, 12)
+    cur = warehouse.cursor()
+    cur.execute(f"SELECT EMAIL_ADDRESS, GITLAB_DOTCOM_USER_ID FROM {MODEL_TABLE} ORDER BY 2 LIMIT 8")
+    known = cur.fetchall()
+    sandbox.seed_users([{"email": email.lower(), "userId": str(user_id)} for email, user_id in known])
+
+    summary = snowflake_sync("contacts_update")
+
+    assert (summary["accepted"], summary["not_in_iterable"]) == (8, 4), summary
+    assert sandbox.stats()["users"] == 8 and sandbox.stats()["users_created"].get("users/bulkUpdate", 0) == 0
+    lookup = "users/byUserId" if identity == "userId" else "users/getByEmail"
+    lookups = sandbox.stats()["requests"].get(lookup)
+    assert bool(lookups) is (identity == "email" or project_type != "email"), sandbox.stats()["requests"]
