@@ -3,7 +3,7 @@
 # builds deploy/Dockerfile with podman and runs the topology in containers (tests/containers).
 UV := $(shell command -v uv 2>/dev/null)
 
-.PHONY: setup demo test lint bench soak containers
+.PHONY: setup demo test lint browser bench soak containers
 
 setup:
 ifndef UV
@@ -19,7 +19,15 @@ lint: setup
 	uv run ruff format --check .
 	uv run mypy
 
-test: setup lint
+# The Prefect UI test (tests/e2e/test_prefect_ui.py) drives Debian's chromium, headless. CI installs it;
+# elsewhere a missing chromium skips that test, saying so.
+browser:
+ifneq ($(filter 1 true yes,$(CI)),)
+	command -v chromium >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+endif
+
+test: setup lint browser
 	uv run pytest -n 2 --dist load
 
 bench: setup
