@@ -25,19 +25,20 @@ from tests.integration import customersdot_event, flow_run_id
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 SYNC = "contacts_upsert"
-# What each run's Artifacts tab must list: the counts tables every recipe publishes today.
+# What each run's Artifacts tab must list: its counts table, and its per-record table of what did not
+# go through (identity, reference, status, error, next).
 COUNTS_KEYS = {
     "customersdot": "customersdot-counts",
     "optouts": "marketo-opt-outs-counts",
     "sync": f"sync-{SYNC.replace('_', '-')}-counts",
 }
-# TO BE REQUIRED: the per-record tables of what did not go through (identity, reference, error, next),
-# being built in parallel. Checked when the run has one; once merged, move them into COUNTS_KEYS' check.
 NOT_SENT_KEYS = {
-    "customersdot": "customersdot-events-not-sent",
-    "optouts": "marketo-optouts-not-sent",
+    "customersdot": "customersdot-not-sent",
+    "optouts": "marketo-opt-outs-not-sent",
     "sync": f"sync-{SYNC.replace('_', '-')}-not-sent",
 }
+# The reference each per-record table gives its records, as its page shows them.
+REFERENCES = {"customersdot": "inbox ", "optouts": "lead ", "sync": "row "}
 # A sentence of each recipe's own in its run's logs (flows/*.py build them).
 SENTENCES = {
     "customersdot": "Drained 3 CustomersDot events in 1 batch;",
@@ -168,8 +169,8 @@ def _sync_run(warehouse: Any) -> Any:
     return flow_run_id(state)
 
 
-def _artifact_keys(run_id: Any) -> set[str]:
-    """The keys of the artifacts flow run ``run_id`` published, read from the Prefect API."""
+def _artifact_keys(run_id: Any) -> dict[str, str]:
+    """The artifacts flow run ``run_id`` published, key -> id, read from the Prefect API."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -177,7 +178,7 @@ def _artifact_keys(run_id: Any) -> set[str]:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
-    return {a.key for a in artifacts if a.key}
+    return {a.key: str(a.id) for a in artifacts if a.key}
 
 
 def _no_raw_address(page: Page, where: str) -> None:
@@ -218,13 +219,19 @@ def test_each_recipe_run_shows_its_tables_and_sentences_in_the_prefect_ui(
             page.wait_for_text("Job Variables")  # the run's tabs are up
             # The tab in the address (?tab=Artifacts) is dropped while the run loads: click it instead.
             page.click("Artifacts")
-            shown = [COUNTS_KEYS[recipe]] + [NOT_SENT_KEYS[recipe]] * (NOT_SENT_KEYS[recipe] in keys[recipe])
-            page.wait_for_text(*shown)
+            page.wait_for_text(COUNTS_KEYS[recipe], NOT_SENT_KEYS[recipe])
             _shot(page, shots, f"{recipe}-artifacts")
             _no_raw_address(page, f"{recipe} artifacts")
+            # The per-record table itself, on its artifact's page: its rows and their columns.
+            page.open(f"{prefect_ui}/artifacts/artifact/{keys[recipe][NOT_SENT_KEYS[recipe]]}")
+            page.wait_for_text(REFERENCES[recipe], "next", "error")
+            _shot(page, shots, f"{recipe}-not-sent")
+            _no_raw_address(page, f"{recipe} not-sent table")
+            page.open(f"{prefect_ui}/runs/flow-run/{run_id}")
+            page.wait_for_text("Job Variables")
             page.click("Logs")
             page.wait_for_text(SENTENCES[recipe])
             page.show(SENTENCES[recipe])
             _shot(page, shots, f"{recipe}-logs")
             _no_raw_address(page, f"{recipe} logs")
-    assert len(list(shots.glob("*.png"))) == 6
+    assert len(list(shots.glob("*.png"))) == 9
