@@ -6,12 +6,14 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dev.embedded import EmbeddedStack
-from iterable_recipes.cli.local_stack import STATE_DIR, new_webhook_secret
+from iterable_recipes.cli.local_stack import PREFECT_HOME, STATE_DIR, api_served_from, new_webhook_secret
 
 DEMO_DIR = STATE_DIR / "demo"
 WAREHOUSE_ROWS = 500
@@ -41,6 +43,14 @@ class Step:
     state: str = "-"
     seconds: float = 0.0
     counts: dict[str, Any] = field(default_factory=dict)
+
+
+def demo_stack() -> EmbeddedStack:
+    """The demo's embedded stack: its own app database, limiter and logs, and the Prefect home of
+    `recipes serve` (started afresh), so `serve --embedded` shows the demo's runs afterwards."""
+    return EmbeddedStack(
+        state_dir=DEMO_DIR, warehouse_rows=WAREHOUSE_ROWS, prefect_home=PREFECT_HOME, fresh_prefect=True
+    )
 
 
 def _fresh_dir() -> None:
@@ -155,15 +165,12 @@ def _finished_runs(deployment: str, since: datetime) -> list[Any]:
 class Demo:
     """Drives the demo; every printed line holds counts, ids and masked values only."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, keep: bool = False) -> None:
         self.console = console
+        self.keep = keep
+        self.holding = False
         self.steps: list[Step] = []
-        self.stack = EmbeddedStack(
-            state_dir=DEMO_DIR,
-            warehouse_rows=WAREHOUSE_ROWS,
-            prefect_home=DEMO_DIR / "prefect",
-            fresh_prefect=True,
-        )
+        self.stack = demo_stack()
 
     def say(self, text: str) -> None:
         self.console.print(f"[green]✓[/] {text}")
@@ -202,11 +209,25 @@ class Demo:
             self._customersdot(receiver.url)
             self._marketo(receiver.url)
             self._snowflake()
+            self._summary(time.monotonic() - started)
+            if self.keep:
+                self._hold()
         finally:
+            ending()
             with self.console.status("stopping..."):
                 receiver.stop()
                 runner.stop()
-        self._summary(time.monotonic() - started)
+                _schedules_as_declared(self.console)
+
+    def _hold(self) -> None:
+        """Keep every part up (the UI, the receiver, the served deployments) until SIGINT or SIGTERM."""
+        from prefect.settings import PREFECT_API_URL
+
+        ui = str(PREFECT_API_URL.value()).removesuffix("/api")
+        self.holding = True
+        self.console.print(f"Prefect UI: {ui} — Ctrl-C to stop")
+        while True:  # the signal ends the wait by raising KeyboardInterrupt (see stopped_by_signals)
+            threading.Event().wait(3600)
 
     def _seed(self) -> None:
         iterable = self.stack.env["ITERABLE_BASE_URL"]
@@ -334,11 +355,49 @@ class Demo:
             table.add_row(step.name, step.state, f"{step.seconds:.0f}", shown)
         self.console.print(table)
         ui = str(PREFECT_API_URL.value()).removesuffix("/api")
-        self.console.print(f"Prefect UI: {ui} (stopped with the demo; logs in {DEMO_DIR / 'logs'})")
+        if not self.keep:
+            self.console.print(f"Prefect UI: {ui} (stopped with the demo; `--keep` keeps it up)")
         self.console.print(
-            "`recipes serve` keeps the same stack running (with the schedules on); "
-            "`recipes status` reports on it."
+            f"Logs in {DEMO_DIR / 'logs'}. `recipes serve --embedded` shows these runs again (the same "
+            f"Prefect database, {PREFECT_HOME}) with the schedules on; `recipes status` reports on it."
         )
+
+
+def _schedules_as_declared(console: Console) -> None:
+    """Give each served deployment's schedules prefect.yaml's active flags again: the demo registered
+    them off, and `recipes serve` on the same Prefect database keeps the flags it finds there."""
+    from prefect.client.orchestration import get_client
+
+    from iterable_recipes.cli.deployments import available, full_name, read_deployments
+    from iterable_recipes.cli.operating_state import read_on_server
+
+    try:
+        with get_client(sync_client=True) as client:
+            for spec in filter(available, read_deployments()):
+                on_server = read_on_server(client, full_name(spec))
+                declared = {str(e["slug"]): bool(e.get("active", True)) for e in spec.schedules}
+                for schedule in on_server.schedules if on_server else ():
+                    wanted = declared.get(str(schedule.slug))
+                    if on_server and wanted is not None and schedule.active != wanted:
+                        client.update_deployment_schedule(on_server.id, schedule.id, active=wanted)
+    except Exception as exc:  # stopping goes on; serve would start with these schedules off
+        console.print(f"[yellow]schedules left off[/] ({type(exc).__name__}): `recipes serve` keeps them so")
+
+
+def stopped_by_signals() -> None:
+    """SIGTERM ends the demo as Ctrl-C (SIGINT) does, by KeyboardInterrupt, so every part is stopped."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def ending() -> None:
+    """From here the demo is stopping: a second Ctrl-C or SIGTERM must not cut the stopping short (its
+    parts run in sessions of their own and would be left running)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _shown(name: str, value: Any) -> bool:
@@ -347,17 +406,34 @@ def _shown(name: str, value: Any) -> bool:
     return value not in (0, "0", "", None) and not detail
 
 
-def demo() -> None:
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the stack and its Prefect UI up after the runs (to Ctrl-C).")
+    ] = False,
+) -> None:
     """Run the three recipes end to end on the embedded default stack, then print a summary."""
     console = Console(width=None if Console().is_terminal else 110)
+    served = api_served_from(PREFECT_HOME)
+    if served:
+        console.print(
+            f"[red]A Prefect server runs on {PREFECT_HOME} ({served}):[/] the demo starts that database "
+            "afresh; stop `recipes serve` first."
+        )
+        raise typer.Exit(2)
+    stopped_by_signals()
     _fresh_dir()
-    runner = Demo(console)
+    runner = Demo(console, keep=keep)
     try:
         runner.run()
+    except KeyboardInterrupt:
+        if not runner.holding:  # with --keep, Ctrl-C after the runs is the way to end
+            console.print("[yellow]demo interrupted[/]")
+            raise typer.Exit(130) from None
     except Exception as exc:
         console.print(f"[red]demo failed:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from None
     finally:
+        ending()
         runner.stack.stop()
     failed = [s.name for s in runner.steps if s.state != "Completed"]
     if failed:

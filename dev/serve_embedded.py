@@ -22,6 +22,11 @@ from iterable_recipes.cli.serve import (
 )
 
 
+def embedded_stack() -> EmbeddedStack:
+    """Every part local, on the Prefect home `recipes serve` and `recipes demo` use (the demo's runs show)."""
+    return EmbeddedStack(prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+
+
 def main(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8080,
@@ -29,7 +34,7 @@ def main(
 ) -> None:
     """Start the embedded stack, say so, and serve until interrupted."""
     console = Console()
-    stack = EmbeddedStack(prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+    stack = embedded_stack()
     with console.status("starting the embedded stack (Prefect server, stand-ins, fakesnow)..."):
         stack.start()
     stack.apply()

@@ -6,8 +6,10 @@ checkout this package was loaded from, and say why they cannot when the package 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from typing import Any
 
 import typer
 
@@ -26,7 +28,22 @@ def run_dev_program(module: str, arguments: list[str]) -> int:
             err=True,
         )
         raise typer.Exit(2)
-    return subprocess.call([sys.executable, "-m", module, *arguments], cwd=root)
+    process = subprocess.Popen([sys.executable, "-m", module, *arguments], cwd=root)
+
+    def forward(signum: int, frame: Any) -> None:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    # The program stops its own parts when told to. Ctrl-C reaches it from the terminal as it reaches
+    # this process (one process group): here it is ignored, not answered by killing the program (what
+    # subprocess.call does), which would leave the program's parts running. SIGTERM, sent to this
+    # process alone, is passed on.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, forward)
+    try:
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def demo(ctx: typer.Context) -> None:

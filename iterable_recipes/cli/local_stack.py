@@ -24,6 +24,9 @@ from typing import IO, Any
 import httpx
 
 STATE_DIR = Path(".recipes")
+# The local Prefect server's home (its SQLite database): one for `recipes serve`, `serve --embedded` and
+# `recipes demo`, so the UI any of them shows holds the runs of the others.
+PREFECT_HOME = STATE_DIR / "prefect"
 # Prefect's usual port, taken by the embedded server when free (so the UI is where Prefect's docs say).
 PREFECT_PORT = 4200
 # In the embedded server's PREFECT_HOME while it runs: its API URL, for `recipes status` to find it.
@@ -76,11 +79,10 @@ class LocalStack:
 
     parts: LocalParts
     state_dir: Path = STATE_DIR
-    # Shared by serve and demo, so the demo's runs stay visible in the UI `recipes serve` shows.
-    prefect_home: Path = STATE_DIR / "prefect"
+    prefect_home: Path = PREFECT_HOME
     prefect_port: int | None = None
     # The demo starts from an empty Prefect database each time (a copy of a migrated template), so
-    # runs a killed demo left behind hold no concurrency slot.
+    # runs a killed demo left behind hold no concurrency slot; serve then shows the demo's runs.
     fresh_prefect: bool = False
     env: dict[str, str] = field(default_factory=dict)
     described: list[tuple[str, str]] = field(default_factory=list)
@@ -259,10 +261,16 @@ class LocalStack:
 def running_local_api(state_dir: Path = STATE_DIR, port: int | None = None) -> str | None:
     """The API URL of the embedded Prefect server `recipes serve` runs from ``state_dir``, when it answers:
     the URL it wrote into its Prefect home, else Prefect's usual port (``port``, default PREFECT_PORT)."""
-    written = state_dir / "prefect" / API_URL_FILE
-    candidates = [written.read_text().strip()] if written.is_file() else []
-    candidates.append(f"http://127.0.0.1:{port or PREFECT_PORT}/api")
-    return next((url for url in candidates if _healthy(url)), None)
+    return api_served_from(state_dir / PREFECT_HOME.name) or next(
+        (url for url in [f"http://127.0.0.1:{port or PREFECT_PORT}/api"] if _healthy(url)), None
+    )
+
+
+def api_served_from(prefect_home: Path) -> str | None:
+    """The API URL an embedded Prefect server running on ``prefect_home`` wrote there, when it answers."""
+    written = prefect_home / API_URL_FILE
+    url = written.read_text().strip() if written.is_file() else ""
+    return url if url and _healthy(url) else None
 
 
 def _healthy(api_url: str) -> bool:
