@@ -73,10 +73,14 @@ def mask_emails(text: str) -> str:
     return _EMAIL.sub(_masked, text)
 
 
+NOT_AN_ADDRESS = "(not an address)"
+
+
 def mask_email(email: str) -> str:
-    """The masked form of one address, for tables and artifacts; anything not shaped like one is ``***``."""
+    """The masked form of one address, for tables and artifacts; anything not shaped like one is
+    ``(not an address)`` (not ``***``: the Prefect UI renders table cells as markdown, a rule)."""
     masked = mask_emails(email.strip())
-    return masked if masked != email.strip() else "***"
+    return masked if masked != email.strip() else NOT_AN_ADDRESS
 
 
 def mask_identity(identity: str, kind: str) -> str:

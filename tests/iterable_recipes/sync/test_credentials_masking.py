@@ -66,4 +66,4 @@ def test_masking() -> None:
         == "No record for email: b***%40m***.org here"
     )
     assert mask_identity("12345", "userId") == "12***"
-    assert mask_email("not an email") == "***"
+    assert mask_email("not an email") == "(not an address)"
