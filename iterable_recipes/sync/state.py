@@ -1,4 +1,5 @@
-"""The sync state schema in the warehouse: snapshot, rejected and unknown keys, runs, the change log."""
+"""The sync state schema in the warehouse: snapshot, rejected and unknown keys, runs, the change log,
+the people known to exist."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ REJECTED = "SYNC_REJECTED"
 NOT_FOUND = "SYNC_NOT_IN_ITERABLE"
 RUNS = "SYNC_RUNS"
 CHANGE_LOG = "SYNC_CHANGE_LOG"
+KNOWN = "SYNC_KNOWN_PEOPLE"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
@@ -37,6 +39,8 @@ _DDL = {
     CHANGE_LOG: """(SYNC_NAME VARCHAR NOT NULL, RUN_ID VARCHAR NOT NULL, IDENTITY_HASH VARCHAR NOT NULL,
         OPERATION VARCHAR NOT NULL, STATUS VARCHAR NOT NULL, ERROR VARCHAR,
         LOGGED_AT TIMESTAMP_NTZ NOT NULL)""",
+    # Update mode by email: people of the sync seen to exist in Iterable, and when (sync/existence.py).
+    KNOWN: """(SYNC_NAME VARCHAR NOT NULL, IDENTITY VARCHAR NOT NULL, SEEN_AT TIMESTAMP_NTZ NOT NULL)""",
 }
 
 
