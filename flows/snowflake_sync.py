@@ -3,7 +3,9 @@
 The diff runs in the warehouse and is materialised once per run; batches are read back with fetchmany
 and sent a few at a time within Iterable's limits; each accepted batch moves its row hashes into the
 snapshot at once, so a crash or a retried flow run re-sends at most the batches that were in flight.
-Rejected rows and people Iterable did not know are kept and tried again on later runs. Rows the sync
+Rejected rows and people Iterable did not know are kept and tried again on later runs; an update-only sync
+keyed by email first checks the people it has not seen in Iterable recently (getByEmail, or one user export
+when there are many) and sends nobody Iterable does not know. Rows the sync
 cannot send (a NULL, blank or duplicate identity) end the run "Completed with warnings", or refuse it
 when the definition says ``on_invalid_rows: fail``. A dry run only reads: it previews a sample of the
 rows field by field against Iterable, lists what it would not send and estimates the run's requests.
@@ -23,6 +25,7 @@ from iterable_recipes.resources import Resources, run_resources
 from iterable_recipes.sync.definitions import SYNCS_DIR, SyncDefinition, load_named_sync
 from iterable_recipes.sync.delivery import send_batches
 from iterable_recipes.sync.estimate import estimate_run
+from iterable_recipes.sync.existence import ExistenceCheck, checks_existence
 from iterable_recipes.sync.invalid import invalid_summary
 from iterable_recipes.sync.preview import not_sent_rows
 from iterable_recipes.sync.results import ChangeSetSummary
@@ -38,6 +41,7 @@ from tasks.reporting import (
     publish_table,
 )
 from tasks.warehouse import (
+    check_sync_existence,
     close_resync,
     finish_sync,
     list_invalid_rows,
@@ -164,6 +168,14 @@ def _not_accepted(defn: SyncDefinition, failed_batches: int, first_failure: str 
     )
 
 
+def _unchecked(defn: SyncDefinition, existence: ExistenceCheck) -> RuntimeError:
+    """The error a run ends with when the existence check failed (its rows were not sent)."""
+    return RuntimeError(
+        f"the existence check of {defn.name} failed ({existence.error}); the rows of its "
+        f"{existence.held:,} people were not sent and go again with the next run (or a retry of this one)"
+    )
+
+
 def _done_sentence(defn: SyncDefinition, summary: dict[str, Any]) -> str:
     """The run's closing line: what Iterable took, what is left for later runs and why."""
     if defn.is_list:
@@ -241,6 +253,12 @@ def snowflake_sync(sync: str, dry_run: bool = False, full_resync: bool = False) 
                     _recipe(defn, False), _counts(plan.as_dict()), f"Sync {defn.name} refused (nothing sent)"
                 )
                 raise _refused(defn, plan)
+            existence = ExistenceCheck()
+            verified = checks_existence(defn)
+            if verified and plan.to_send:
+                existence = check_sync_existence(resources, conn, defn, run_id, schema)
+                logger.info(existence.sentence())
+            to_send = plan.to_send - existence.removed
             progress = Progress(
                 f"Rows of {defn.name} sent to Iterable",
                 f"sync-{defn.name}-progress",
@@ -249,13 +267,13 @@ def snowflake_sync(sync: str, dry_run: bool = False, full_resync: bool = False) 
             with resources.warehouse() as accept_conn:
                 delivered = send_batches(
                     conn, accept_conn, defn, run_id, schema,
-                    deliver=sync_batch_sender(resources, defn, plan.batches),
+                    deliver=sync_batch_sender(resources, defn, plan.batches, verified),
                     depth=settings.sync_batches_in_flight,
-                    progress=lambda done: progress.update(done, plan.to_send),
+                    progress=lambda done: progress.update(done, to_send),
                 )  # fmt: skip
-            progress.update(delivered.rows_answered, plan.to_send, final=True)
+            progress.update(delivered.rows_answered, to_send, final=True)
             outcome = delivered.counts()
-            status = "succeeded" if not outcome["failed_batches"] else "failed"
+            status = "succeeded" if not outcome["failed_batches"] and not existence.held else "failed"
             if full_resync and status == "succeeded":
                 close_resync(conn, defn, schema)
             rows, total = list_rows_not_sent(conn, defn, run_id, schema)
@@ -268,7 +286,7 @@ def snowflake_sync(sync: str, dry_run: bool = False, full_resync: bool = False) 
                 f"{schema}.SYNC_CHANGE_LOG)",
             )
             counts = finish_sync(conn, defn, run_id, schema, status, settings.sync_change_log_days).as_dict()
-        summary = plan.as_dict() | counts | outcome
+        summary = plan.as_dict() | counts | outcome | {"existence_checked": existence.needed}
         publish_counts(_recipe(defn, False), _counts(summary, defn), f"Sync {defn.name} to Iterable")
         logger.info(_done_sentence(defn, summary))
         if summary["rejected"]:
@@ -277,4 +295,6 @@ def snowflake_sync(sync: str, dry_run: bool = False, full_resync: bool = False) 
             )
         if outcome["failed_batches"]:
             raise _not_accepted(defn, outcome["failed_batches"], delivered.first_failure)
+        if existence.held:
+            raise _unchecked(defn, existence)
         return _ended(summary, defn, plan)

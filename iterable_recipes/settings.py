@@ -147,6 +147,13 @@ class Settings(BaseSettings):
     # Days the change log (every row sent and Iterable's answer) is kept in the state schema; 0: only
     # while the run lasts (its per-record table still reads it).
     sync_change_log_days: float = Field(14.0, ge=0)
+    # Update mode by email checks the staged people not seen in Iterable recently before sending: up to
+    # this many with getByEmail (100/s: 5,000 take 50 s), more through one user export (4 a minute,
+    # everyone in one request), loaded into the state schema (sync/existence.py).
+    sync_export_threshold: int = Field(5000, ge=0)
+    # Days a person seen in Iterable is trusted to exist; after that their next change is checked again,
+    # so a person deleted in Iterable is not re-created by an update-only sync.
+    sync_existence_refresh_days: float = Field(7.0, gt=0)
 
     # App database (inbox, Marketo cursor, opt-out audit)
     recipes_database_url: str = "sqlite:///.recipes/recipes.db"

@@ -141,9 +141,11 @@ def deliver_sync_batch(
     batch_no: int,
     items: Sequence[dict[str, Any]],
     batches: int = 0,
+    verified: bool = False,
 ) -> BatchReport:
     """Send one sync batch (users/bulkUpdate or events/trackBulk, a list's subscribe and unsubscribe);
     unknown people are reported. A marketing list's members are checked against the consent ledger.
+    ``verified``: the run checked its people exist before sending (update mode looks nobody up again).
 
     Logs one line: what Iterable answered, or why the batch as a whole was not accepted.
     """
@@ -153,7 +155,9 @@ def deliver_sync_batch(
     suppressed = suppression_check(resources) if defn.is_marketing_list else None
     try:
         project = resources.settings.iterable_project_type
-        report = deliver_batch(resources.iterable, defn, batch_no, items, consent, suppressed, project)
+        report = deliver_batch(
+            resources.iterable, defn, batch_no, items, consent, suppressed, project, verified=verified
+        )
     except ApiError as error:
         run_logger().warning(
             "Batch %d of %d, %d rows: not accepted (%s); %s",
@@ -178,15 +182,15 @@ def sync_batch_name(defn: SyncDefinition, batch_no: int, batches: int, size: int
 
 
 def sync_batch_sender(
-    resources: Resources, defn: SyncDefinition, batches: int
+    resources: Resources, defn: SyncDefinition, batches: int, verified: bool = False
 ) -> Callable[[int, list[dict[str, Any]]], BatchReport]:
     """``deliver_sync_batch`` for ``resources`` and ``defn`` (``batches`` in the plan), called with its
-    items unwalked, each task run named by its batch."""
+    items unwalked, each task run named by its batch (``verified``: see ``deliver_sync_batch``)."""
 
     def send(batch_no: int, items: list[dict[str, Any]]) -> BatchReport:
         named = deliver_sync_batch.with_options(
             task_run_name=sync_batch_name(defn, batch_no, batches, len(items))
         )
-        return named(resources, unwalked(defn), batch_no, unwalked(items), batches)
+        return named(resources, unwalked(defn), batch_no, unwalked(items), batches, verified)
 
     return send

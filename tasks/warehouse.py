@@ -1,4 +1,5 @@
-"""Tasks in the warehouse: plan a sync run's change set, preview it, list what it cannot send, close it.
+"""Tasks in the warehouse: plan a sync run's change set, check its people exist, preview it, list what it
+cannot send, close it.
 
 Results are counts and masked rows; the rows themselves stay in the warehouse (a dry run's preview
 reads the sampled people from Iterable, and writes nothing).
@@ -18,6 +19,7 @@ from iterable_recipes.resources import Resources
 from iterable_recipes.sync import finish_run, invalid_rows, plan_run, state
 from iterable_recipes.sync.change_log import not_sent_rows
 from iterable_recipes.sync.definitions import SyncDefinition
+from iterable_recipes.sync.existence import ExistenceCheck, check_existence
 from iterable_recipes.sync.preview import Preview, preview_rows, staged_sample
 from iterable_recipes.sync.results import ChangeSetSummary, RunCounts
 from iterable_recipes.sync.resync import close_epoch, current_epoch, open_epoch
@@ -45,6 +47,21 @@ def plan_sync(
 def close_resync(conn: Any, defn: SyncDefinition, schema: str) -> None:
     """The full resync's epoch is over: its run sent every row and Iterable answered each batch."""
     close_epoch(conn, defn.name, schema)
+
+
+@task(name="check-sync-people-exist", **WAREHOUSE_TASK_OPTIONS)
+def check_sync_existence(
+    resources: Resources, conn: Any, defn: SyncDefinition, run_id: str, schema: str
+) -> ExistenceCheck:
+    """Update mode by email: check the staged people not seen in Iterable recently (getByEmail up to
+    SYNC_EXPORT_THRESHOLD, else one user export); the unknown ones are recorded and left unsent."""
+    settings = resources.settings
+    return check_existence(
+        conn, resources.iterable, defn, run_id,
+        state_schema=schema,
+        threshold=settings.sync_export_threshold,
+        refresh_days=settings.sync_existence_refresh_days,
+    )  # fmt: skip
 
 
 @task(name="preview-sync-changes", **WAREHOUSE_TASK_OPTIONS)

@@ -127,8 +127,8 @@ def child(sync: str) -> None:
     task_module.finish_run = _timed(timers, "finish_run_s", task_module.finish_run)
     sender = flow_module.sync_batch_sender
 
-    def timed_sender(resources: Any, defn: Any, batches: int) -> Callable[..., Any]:
-        send = sender(resources, defn, batches)
+    def timed_sender(resources: Any, defn: Any, batches: int, verified: bool = False) -> Callable[..., Any]:
+        send = sender(resources, defn, batches, verified)
 
         def timed(batch_no: int, items: Any) -> Any:
             timers.setdefault("first_submit_at", time.perf_counter())

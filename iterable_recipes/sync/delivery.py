@@ -103,6 +103,8 @@ def deliver_batch(
     consent: Callable[[list[str]], set[str]] | None = None,
     suppressed: Callable[[list[str]], set[str]] | None = None,
     project_type: str = "email",
+    *,
+    verified: bool = False,
 ) -> BatchReport:
     """Send one batch (users/bulkUpdate or events/trackBulk, or a list sync's changes through
     ``deliver_members``); unknown people are reported, never created.
@@ -111,7 +113,8 @@ def deliver_batch(
     names them: after a profile write it is called with the people Iterable accepted; before an event
     batch, the events of those it names are held back (rejected with reason consent-hold, so later runs
     send them once the opt-out is in place). Raises the ``ApiError`` of a request that failed as a whole:
-    the batch is then not accepted.
+    the batch is then not accepted. ``verified`` says every person of the batch was checked to exist
+    before the run sent anything (``sync/existence.py``): update mode then looks nobody up again.
     """
     if defn.is_list:
         return deliver_members(client, defn, batch_no, items, suppressed, project_type)
@@ -122,7 +125,7 @@ def deliver_batch(
         for position in [p for p in positions if normalise_email(items[p]["email"]) in held]:
             report.rejected[position] = CONSENT_HOLD
         positions = [p for p in positions if p not in report.rejected]
-    if looks_up_first(defn, project_type):
+    if looks_up_first(defn, project_type) and not verified:
         known: list[int] = []
         key = defn.identity.kind.value
         for position, found in zip(

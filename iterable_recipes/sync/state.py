@@ -1,4 +1,5 @@
-"""The sync state schema in the warehouse: snapshot, rejected and unknown keys, runs, the change log."""
+"""The sync state schema in the warehouse: snapshot, rejected and unknown keys, runs, the change log,
+the people known to exist."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ NOT_FOUND = "SYNC_NOT_IN_ITERABLE"
 RUNS = "SYNC_RUNS"
 CHANGE_LOG = "SYNC_CHANGE_LOG"
 RESYNCS = "SYNC_RESYNCS"
+KNOWN = "SYNC_KNOWN_PEOPLE"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
@@ -41,6 +43,8 @@ _DDL = {
     # A full resync's epoch: open until a run of it sent every row (sync/resync.py).
     RESYNCS: """(SYNC_NAME VARCHAR NOT NULL, STARTED_AT TIMESTAMP_NTZ NOT NULL, FINISHED_AT TIMESTAMP_NTZ,
         RUN_ID VARCHAR)""",
+    # Update mode by email: people of the sync seen to exist in Iterable, and when (sync/existence.py).
+    KNOWN: """(SYNC_NAME VARCHAR NOT NULL, IDENTITY VARCHAR NOT NULL, SEEN_AT TIMESTAMP_NTZ NOT NULL)""",
 }
 
 
