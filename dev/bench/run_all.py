@@ -31,6 +31,7 @@ REQUIRED_KEYS = (
     "sync_rows_changed",
     "sync_rows_fetched",
     "sync_peak_rss_mb",
+    "update_only_vs_upsert",
     "webhook_events_per_s",
     "webhook_p99_ms",
     "drain_events_per_s",
@@ -82,6 +83,14 @@ def _sync_throughput(data: Mapping[str, Any]) -> Figures:
         "sync_rows_per_s_limited", "sync_ceiling_rows_per_s", "sync_rows_per_s_unlimited",
         "sync_per_row_baseline_rows_per_s", "sync_limited_vs_per_row", "sync_peak_rss_mb",
         "sync_peak_rss_mb_limited", "sync_peak_rss_mb_unlimited",
+    )  # fmt: skip
+    return {name: _number(data.get(name)) for name in names}
+
+
+def _sync_update_only(data: Mapping[str, Any]) -> Figures:
+    names = (
+        "update_only_vs_upsert", "update_only_flow_s", "upsert_flow_s", "update_only_users_created",
+        "update_only_getbyemail_requests", "update_only_export_requests",
     )  # fmt: skip
     return {name: _number(data.get(name)) for name in names}
 
@@ -167,6 +176,7 @@ BENCHES: tuple[Bench, ...] = (
         ),
         _sync_throughput,
     ),
+    Bench("sync_update_only", (), ("--rows", "10000"), _sync_update_only),
     Bench(
         "optout_latency",
         (),
@@ -277,6 +287,9 @@ GOALS: tuple[Goal, ...] = (
     Goal("sync_rows_per_s_unlimited", "sync rows/s, limits off (1M first sync)", ">= 50,000",
          lambda v, f: v >= 50_000),
     Goal("sync_peak_rss_mb", "sync process peak RSS, MB", "<= 300", lambda v, f: v <= 300),
+    Goal("update_only_vs_upsert", "update-only / upsert first sync time (90% in Iterable)", "<= 1.2",
+         lambda v, f: v <= 1.2),
+    Goal("update_only_users_created", "users an update-only sync created", "= 0", lambda v, f: v == 0),
     Goal("sync_diff_seconds_1m_rows", "warehouse diff, s (1M rows, 1% changed)", "<= 2", lambda v, f: v <= 2),
     Goal("sync_rows_fetched", "rows fetched after the diff", "= rows changed",
          lambda v, f: v == f.get("sync_rows_changed")),

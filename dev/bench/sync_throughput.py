@@ -125,6 +125,7 @@ def child(sync: str) -> None:
     delivery.accept_batch = timed_accept
     task_module.plan_run = _timed(timers, "plan_s", task_module.plan_run)
     task_module.finish_run = _timed(timers, "finish_run_s", task_module.finish_run)
+    task_module.check_existence = _timed(timers, "existence_check_s", task_module.check_existence)
     sender = flow_module.sync_batch_sender
 
     def timed_sender(resources: Any, defn: Any, batches: int, verified: bool = False) -> Callable[..., Any]:

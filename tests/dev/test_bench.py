@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 
@@ -40,6 +41,13 @@ CANNED: dict[str, dict[str, object]] = {
         "sync_per_row_baseline_rows_per_s": 400.0,
         "sync_limited_vs_per_row": 3.0,
         "sync_peak_rss_mb": 250.0,
+    },
+    "sync_update_only": {
+        "bench": "sync_update_only",
+        "update_only_vs_upsert": 1.1,
+        "update_only_flow_s": 33.0,
+        "upsert_flow_s": 30.0,
+        "update_only_users_created": 0,
     },
     "optout_latency": {
         "optout_p50_seconds": 8.0,
@@ -91,6 +99,8 @@ def test_goals_pass_and_miss() -> None:
     verdicts = {label: verdict for label, _, _, verdict in bench_cli.verdicts(bench_cli.aggregate(results()))}
     assert verdicts["sync rows/s, Iterable limits on"] == "miss"  # 1,200 < 95% of 5,000
     assert verdicts["sync process peak RSS, MB"] == "pass"
+    assert verdicts["update-only / upsert first sync time (90% in Iterable)"] == "pass"  # 1.1 <= 1.2
+    assert verdicts["users an update-only sync created"] == "pass"
     assert verdicts["drain events/s"] == "miss"  # 4,400 < 4,500 (90% of 5,000)
     assert verdicts["webhook -> Iterable opt-out p99, s"] == "pass"
     assert verdicts["rows fetched after the diff"] == "pass"
@@ -169,3 +179,16 @@ def test_table_output(canned: list[str]) -> None:
     result = CliRunner().invoke(bench_cli.app, ["--quick", "--only", "sync_diff"])
     assert result.exit_code == 0, result.output
     assert "warehouse diff" in result.output and "bench.sync_diff" in result.output
+
+
+def test_the_update_only_bench_runs_at_a_tiny_size() -> None:
+    """dev/bench/sync_update_only.py for real (a Prefect server, fakesnow, the stand-in with Iterable's
+    limits) at 300 rows, the user export forced: both syncs run and it reports the ratio."""
+    bench = next(b for b in bench_cli.BENCHES if b.name == "sync_update_only")
+    tiny = dataclasses.replace(bench, quick=("--rows", "300", "--export-threshold", "0"))
+    result = bench_cli.run_bench(tiny, True)
+    assert result.ok, result.error
+    figures = result.figures
+    assert figures["update_only_vs_upsert"] is not None and figures["update_only_vs_upsert"] > 0
+    assert figures["update_only_users_created"] == 0
+    assert figures["update_only_export_requests"] == 1 and figures["update_only_getbyemail_requests"] == 0
