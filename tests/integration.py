@@ -9,7 +9,9 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -266,3 +268,21 @@ def use_fakesnow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point this test's settings at fakesnow (the caller enters ``fakesnow.patch()``)."""
     for name, value in FAKESNOW_SETTINGS.items():
         monkeypatch.setenv(name, value)
+
+
+@contextmanager
+def fakesnow_warehouse(monkeypatch: pytest.MonkeyPatch, definitions: Path) -> Iterator[Any]:
+    """fakesnow in patch mode, this test's settings pointed at it and its syncs read from
+    ``definitions``; yields a connection to the database the flows' own connections see."""
+    import fakesnow
+
+    from iterable_recipes.sync import connect
+
+    use_fakesnow(monkeypatch)
+    monkeypatch.setenv("SYNC_DEFINITIONS_DIR", str(definitions))
+    with fakesnow.patch():
+        conn = connect(account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC")
+        try:
+            yield conn
+        finally:
+            conn.close()

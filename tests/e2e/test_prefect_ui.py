@@ -20,7 +20,7 @@ from iterable_recipes.masking import mask_emails
 from iterable_recipes.store.inbox import Inbox, NewItem
 from tests.conftest import IN_CI
 from tests.e2e.browser import Page, browser, chromium_path
-from tests.integration import customersdot_event, flow_run_id
+from tests.integration import customersdot_event, fakesnow_warehouse, flow_run_id
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -97,31 +97,15 @@ def prefect_ui(prefect_server: None) -> Iterator[str]:
 @pytest.fixture
 def warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """fakesnow in patch mode, and an upsert twin of GitLab's sync (no look-ups) as the only sync."""
-    import fakesnow
 
-    from iterable_recipes.sync import connect
     from iterable_recipes.sync.definitions import SYNCS_DIR
 
-    for name, value in {
-        "SNOWFLAKE_ACCOUNT": "fake",
-        "SNOWFLAKE_USER": "fake",
-        "SNOWFLAKE_PASSWORD": "fake",
-        "SNOWFLAKE_DATABASE": "ANALYTICS",
-        "SNOWFLAKE_SCHEMA": "PUBLIC",
-        "SNOWFLAKE_STATE_SCHEMA": "SYNC_STATE",
-    }.items():
-        monkeypatch.setenv(name, value)
     shipped = yaml.safe_load((SYNCS_DIR / "gitlab_marketing_contacts.yaml").read_text())
     syncs = tmp_path / "syncs"
     syncs.mkdir()
     (syncs / f"{SYNC}.yaml").write_text(yaml.safe_dump(shipped | {"name": SYNC, "mode": "upsert"}))
-    monkeypatch.setenv("SYNC_DEFINITIONS_DIR", str(syncs))
-    with fakesnow.patch():
-        conn = connect(account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC")
-        try:
-            yield conn
-        finally:
-            conn.close()
+    with fakesnow_warehouse(monkeypatch, syncs) as conn:
+        yield conn
 
 
 def _customersdot_run(iterable: Any, app_database: str) -> Any:

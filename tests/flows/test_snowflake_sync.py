@@ -4,22 +4,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fakesnow
 import pytest
 import yaml
 
 from dev.warehouse import MODEL_TABLE, mutate, picked_emails, seed_model
 from iterable_recipes.settings import load_settings
-from iterable_recipes.sync import connect
 from iterable_recipes.sync.definitions import SYNCS_DIR
 from tests.integration import (
     announced_events,
     assert_no_raw_email,
+    fakesnow_warehouse,
     flow_run_artifacts,
     flow_run_id,
     run_logs,
     task_run_names,
-    use_fakesnow,
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -31,20 +29,14 @@ SKIPPED_SHOWN = "skipped (not in Iterable; update mode creates nobody)"
 @pytest.fixture
 def warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """fakesnow in patch mode for this test; the flow's own connections see the same database."""
-    use_fakesnow(monkeypatch)
     # An upsert twin of GitLab's sync, so bulk behaviour is tested without look-ups.
     shipped = yaml.safe_load((SYNCS_DIR / f"{GITLAB}.yaml").read_text())
     (tmp_path / f"{GITLAB}.yaml").write_text(yaml.safe_dump(shipped))
     (tmp_path / "contacts_upsert.yaml").write_text(
         yaml.safe_dump(shipped | {"name": "contacts_upsert", "mode": "upsert"})
     )
-    monkeypatch.setenv("SYNC_DEFINITIONS_DIR", str(tmp_path))
-    with fakesnow.patch():
-        conn = connect(account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC")
-        try:
-            yield conn
-        finally:
-            conn.close()
+    with fakesnow_warehouse(monkeypatch, tmp_path) as conn:
+        yield conn
 
 
 def _emails(conn: Any, limit: int | None = None) -> list[str]:

@@ -4,13 +4,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fakesnow
 import pytest
 import yaml
 
 from dev.warehouse import MODEL_TABLE, mutate, seed_model
-from iterable_recipes.sync import connect
 from iterable_recipes.sync.definitions import SYNCS_DIR
+from tests.integration import fakesnow_warehouse
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 GITLAB = "gitlab_marketing_contacts"  # the shipped definition: mode update, keyed by email
@@ -21,25 +20,11 @@ BELOW, ABOVE = "5000", "0"  # SYNC_EXPORT_THRESHOLD: getByEmail, or the user exp
 @pytest.fixture
 def warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """fakesnow in patch mode; the flow's own connections see the same database."""
-    for name, value in {
-        "SNOWFLAKE_ACCOUNT": "fake",
-        "SNOWFLAKE_USER": "fake",
-        "SNOWFLAKE_PASSWORD": "fake",
-        "SNOWFLAKE_DATABASE": "ANALYTICS",
-        "SNOWFLAKE_SCHEMA": "PUBLIC",
-        "SNOWFLAKE_STATE_SCHEMA": STATE,
-    }.items():
-        monkeypatch.setenv(name, value)
     shipped = yaml.safe_load((SYNCS_DIR / f"{GITLAB}.yaml").read_text())
     assert shipped["mode"] == "update"
     (tmp_path / f"{GITLAB}.yaml").write_text(yaml.safe_dump(shipped))
-    monkeypatch.setenv("SYNC_DEFINITIONS_DIR", str(tmp_path))
-    with fakesnow.patch():
-        conn = connect(account="fake", user="fake", password="fake", database="ANALYTICS", schema="PUBLIC")
-        try:
-            yield conn
-        finally:
-            conn.close()
+    with fakesnow_warehouse(monkeypatch, tmp_path) as conn:
+        yield conn
 
 
 def _emails(conn: Any) -> list[str]:
