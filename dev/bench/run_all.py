@@ -23,6 +23,14 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 Figures = dict[str, float | None]
 # The keys --json always prints (None when the bench that measures it failed).
 REQUIRED_KEYS = (
+    "sync_limited_share",
+    "drain_share",
+    "sync_vs_bare",
+    "diff_vs_bare",
+    "intake_vs_bare",
+    "cpu_us_per_synced_row",
+    "cpu_us_per_drained_event",
+    "cpu_us_per_webhook",
     "sync_rows_per_s_limited",
     "sync_ceiling_rows_per_s",
     "sync_rows_per_s_unlimited",
@@ -72,6 +80,8 @@ def find(data: Any, *names: str) -> float | None:
 def _sync_diff(data: Mapping[str, Any]) -> Figures:
     return {
         "sync_diff_seconds_1m_rows": find(data, "diff_s"),
+        "diff_vs_bare": _number(data.get("diff_vs_bare")),
+        "diff_bare_seconds": _number(data.get("diff_bare_s")),
         "sync_diff_rows_in_model": find(data, "rows_in_model"),
         "sync_rows_changed": find(data, "rows_changed"),
         "sync_rows_fetched": find(data, "rows_fetched"),
@@ -82,7 +92,8 @@ def _sync_throughput(data: Mapping[str, Any]) -> Figures:
     names = (
         "sync_rows_per_s_limited", "sync_ceiling_rows_per_s", "sync_rows_per_s_unlimited",
         "sync_per_row_baseline_rows_per_s", "sync_limited_vs_per_row", "sync_peak_rss_mb",
-        "sync_peak_rss_mb_limited", "sync_peak_rss_mb_unlimited",
+        "sync_peak_rss_mb_limited", "sync_peak_rss_mb_unlimited", "sync_limited_share", "sync_vs_bare",
+        "sync_bare_rows_per_s", "cpu_us_per_synced_row",
     )  # fmt: skip
     return {name: _number(data.get(name)) for name in names}
 
@@ -98,13 +109,27 @@ def _sync_update_only(data: Mapping[str, Any]) -> Figures:
 def _webhook_intake(data: Mapping[str, Any]) -> Figures:
     results = [r for r in data.get("results", []) if isinstance(r, Mapping)]
     first = next((r for r in results if r.get("backend") == "sqlite"), results[0] if results else {})
-    return {"webhook_events_per_s": find(first, "events_per_s"), "webhook_p99_ms": find(first, "p99_ms")}
+    return {
+        "webhook_events_per_s": find(first, "events_per_s"),
+        "webhook_p99_ms": find(first, "p99_ms"),
+        **{
+            name: _number(data.get(name))
+            for name in (
+                "intake_vs_bare",
+                "intake_bare_events_per_s",
+                "intake_p99_ms_at_3000",
+                "cpu_us_per_webhook",
+            )
+        },
+    }
 
 
 def _drain(data: Mapping[str, Any]) -> Figures:
     return {
         "drain_events_per_s": find(data, "drain_events_per_s", "events_per_s"),
         "drain_ceiling_events_per_s": find(data, "drain_ceiling_events_per_s", "ceiling_events_per_s"),
+        "drain_share": _number(data.get("drain_share")),
+        "cpu_us_per_drained_event": _number(data.get("cpu_us_per_drained_event")),
     }
 
 
@@ -269,35 +294,39 @@ class Goal:
     check: Callable[[float, Mapping[str, Any]], bool]
 
 
-def _share(key: str, ceiling_key: str, share: float) -> Callable[[float, Mapping[str, Any]], bool]:
-    def check(value: float, figures: Mapping[str, Any]) -> bool:
-        ceiling = figures.get(ceiling_key)
-        return ceiling is not None and value >= share * ceiling
-
-    return check
-
-
 GOALS: tuple[Goal, ...] = (
-    Goal("sync_rows_per_s_limited", "sync rows/s, Iterable limits on", ">= 95% of ceiling",
-         _share("sync_rows_per_s_limited", "sync_ceiling_rows_per_s", 0.95)),
+    Goal("sync_limited_share", "sync rows/s with Iterable's limits / ceiling (100k rows)", ">= 0.95",
+         lambda v, f: v >= 0.95),
+    Goal("drain_share", "drain events/s / ceiling (100k backlog)", ">= 0.92", lambda v, f: v >= 0.92),
+    Goal("sync_vs_bare", "first sync, limits off / bare read-and-post script", ">= 0.8",
+         lambda v, f: v >= 0.8),
+    Goal("diff_vs_bare", "diff (1M rows, 1% changed) / bare CREATE TABLE AS", "<= 1.5",
+         lambda v, f: v <= 1.5),
+    Goal("intake_vs_bare", "webhook intake / bare Starlette insert", ">= 0.7", lambda v, f: v >= 0.7),
+    Goal("intake_p99_ms_at_3000", "webhook intake p99 at 3,000 events/s offered, ms", "", lambda v, f: True),
+    Goal("cpu_us_per_synced_row", "sync process CPU per synced row, us", "<= 20", lambda v, f: v <= 20),
+    Goal("cpu_us_per_drained_event", "drain process CPU per drained event, us", "<= 150",
+         lambda v, f: v <= 150),
+    Goal("cpu_us_per_webhook", "receiver CPU per webhook, us", "<= 200", lambda v, f: v <= 200),
+    Goal("sync_rows_per_s_limited", "sync rows/s, Iterable limits on", "", lambda v, f: True),
     Goal("sync_ceiling_rows_per_s", "sync ceiling rows/s (bulkUpdate 5/s x 1000)", "", lambda v, f: True),
     Goal("sync_per_row_baseline_rows_per_s", "per-row users/update rows/s (Workato's way)", "",
          lambda v, f: True),
     Goal("sync_limited_vs_per_row", "bulk sync / per-row baseline", ">= 9x", lambda v, f: v >= 9),
-    Goal("sync_rows_per_s_unlimited", "sync rows/s, limits off (1M first sync)", ">= 50,000",
-         lambda v, f: v >= 50_000),
+    Goal("sync_rows_per_s_unlimited", "sync rows/s, limits off (first sync)", "", lambda v, f: True),
+    Goal("sync_bare_rows_per_s", "  bare read-and-post script, rows/s", "", lambda v, f: True),
     Goal("sync_peak_rss_mb", "sync process peak RSS, MB", "<= 300", lambda v, f: v <= 300),
     Goal("update_only_vs_upsert", "update-only / upsert first sync time (90% in Iterable)", "<= 1.2",
          lambda v, f: v <= 1.2),
     Goal("update_only_users_created", "users an update-only sync created", "= 0", lambda v, f: v == 0),
-    Goal("sync_diff_seconds_1m_rows", "warehouse diff, s (1M rows, 1% changed)", "<= 2", lambda v, f: v <= 2),
+    Goal("sync_diff_seconds_1m_rows", "warehouse diff, s (1M rows, 1% changed)", "", lambda v, f: True),
+    Goal("diff_bare_seconds", "  bare CREATE TABLE AS, s", "", lambda v, f: True),
     Goal("sync_rows_fetched", "rows fetched after the diff", "= rows changed",
          lambda v, f: v == f.get("sync_rows_changed")),
     Goal("webhook_events_per_s", "webhook intake events/s (SQLite FULL)", ">= 20 (Workato's)",
          lambda v, f: v >= 20),
     Goal("webhook_p99_ms", "webhook intake p99, ms", "", lambda v, f: True),
-    Goal("drain_events_per_s", "drain events/s", ">= 90% of ceiling",
-         _share("drain_events_per_s", "drain_ceiling_events_per_s", 0.90)),
+    Goal("drain_events_per_s", "drain events/s", "", lambda v, f: True),
     Goal("optout_p50_seconds", "webhook -> Iterable opt-out p50, s", "", lambda v, f: True),
     Goal("optout_p99_seconds", "webhook -> Iterable opt-out p99, s", "<= 30", lambda v, f: v <= 30),
     Goal("consent_existing_p99_seconds", "webhook -> confirmed opt-out p99, s (5 s apply delay)", "<= 30",
