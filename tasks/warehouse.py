@@ -16,14 +16,13 @@ from iterable_recipes.clients.iterable import IterableClient
 from iterable_recipes.config_files import ConfigError
 from iterable_recipes.not_sent import NOT_SENT_ROWS
 from iterable_recipes.resources import Resources
-from iterable_recipes.sync import finish_run, invalid_rows, plan_run, state
+from iterable_recipes.sync import finish_run, invalid_rows, plan_run
 from iterable_recipes.sync.change_log import not_sent_rows
 from iterable_recipes.sync.definitions import SyncDefinition
 from iterable_recipes.sync.existence import ExistenceCheck, check_existence
 from iterable_recipes.sync.preview import Preview, preview_rows, staged_sample
 from iterable_recipes.sync.results import ChangeSetSummary, RunCounts
-from iterable_recipes.sync.resync import close_epoch, current_epoch, open_epoch
-from iterable_recipes.sync.sql import utc_now
+from iterable_recipes.sync.resync import close_epoch
 
 WAREHOUSE_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -32,15 +31,9 @@ WAREHOUSE_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_res
 def plan_sync(
     conn: Any, defn: SyncDefinition, run_id: str, schema: str, dry_run: bool, full_resync: bool = False
 ) -> ChangeSetSummary:
-    """Diff the model against the sync's state in the warehouse and stage this run's change set once;
-    a full resync stages every row not accepted since its epoch began (opened here, unless a dry run)."""
-    since = None
-    if full_resync:
-        state.ensure_state(conn, schema)
-        since = current_epoch(conn, defn.name, schema)
-        if since is None:
-            since = utc_now().replace(tzinfo=None) if dry_run else open_epoch(conn, defn.name, run_id, schema)
-    return plan_run(conn, defn, run_id, schema, dry_run, resync_since=since)
+    """Diff the model against the sync's state in the warehouse and stage this run's change set once
+    (a full resync: every row not accepted since its epoch began)."""
+    return plan_run(conn, defn, run_id, schema, dry_run, full_resync)
 
 
 @task(name="close-full-resync", **WAREHOUSE_TASK_OPTIONS)

@@ -276,6 +276,34 @@ def per_row_baseline(
     }
 
 
+def sync_child_env(folder: Path, api_url: str, snowflake_port: int, iterable_url: str) -> dict[str, str]:
+    """The settings of a benchmark's sync process: the Prefect server, fakesnow served on
+    ``snowflake_port``, the stand-in, the definitions in ``folder / "syncs"``, a SQLite limiter and an
+    app database in ``folder``, migrated here (every profile write's consent gate reads its ledger)."""
+    env = {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(folder / "prefect"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "SNOWFLAKE_ACCOUNT": FAKESNOW_LOGIN["account"],
+        "SNOWFLAKE_USER": FAKESNOW_LOGIN["user"],
+        "SNOWFLAKE_PASSWORD": FAKESNOW_LOGIN["password"],
+        "SNOWFLAKE_DATABASE": DATABASE,
+        "SNOWFLAKE_SCHEMA": SCHEMA,
+        "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_PORT": str(snowflake_port),
+        "SNOWFLAKE_PROTOCOL": "http",
+        "SYNC_DEFINITIONS_DIR": str(folder / "syncs"),
+        "ITERABLE_API_KEY": SANDBOX_ITERABLE_KEY,
+        "ITERABLE_BASE_URL": iterable_url,
+        "LIMITER_BACKEND": "sqlite",
+        "RECIPES_DATABASE_URL": f"sqlite:///{folder / 'recipes.db'}",
+    }
+    from iterable_recipes.store import migrate
+
+    migrate(env["RECIPES_DATABASE_URL"])
+    return env
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start the stand-ins, run the limited sync, the per-row baseline and the unlimited sync; print."""
     parser = argparse.ArgumentParser(prog="python -m dev.bench.sync_throughput", description=__doc__)
@@ -301,24 +329,8 @@ def main(argv: list[str] | None = None) -> None:
             fakesnow_server() as snow,
             iterable_standin() as iterable,
         ):
-            env = {
-                "PREFECT_API_URL": api_url,
-                "PREFECT_HOME": str(folder / "prefect"),
-                "PREFECT_LOGGING_LEVEL": "WARNING",
-                "SNOWFLAKE_ACCOUNT": FAKESNOW_LOGIN["account"],
-                "SNOWFLAKE_USER": FAKESNOW_LOGIN["user"],
-                "SNOWFLAKE_PASSWORD": FAKESNOW_LOGIN["password"],
-                "SNOWFLAKE_DATABASE": DATABASE,
-                "SNOWFLAKE_SCHEMA": SCHEMA,
-                "SNOWFLAKE_HOST": "127.0.0.1",
-                "SNOWFLAKE_PORT": str(snow.port),
-                "SNOWFLAKE_PROTOCOL": "http",
-                "SYNC_DEFINITIONS_DIR": str(folder / "syncs"),
-                "ITERABLE_API_KEY": SANDBOX_ITERABLE_KEY,
-                "ITERABLE_BASE_URL": iterable.url,
-                "LIMITER_BACKEND": "sqlite",
-                "LIMITER_SQLITE_PATH": limiter_path,
-                "RECIPES_DATABASE_URL": f"sqlite:///{folder / 'recipes.db'}",
+            env = sync_child_env(folder, api_url, snow.port, iterable.url) | {
+                "LIMITER_SQLITE_PATH": limiter_path
             }
             if args.in_flight:
                 env["SYNC_BATCHES_IN_FLIGHT"] = str(args.in_flight)

@@ -25,8 +25,6 @@ import httpx
 import yaml
 
 from dev.bench.common import (
-    FAKESNOW_LOGIN,
-    SANDBOX_ITERABLE_KEY,
     fakesnow_server,
     iterable_standin,
     prefect_server,
@@ -34,7 +32,7 @@ from dev.bench.common import (
     print_table,
     run_json,
 )
-from dev.bench.sync_throughput import DATABASE, SCHEMA, SHIPPED, SYNC, connect, write_upsert_twin
+from dev.bench.sync_throughput import SHIPPED, SYNC, connect, sync_child_env, write_upsert_twin
 
 UPDATE = yaml.safe_load(SHIPPED.read_text())["name"]
 SEED_CHUNK = 10_000
@@ -91,28 +89,9 @@ def main(argv: list[str] | None = None) -> None:
             fakesnow_server() as snow,
             iterable_standin() as iterable,
         ):
-            env = {
-                "PREFECT_API_URL": api_url,
-                "PREFECT_HOME": str(folder / "prefect"),
-                "PREFECT_LOGGING_LEVEL": "WARNING",
-                "SNOWFLAKE_ACCOUNT": FAKESNOW_LOGIN["account"],
-                "SNOWFLAKE_USER": FAKESNOW_LOGIN["user"],
-                "SNOWFLAKE_PASSWORD": FAKESNOW_LOGIN["password"],
-                "SNOWFLAKE_DATABASE": DATABASE,
-                "SNOWFLAKE_SCHEMA": SCHEMA,
-                "SNOWFLAKE_HOST": "127.0.0.1",
-                "SNOWFLAKE_PORT": str(snow.port),
-                "SNOWFLAKE_PROTOCOL": "http",
-                "SYNC_DEFINITIONS_DIR": str(folder / "syncs"),
-                "ITERABLE_API_KEY": SANDBOX_ITERABLE_KEY,
-                "ITERABLE_BASE_URL": iterable.url,
-                "ITERABLE_LIMITS_ENABLED": "true",
-                "LIMITER_BACKEND": "sqlite",
-                "RECIPES_DATABASE_URL": f"sqlite:///{folder / 'recipes.db'}",
+            env = sync_child_env(folder, api_url, snow.port, iterable.url) | {
+                "ITERABLE_LIMITS_ENABLED": "true"
             }
-            from iterable_recipes.store import migrate
-
-            migrate(env["RECIPES_DATABASE_URL"])  # the consent gate reads the ledger of every profile write
             if args.export_threshold is not None:
                 env["SYNC_EXPORT_THRESHOLD"] = str(args.export_threshold)
             emails = model_emails(snow.port, args.rows)

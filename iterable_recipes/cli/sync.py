@@ -14,6 +14,7 @@ from iterable_recipes.resources import Resources
 from iterable_recipes.sync.change_log import history, identity_hash
 from iterable_recipes.sync.definitions import SYNCS_DIR, load_named_sync, read_sync_definitions
 from iterable_recipes.sync.overview import overview
+from iterable_recipes.sync.state import ensure_state
 
 app = typer.Typer(
     help="The warehouse syncs: their state, a full resync, their change log.", no_args_is_help=True
@@ -37,6 +38,7 @@ def list_syncs() -> None:
         settings = resources.settings
         found, problems = read_sync_definitions(settings.sync_definitions_dir or SYNCS_DIR)
         with resources.warehouse() as conn:
+            ensure_state(conn, settings.snowflake_state_schema)
             rows = [
                 (defn, overview(conn, name, settings.snowflake_state_schema))
                 for name, defn in sorted(found.items())

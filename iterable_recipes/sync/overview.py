@@ -26,9 +26,9 @@ class SyncOverview:
 
 def overview(conn: Any, name: str, state_schema: str | None = None) -> SyncOverview:
     """``name``'s last real run (the newest planned, dry runs aside), its counts, the rejected rows
-    waiting for a later run and the start of an open full resync."""
+    waiting for a later run and the start of an open full resync (the state schema must exist:
+    ``state.ensure_state``)."""
     schema = state.state_schema_name(state_schema)
-    state.ensure_state(conn, schema)
     runs, rejected_keys = state.table(schema, state.RUNS), state.table(schema, state.REJECTED)
     cur = conn.cursor()
     try:

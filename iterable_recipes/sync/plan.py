@@ -10,6 +10,7 @@ from iterable_recipes.sync import state
 from iterable_recipes.sync.definitions import MAX_BATCH_SIZE, SyncDefinition
 from iterable_recipes.sync.invalid import keep_invalid
 from iterable_recipes.sync.results import ChangeSetSummary
+from iterable_recipes.sync.resync import epoch_start
 from iterable_recipes.sync.sql import (
     identity_expr,
     literal,
@@ -266,11 +267,11 @@ def plan_run(
     run_id: str,
     state_schema: str,
     dry_run: bool,
-    resync_since: datetime | None = None,
+    full_resync: bool = False,
 ) -> ChangeSetSummary:
-    """Check the definition against the warehouse and materialise this run's change set once."""
+    """Check the definition against the warehouse and materialise this run's change set once; a full
+    resync stages every row not accepted since its epoch began (``sync/resync.py``)."""
     state.ensure_state(conn, state_schema)
     validate_against_warehouse(defn, conn)
-    return plan_changes(
-        conn, defn, run_id, state_schema=state_schema, dry_run=dry_run, resync_since=resync_since
-    )
+    since = epoch_start(conn, defn.name, run_id, state_schema, dry_run=dry_run) if full_resync else None
+    return plan_changes(conn, defn, run_id, state_schema=state_schema, dry_run=dry_run, resync_since=since)

@@ -16,23 +16,31 @@ from iterable_recipes.sync import state
 from iterable_recipes.sync.sql import utc_now, utc_text
 
 
-def open_epoch(
-    conn: Any, sync: str, run_id: str, state_schema: str | None = None, now: datetime | None = None
+def epoch_start(
+    conn: Any,
+    sync: str,
+    run_id: str,
+    state_schema: str | None = None,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
 ) -> datetime:
-    """The start of ``sync``'s open resync epoch, opening one at ``now`` when none is open."""
-    table = state.table(state.state_schema_name(state_schema), state.RESYNCS)
+    """The start of ``sync``'s open resync epoch (naive UTC), opening one at ``now`` when none is open;
+    a dry run opens none and previews a resync that would start now."""
     started = current_epoch(conn, sync, state_schema)
     if started is not None:
         return started
     at = now or utc_now()
-    cur = conn.cursor()
-    try:
-        cur.execute(
-            f"INSERT INTO {table} (SYNC_NAME, STARTED_AT, RUN_ID) VALUES (%s, %s::TIMESTAMP_NTZ, %s)",
-            (sync, utc_text(at), run_id),
-        )
-    finally:
-        cur.close()
+    if not dry_run:
+        table = state.table(state.state_schema_name(state_schema), state.RESYNCS)
+        cur = conn.cursor()
+        try:
+            cur.execute(
+                f"INSERT INTO {table} (SYNC_NAME, STARTED_AT, RUN_ID) VALUES (%s, %s::TIMESTAMP_NTZ, %s)",
+                (sync, utc_text(at), run_id),
+            )
+        finally:
+            cur.close()
     return at.replace(tzinfo=None) if at.tzinfo else at
 
 
