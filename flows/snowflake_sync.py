@@ -27,8 +27,9 @@ from iterable_recipes.sync.delivery import send_batches
 from iterable_recipes.sync.estimate import estimate_run
 from iterable_recipes.sync.existence import ExistenceCheck, checks_existence
 from iterable_recipes.sync.invalid import invalid_summary
-from iterable_recipes.sync.preview import not_sent_rows
+from iterable_recipes.sync.preview import rows_it_would_not_send
 from iterable_recipes.sync.results import ChangeSetSummary
+from iterable_recipes.sync.state import CHANGE_LOG
 from tasks.checks import check_before_run
 from tasks.iterable import sync_batch_sender
 from tasks.logs import capture_library_logs, run_logger
@@ -130,7 +131,7 @@ def _preview(
     )
     publish_table(
         f"{key}-not-sent",
-        not_sent_rows(defn, plan, preview, _invalid_rows_key(defn, True)),
+        rows_it_would_not_send(defn, plan, preview, _invalid_rows_key(defn, True)),
         f"Dry run of {defn.name}: what a real run would not send now, and why (counts)",
     )
     settings = resources.settings
@@ -278,12 +279,12 @@ def snowflake_sync(sync: str, dry_run: bool = False, full_resync: bool = False) 
                 close_resync(conn, defn, schema)
             rows, total = list_rows_not_sent(conn, defn, run_id, schema)
             publish_not_sent(
-                f"sync-{defn.name}-not-sent",
+                f"{_recipe(defn, False)}-not-sent",
                 rows,
                 total,
                 f"{total:,} row(s) of {defn.name} Iterable did not take this run, and what happens next "
                 f"(identities masked; reference = the start of the identity's hash in "
-                f"{schema}.SYNC_CHANGE_LOG)",
+                f"{schema}.{CHANGE_LOG})",
             )
             counts = finish_sync(conn, defn, run_id, schema, status, settings.sync_change_log_days).as_dict()
         summary = plan.as_dict() | counts | outcome | {"existence_checked": existence.needed}

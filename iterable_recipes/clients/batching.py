@@ -8,15 +8,23 @@ bisects it so the good records still go through and each bad one is recorded wit
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel
 
 from iterable_recipes.clients.errors import SplitBatchError
-from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory, ItemFailure, item_identity
+from iterable_recipes.clients.iterable_models import (
+    BulkItem,
+    BulkResult,
+    Encoded,
+    FailureCategory,
+    ItemFailure,
+    encode_item,
+    item_identity,
+)
 
 __all__ = [
     "DEFAULT_ENVELOPE_BYTES",
@@ -38,11 +46,14 @@ MAX_BULK_BYTES = 4_000_000
 DEFAULT_ENVELOPE_BYTES = 64
 
 
-def wire_size(item: BaseModel | Mapping[str, Any]) -> int:
-    """Bytes ``item`` takes in the request body, serialized the way the client serializes it."""
+def wire_size(item: BulkItem) -> int:
+    """Bytes ``item`` takes in the request body, serialized the way the client serializes it (an
+    ``Encoded`` item is measured by its bytes, without encoding it again)."""
+    if isinstance(item, Encoded):
+        return len(item.raw)
     if isinstance(item, BaseModel):
         return len(item.model_dump_json(by_alias=True, exclude_none=True).encode())
-    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(orjson.dumps(item))
 
 
 def batches(
@@ -121,14 +132,15 @@ def _isolated(item: Any, error: SplitBatchError) -> BulkResult:
         category = FailureCategory.TOO_LARGE
     else:
         category = FailureCategory.REJECTED
-    identity = item_identity(item) if isinstance(item, BaseModel | Mapping) else None
+    identity = item_identity(item) if isinstance(item, BaseModel | Mapping | Encoded) else None
     result = BulkResult(error.endpoint, identities=[identity])
     result.failures[0] = ItemFailure(0, category, error.message, identity)
     return result
 
 
-def send_in_batches(items: Sequence[T], send: Callable[[Sequence[T]], BulkResult]) -> BulkResult:
+def send_in_batches(items: Sequence[BulkItem], send: Callable[[Sequence[Encoded]], BulkResult]) -> BulkResult:
     """Send ``items`` in requests of at most 1000 items and 4 MB, splitting refused ones; one result
-    for all of them, by position."""
-    results = [send_splitting(chunk, send) for chunk in batches(items)]
+    for all of them, by position. Each item is encoded once (``Encoded``): its bytes size the
+    requests and are what ``send`` (a client method) puts in the body."""
+    results = [send_splitting(chunk, send) for chunk in batches([encode_item(i) for i in items])]
     return BulkResult.merge(results[0].endpoint if results else "bulk", results)

@@ -25,11 +25,13 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from iterable_recipes.clients.errors import ApiError, PermanentError, RetryableError, SplitBatchError
 from iterable_recipes.clients.iterable_bulk import item_ids, mark_failures, read_bulk_result
 from iterable_recipes.clients.iterable_models import (
+    BulkItem,
     BulkResult,
     BulkSubscriptionActionRequest,
     BulkTrackResponse,
@@ -40,6 +42,7 @@ from iterable_recipes.clients.iterable_models import (
     ChannelsResponse,
     CreateListRequest,
     CreateListResponse,
+    Encoded,
     FailedUpdates,
     FailureCategory,
     GetListsResponse,
@@ -56,6 +59,7 @@ from iterable_recipes.clients.iterable_models import (
     UpdateSubscriptionsRequest,
     UserFieldsResponse,
     UserResponse,
+    plain,
 )
 from iterable_recipes.clients.limiter import InMemoryLimiter, NoLimiter, Rate, RateLimiter
 from iterable_recipes.clients.retry import DEFAULT_RETRY, RetryPolicy, call_with_retries
@@ -164,13 +168,22 @@ def _envelope(response: httpx.Response) -> tuple[str | None, str, dict[str, Any]
 
 
 def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(payload)
 
 
-def _wire(item: BaseModel | Mapping[str, Any]) -> Any:
+def _wire(item: BulkItem) -> Any:
+    if isinstance(item, Encoded):
+        return orjson.Fragment(item.raw)  # its bytes as they are, not encoded again
     if isinstance(item, BaseModel):
         return item.model_dump(mode="json", by_alias=True, exclude_none=True)
     return item
+
+
+def _event_name(item: BulkItem) -> str | None:
+    item = plain(item)
+    if isinstance(item, BaseModel):
+        return getattr(item, "event_name", None)
+    return item.get("eventName")
 
 
 class IterableClient:
@@ -340,7 +353,7 @@ class IterableClient:
 
     # ---- events -----------------------------------------------------------------------------------
 
-    def track_events(self, events: Sequence[TrackEventRequest | Mapping[str, Any]]) -> BulkResult:
+    def track_events(self, events: Sequence[TrackEventRequest | Mapping[str, Any] | Encoded]) -> BulkResult:
         """``POST /api/events/trackBulk``: one request (batch with ``clients.batching`` first)."""
         name = "events/trackBulk"
         wire = [_wire(e) for e in events]
@@ -353,7 +366,7 @@ class IterableClient:
             blocked = set(answer.disallowed_event_names)
             mark_failures(
                 result,
-                [i for i, item in enumerate(wire) if item.get("eventName") in blocked],
+                [i for i, item in enumerate(events) if _event_name(item) in blocked],
                 FailureCategory.DISALLOWED,
                 "event name disallowed by the project",
                 answer.fail_count,
@@ -363,7 +376,7 @@ class IterableClient:
     # ---- users ------------------------------------------------------------------------------------
 
     def bulk_update_users(
-        self, users: Sequence[BulkUser | Mapping[str, Any]], create_new_fields: bool | None = None
+        self, users: Sequence[BulkUser | Mapping[str, Any] | Encoded], create_new_fields: bool | None = None
     ) -> BulkResult:
         """``POST /api/users/bulkUpdate``: one request of at most 1000 users / 4 MB (see batching)."""
         name = "users/bulkUpdate"
@@ -416,7 +429,7 @@ class IterableClient:
 
     def bulk_update_subscriptions(
         self,
-        requests: Sequence[UpdateSubscriptionsRequest | Mapping[str, Any]],
+        requests: Sequence[UpdateSubscriptionsRequest | Mapping[str, Any] | Encoded],
         *,
         retry: RetryPolicy | None = None,
     ) -> BulkResult:
@@ -489,7 +502,7 @@ class IterableClient:
     def subscribe_to_list(
         self,
         list_id: int,
-        members: Sequence[ListMember | Mapping[str, Any]],
+        members: Sequence[ListMember | Mapping[str, Any] | Encoded],
         *,
         update_existing_users_only: bool = True,
     ) -> BulkResult:
@@ -511,7 +524,7 @@ class IterableClient:
     def unsubscribe_from_list(
         self,
         list_id: int,
-        members: Sequence[ListMember | Mapping[str, Any]],
+        members: Sequence[ListMember | Mapping[str, Any] | Encoded],
         *,
         channel_unsubscribe: bool = False,
     ) -> BulkResult:
@@ -528,7 +541,11 @@ class IterableClient:
         return self._list_write("lists/unsubscribe", "/api/lists/unsubscribe", members, request)
 
     def _list_write(
-        self, name: str, path: str, members: Sequence[ListMember | Mapping[str, Any]], body: dict[str, Any]
+        self,
+        name: str,
+        path: str,
+        members: Sequence[ListMember | Mapping[str, Any] | Encoded],
+        body: dict[str, Any],
     ) -> BulkResult:
         data = self._json(name, self._request(name, "POST", path, body=body, bulk=True))
         answer = self._parse(name, ListMembershipResponse, data)

@@ -6,12 +6,12 @@ another case or its domain in punycode); user ids compare exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 
 from iterable_recipes.clients.iterable_models import (
+    BulkItem,
     BulkResult,
     BulkTrackResponse,
     BulkUpdateUsersResponse,
@@ -19,6 +19,7 @@ from iterable_recipes.clients.iterable_models import (
     FailureCategory,
     ItemFailure,
     item_identity,
+    plain,
 )
 from iterable_recipes.identities import email_match_key
 
@@ -33,8 +34,9 @@ def mark_failures(
     result.unattributed_failures = max(0, fail_count - len(result.failures))
 
 
-def item_ids(item: BaseModel | Mapping[str, Any]) -> tuple[str | None, str | None]:
+def item_ids(item: BulkItem) -> tuple[str | None, str | None]:
     """The email and userId of a request item, a model or its wire form."""
+    item = plain(item)
     if isinstance(item, BaseModel):
         return getattr(item, "email", None), getattr(item, "user_id", None)
     return item.get("email"), item.get("userId")
@@ -52,7 +54,7 @@ _FAILURE_LISTS: tuple[tuple[str, str, FailureCategory, str], ...] = (
 
 def read_bulk_result(
     name: str,
-    items: Sequence[BaseModel | Mapping[str, Any]],
+    items: Sequence[BulkItem],
     fail_count: int,
     failed: FailedUpdates,
     answer: BulkTrackResponse | BulkUpdateUsersResponse | None,

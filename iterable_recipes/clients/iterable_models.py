@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -553,8 +554,36 @@ class BulkResult:
         return merged
 
 
-def item_identity(item: BaseModel | Mapping[str, Any]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A bulk item with its request JSON, encoded once: batching measures these bytes and the client
+    sends them as they are (encoding every item twice, to size it and to send it, cost a fifth of a
+    sync's CPU)."""
+
+    item: BaseModel | Mapping[str, Any]
+    raw: bytes
+
+
+BulkItem = BaseModel | Mapping[str, Any] | Encoded
+
+
+def encode_item(item: BulkItem) -> Encoded:
+    """``item`` with its JSON as the client sends it (aliases, no None fields for models)."""
+    if isinstance(item, Encoded):
+        return item
+    if isinstance(item, BaseModel):
+        return Encoded(item, item.model_dump_json(by_alias=True, exclude_none=True).encode())
+    return Encoded(item, orjson.dumps(item))
+
+
+def plain(item: BulkItem) -> BaseModel | Mapping[str, Any]:
+    """The item itself, model or wire dict, whether or not it was encoded."""
+    return item.item if isinstance(item, Encoded) else item
+
+
+def item_identity(item: BulkItem) -> str | None:
     """The email (preferred, as Iterable prefers it) or userId of a bulk item, model or wire dict."""
+    item = plain(item)
     if isinstance(item, BaseModel):
         return getattr(item, "email", None) or getattr(item, "user_id", None)
     return item.get("email") or item.get("userId")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from iterable_recipes.clients.batching import send_in_batches
 from iterable_recipes.clients.errors import ApiError, PermanentError, RetryableError
 from iterable_recipes.clients.iterable import IterableClient
-from iterable_recipes.clients.iterable_models import BulkResult, IterableUser
+from iterable_recipes.clients.iterable_models import BulkResult, Encoded, IterableUser
 from iterable_recipes.clients.lookups import look_up_many
 from iterable_recipes.clients.retry import NO_RETRY, call_with_retries
 from iterable_recipes.identities import normalise_email
@@ -146,10 +146,10 @@ def _channel_request(policy: ConsentPolicy, email: str, found: IterableUser) -> 
     }
 
 
-def _write_once(client: IterableClient) -> Callable[[Sequence[dict[str, Any]]], BulkResult]:
+def _write_once(client: IterableClient) -> Callable[[Sequence[Encoded]], BulkResult]:
     """bulkUpdateSubscriptions without the client's own resends (see ``_read_then_write``)."""
 
-    def send(batch: Sequence[dict[str, Any]]) -> BulkResult:
+    def send(batch: Sequence[Encoded]) -> BulkResult:
         return client.bulk_update_subscriptions(batch, retry=NO_RETRY)
 
     return send

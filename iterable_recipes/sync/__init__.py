@@ -2,10 +2,12 @@
 
 The flow's steps, in order: ``plan_run`` (check the definition, materialise the change set once;
 ``invalid_rows`` lists the rows it cannot send) -> ``send_batches`` (read, send and accept batch by
-batch) -> ``finish_run`` (the run-history row).
+batch: each answer appended to the run's answer log, merged into the state when the sending ends) ->
+``finish_run`` (the run-history row).
 """
 
 from iterable_recipes.sync.accept import accept_all, accept_batch, finish_run
+from iterable_recipes.sync.answers import merge_answers
 from iterable_recipes.sync.batches import Batch, iter_batches
 from iterable_recipes.sync.connection import connect
 from iterable_recipes.sync.invalid import invalid_rows, invalid_summary
@@ -26,6 +28,7 @@ __all__ = [
     "invalid_rows",
     "invalid_summary",
     "iter_batches",
+    "merge_answers",
     "plan_changes",
     "plan_run",
     "sample_changes",

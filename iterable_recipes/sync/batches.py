@@ -10,7 +10,7 @@ from typing import Any
 from iterable_recipes.sync import state
 from iterable_recipes.sync.convert import converter
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
-from iterable_recipes.sync.plan import LEAVING
+from iterable_recipes.sync.results import LEAVING
 from iterable_recipes.sync.sql import value_columns
 
 

@@ -10,7 +10,6 @@ as its SHA-256 (hex, of the identity as the sync keys it), so an operator follow
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,60 +43,6 @@ def identity_hash(identity: str, kind: IdentityKind) -> str:
     """The hash the log keeps of ``identity``, keyed as the sync keys it (emails normalised)."""
     key = normalise_email(identity) if kind is IdentityKind.EMAIL else identity.strip()
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def log_answered_sql(
-    schema: str, run_id: str, in_batch: str, outcomes: Sequence[tuple[str, str, str]]
-) -> tuple[str, list[str]]:
-    """The INSERT that logs every staged row of the batches ``in_batch`` selects: ``outcomes`` are
-    (identity, status, error) of the rows Iterable did not take; every other row was accepted.
-
-    Its placeholders start with the sync's name, the run id and the time; the caller runs it in its
-    transaction.
-    """
-    log, stage = state.table(schema, state.CHANGE_LOG), state.stage_table(schema, run_id)
-    select = f"""SELECT %s, %s, SHA2(S.IDENTITY, 256), S.REASON, {{status}}, {{error}}, %s::TIMESTAMP_NTZ
-        FROM {stage} S {{join}} WHERE {in_batch}"""
-    if not outcomes:
-        sql = select.format(status="'accepted'", error="NULL", join="")
-        params: list[str] = []
-    else:
-        values = ", ".join(["(%s, %s, %s)"] * len(outcomes))
-        sql = select.format(
-            status="COALESCE(V.VSTATUS, 'accepted')",
-            error="V.VERROR",
-            join=f"LEFT JOIN (VALUES {values}) AS V (VID, VSTATUS, VERROR) ON V.VID = S.IDENTITY",
-        )
-        params = [value for row in outcomes for value in row]
-    columns = "SYNC_NAME, RUN_ID, IDENTITY_HASH, OPERATION, STATUS, ERROR, LOGGED_AT"
-    return f"INSERT INTO {log} ({columns}) {sql}", params
-
-
-def log_failed_batches(
-    conn: Any,
-    defn: SyncDefinition,
-    run_id: str,
-    failed: Mapping[int, str],
-    state_schema: str | None = None,
-    now: datetime | None = None,
-) -> None:
-    """Log every row of the batches Iterable did not accept (batch number -> the error, masked)."""
-    if not failed:
-        return
-    schema = state.state_schema_name(state_schema)
-    log, stage = state.table(schema, state.CHANGE_LOG), state.stage_table(schema, run_id)
-    at = utc_text(now or utc_now())
-    cur = conn.cursor()
-    try:
-        for batch_no, error in sorted(failed.items()):
-            cur.execute(
-                f"""INSERT INTO {log} (SYNC_NAME, RUN_ID, IDENTITY_HASH, OPERATION, STATUS, ERROR, LOGGED_AT)
-                SELECT %s, %s, SHA2(IDENTITY, 256), REASON, 'failed', %s, %s::TIMESTAMP_NTZ
-                FROM {stage} WHERE BATCH_NO = {int(batch_no)}""",
-                (defn.name, run_id, mask_emails(error)[:1000], at),
-            )
-    finally:
-        cur.close()
 
 
 # Each identity's last word in one run: accepted wins a tie, as it is recorded after any failure.

@@ -1,10 +1,12 @@
 """Deliver a planned sync run's batches to Iterable and accept each one in the warehouse once Iterable did.
 
 Batches are read from the staging table, sent a few at a time (``sync_batches_in_flight``), and every
-batch that finished is accepted in the background on a connection of its own, several per transaction:
-reading and sending never wait for the warehouse's writes, and at most ``sync_batches_in_flight`` batches
-are ever sent but not accepted, all a crash can make us send again. The send of one batch is given in
-(the flow passes its task), so this module knows nothing of Prefect.
+batch that finished is accepted in the background on a connection of its own, several at a time: one
+append to the run's answer log (``sync/answers.py``), whose cost does not grow with the snapshot, merged
+into the state in one transaction when the sending ends. Reading and sending never wait for the
+warehouse's writes, and at most ``sync_batches_in_flight`` batches are ever sent but not accepted, all
+a crash can make us send again. The send of one batch is given in (the flow passes its task), so this
+module knows nothing of Prefect.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from typing import Any
 
 from iterable_recipes.clients.batching import batches, send_in_batches, send_splitting
 from iterable_recipes.clients.iterable import IterableClient
-from iterable_recipes.clients.iterable_models import BulkResult, FailureCategory
+from iterable_recipes.clients.iterable_models import BulkResult, Encoded, FailureCategory, encode_item
 from iterable_recipes.clients.lookups import look_up_many, look_up_many_by_user_id
 from iterable_recipes.identities import normalise_email
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.sentences import counted, error_text, tally
 from iterable_recipes.sync.accept import accept_batch
+from iterable_recipes.sync.answers import merge_answers, record_failed
 from iterable_recipes.sync.batches import iter_batches
-from iterable_recipes.sync.change_log import CONSENT_HOLD, HELD_BACK, log_failed_batches
+from iterable_recipes.sync.change_log import CONSENT_HOLD, HELD_BACK
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
 
 # Room for a list request's wrapper: {"listId":<19 digits>,"subscribers":[],"updateExistingUsersOnly":true}.
@@ -190,16 +193,16 @@ def deliver_members(
         entering = known
     list_id = int(defn.list_id or 0)
 
-    def subscribe(members: Sequence[dict[str, Any]]) -> BulkResult:
+    def subscribe(members: Sequence[Encoded]) -> BulkResult:
         return client.subscribe_to_list(list_id, members, update_existing_users_only=True)
 
-    def unsubscribe(members: Sequence[dict[str, Any]]) -> BulkResult:
+    def unsubscribe(members: Sequence[Encoded]) -> BulkResult:
         return client.unsubscribe_from_list(list_id, members, channel_unsubscribe=False)
 
     for positions, send, joining in ((entering, subscribe, True), (leaving, unsubscribe, False)):
         if not positions:
             continue
-        members = [items[p]["member"] for p in positions]
+        members = [encode_item(items[p]["member"]) for p in positions]
         chunks = batches(members, envelope_bytes=LIST_ENVELOPE_BYTES)
         result = BulkResult.merge("lists", [send_splitting(chunk, send) for chunk in chunks])
         report.sent += result.size
@@ -224,7 +227,7 @@ DeliverBatch = Callable[[int, list[dict[str, Any]]], BatchReport]
 
 
 class _Accepter:
-    """Accepts finished batches on a connection and a thread of its own, several per transaction.
+    """Accepts finished batches on a connection and a thread of its own, several per append.
 
     A batch holds a slot of the window from before it is submitted until its accept commits (or its
     delivery fails), so at most ``depth`` batches are ever sent but not accepted: a crash re-sends
@@ -326,8 +329,8 @@ class _Accepter:
                     self._conn, self._defn, self._run_id, accepted,
                     rejected=rejected, not_found=not_found, state_schema=self._schema,
                 )  # fmt: skip
-            if self.error is None:
-                log_failed_batches(self._conn, self._defn, self._run_id, failed, self._schema)
+            if self.error is None and failed:
+                record_failed(self._conn, self._run_id, failed, self._schema)
         except BaseException as exc:  # the flow thread raises it; nothing more is accepted
             self.error = exc
         else:
@@ -395,6 +398,8 @@ def send_batches(
             accepter.close(report)
     finally:
         accepter.stop()
+    # Every answer is in the run's log; the state and the change log take them now, in one transaction.
+    merge_answers(accept_conn, defn, run_id, schema)
     counts = accepter.counts()
     report()
     return Delivered(

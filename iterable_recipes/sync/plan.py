@@ -7,9 +7,10 @@ from typing import Any
 
 from iterable_recipes.masking import mask_identity
 from iterable_recipes.sync import state
+from iterable_recipes.sync.answers import create_log, merge_pending
 from iterable_recipes.sync.definitions import MAX_BATCH_SIZE, SyncDefinition
 from iterable_recipes.sync.invalid import keep_invalid
-from iterable_recipes.sync.results import ChangeSetSummary
+from iterable_recipes.sync.results import LEAVING, REASONS, RESYNC, ChangeSetSummary
 from iterable_recipes.sync.resync import epoch_start
 from iterable_recipes.sync.sql import (
     identity_expr,
@@ -21,12 +22,6 @@ from iterable_recipes.sync.sql import (
     value_columns,
 )
 from iterable_recipes.sync.validate import validate_against_warehouse
-
-# An identity that left the model: a list member removed from the list, or (``on_row_removed:
-# clear_fields``) a person whose synced fields are cleared.
-LEAVING = "leaving"
-RESYNC = "resync"  # an unchanged row sent again by a full resync (accepted before its epoch began)
-REASONS = ("new", "changed", "rejected_retry", "not_found_retry", LEAVING, RESYNC)
 
 
 def _scalar_row(cur: Any, sql: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
@@ -74,6 +69,9 @@ def plan_changes(
     now = now or utc_now()
     cutoff = now - timedelta(hours=defn.not_in_iterable_retry_hours)
     schema = state.state_schema_name(state_schema)
+    # What Iterable already took, from this run's earlier attempt or a run that stopped half-way,
+    # reaches the state before the diff, so it is not staged again.
+    merge_pending(conn, defn, run_id, schema)
     work, stage = state.work_table(schema, run_id), state.stage_table(schema, run_id)
     snap, rej, nf = (state.table(schema, t) for t in (state.SNAPSHOT, state.REJECTED, state.NOT_FOUND))
     sync, due = literal(defn.name), f"{literal(utc_text(cutoff))}::TIMESTAMP_NTZ"
@@ -190,9 +188,10 @@ def plan_changes(
             clears=defn.stages_departures and not defn.is_list,
         )
         _record_plan(cur, schema, defn, summary, now)
-        return summary
     finally:
         cur.close()
+    create_log(conn, run_id, schema)
+    return summary
 
 
 def _forget_departed(cur: Any, work: str, tables: tuple[str, ...], sync: str) -> int:

@@ -247,7 +247,7 @@ def _not_sent(reason: str, rows: int, then: str) -> dict[str, Any]:
     return {"not sent": reason, "rows": rows, "what happens": then}
 
 
-def not_sent_rows(
+def rows_it_would_not_send(
     defn: SyncDefinition, plan: ChangeSetSummary, preview: Preview, invalid_key: str
 ) -> list[dict[str, Any]]:
     """What a real run now would not send, and why (counts only): unchanged rows, people Iterable did

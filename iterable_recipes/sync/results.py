@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# The reasons a row is staged with. LEAVING: an identity that left the model (a list member removed from
+# the list, or, with ``on_row_removed: clear_fields``, a person whose synced fields are cleared).
+LEAVING = "leaving"
+RESYNC = "resync"  # an unchanged row sent again by a full resync (accepted before its epoch began)
+REASONS = ("new", "changed", "rejected_retry", "not_found_retry", LEAVING, RESYNC)
+
 
 @dataclass(frozen=True)
 class ChangeSetSummary:

@@ -73,6 +73,11 @@ def stage_table(state_schema: str | None, run_id: str) -> str:
     return table(state_schema, f"SYNC_STAGE_{run_suffix(run_id)}")
 
 
+def answers_table(state_schema: str | None, run_id: str) -> str:
+    """The run's answer log: Iterable's answer per batch, until merged into the state (sync/answers.py)."""
+    return table(state_schema, f"SYNC_ANSWERS_{run_suffix(run_id)}")
+
+
 def work_table(state_schema: str | None, run_id: str) -> str:
     """The run's scratch table: one row per identity of the model, dropped when planning ends."""
     return table(state_schema, f"SYNC_WORK_{run_suffix(run_id)}")

@@ -265,7 +265,8 @@ def test_finished_batches_are_accepted_together_within_the_window(
     accept = module.accept_batch
 
     def slow_accept(conn: Any, defn: Any, run_id: str, batch_no: Any, **kwargs: Any) -> None:
-        time.sleep(0.2)  # a slow warehouse: batches finish while the previous accept runs
+        # A slow warehouse, slower than the 200 ms bulkUpdate pace: batches finish while an accept runs.
+        time.sleep(0.5)
         accept(conn, defn, run_id, batch_no, **kwargs)
         groups.append(sorted(batch_no))
         ledger["accepted"] += len(batch_no)

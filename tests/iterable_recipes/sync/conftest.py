@@ -9,7 +9,7 @@ import fakesnow
 import pytest
 
 from dev.warehouse import seed_model
-from iterable_recipes.sync import accept_batch, connect, ensure_state, iter_batches
+from iterable_recipes.sync import accept_batch, connect, ensure_state, iter_batches, merge_answers
 from iterable_recipes.sync.definitions import SyncDefinition, all_sync_definitions
 
 STATE = "SYNC_STATE"
@@ -53,7 +53,8 @@ def send_all(
     not_found: set[str] | None = None,
     stop_after: int | None = None,
 ) -> list[str]:
-    """Play Iterable: read every batch and accept it with the given outcomes; returns identities read."""
+    """Play Iterable: read every batch and accept it with the given outcomes, then merge the answers
+    into the state (unless stopped half-way); returns identities read."""
     read: list[str] = []
     for batch in iter_batches(conn, defn, run_id, state_schema=STATE, fetch_size=700):
         read.extend(batch.identities)
@@ -68,7 +69,8 @@ def send_all(
             state_schema=STATE,
         )
         if stop_after is not None and batch.batch_no >= stop_after:
-            break
+            return read  # stopped half-way: the answers stay in the run's log, as after a crash
+    merge_answers(conn, defn, run_id, STATE)  # as send_batches does when the sending ends
     return read
 
 

@@ -13,6 +13,7 @@ from iterable_recipes.sync import (
     accept_batch,
     finish_run,
     iter_batches,
+    merge_answers,
     plan_changes,
     sample_changes,
 )
@@ -110,6 +111,9 @@ def test_accepting_a_batch_twice_is_harmless(seeded: Any, gitlab: SyncDefinition
     plan(seeded, gitlab, "r1")
     for _ in range(2):
         accept_batch(seeded, gitlab, "r1", 0, state_schema=STATE)
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 0  # only in the run's log
+    merge_answers(seeded, gitlab, "r1", STATE)
+    merge_answers(seeded, gitlab, "r1", STATE)  # merging again is harmless: the log was emptied
     assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 500
     assert plan(seeded, gitlab, "r2").to_send == 1_500
 
@@ -219,6 +223,7 @@ def test_several_batches_are_accepted_in_one_call(seeded: Any, gitlab: SyncDefin
     accept_batch(
         seeded, gitlab, "r1", [2, 0], rejected={bad: "type mismatch"}, not_found={missing}, state_schema=STATE
     )
+    merge_answers(seeded, gitlab, "r1", STATE)
     assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 2 * BATCH - 2
     assert scalar(seeded, f"SELECT IDENTITY FROM {STATE}.SYNC_REJECTED") == bad
     assert scalar(seeded, f"SELECT IDENTITY FROM {STATE}.SYNC_NOT_IN_ITERABLE") == missing
@@ -258,3 +263,52 @@ def test_rows_are_sent_as_planned_and_a_later_change_is_sent_next_run(
     assert (again.changed, again.to_send) == (1, 1)
     (batch,) = iter_batches(seeded, gitlab, "r2", state_schema=STATE)
     assert batch.items[0]["dataFields"]["glm_content"] == "after-plan"
+
+
+class _Recording:
+    """A connection whose cursors note every statement they run."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.statements: list[str] = []
+
+    def cursor(self) -> Any:
+        cur, statements = self.conn.cursor(), self.statements
+        run = cur.execute
+
+        def execute(sql: str, params: Any = None) -> Any:
+            statements.append(sql)
+            return run(sql, params) if params is not None else run(sql)
+
+        cur.execute = execute
+        return cur
+
+
+def test_accepting_a_batch_appends_to_the_run_log_only(seeded: Any, gitlab: SyncDefinition) -> None:
+    plan(seeded, gitlab, "r1")
+    batch = next(iter(iter_batches(seeded, gitlab, "r1", state_schema=STATE)))
+    recording = _Recording(seeded)
+    accept_batch(
+        recording, gitlab, "r1", batch.batch_no,
+        rejected={batch.identities[0]: "bad"}, not_found={batch.identities[1]}, state_schema=STATE,
+    )  # fmt: skip
+    # One INSERT into the run's own log: nothing that grows with the snapshot or the change set.
+    assert len(recording.statements) == 1
+    assert "SYNC_ANSWERS_R1" in recording.statements[0] and "SYNC_SNAPSHOT" not in recording.statements[0]
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_ANSWERS_R1") == 3  # the batch, 2 named rows
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_CHANGE_LOG") == 0
+
+
+def test_a_retried_run_merges_its_earlier_answers_before_planning_again(
+    seeded: Any, gitlab: SyncDefinition
+) -> None:
+    plan(seeded, gitlab, "r1")
+    bad = next(iter(iter_batches(seeded, gitlab, "r1", state_schema=STATE))).identities[3]
+    accepted = send_all(seeded, gitlab, "r1", rejected={bad: "bad"}, stop_after=1)
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == 0  # stopped before merging
+    resumed = plan(seeded, gitlab, "r1")  # the same run again, as a retried flow run plans it
+    assert (resumed.new, resumed.rejected_retry, resumed.to_send) == (1_000, 1, 1_001)
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_SNAPSHOT") == len(accepted) - 1
+    logged = scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_CHANGE_LOG WHERE RUN_ID = 'r1'")
+    assert logged == len(accepted)  # each answered row logged once, by the merge
+    assert scalar(seeded, f"SELECT COUNT(*) FROM {STATE}.SYNC_ANSWERS_R1") == 0

@@ -19,8 +19,8 @@ from iterable_recipes.sync.preview import (
     NOT_IN_ITERABLE,
     SKIPPED,
     Preview,
-    not_sent_rows,
     preview_rows,
+    rows_it_would_not_send,
     staged_sample,
 )
 from iterable_recipes.sync.results import ChangeSetSummary
@@ -125,7 +125,7 @@ def test_the_preview_shows_each_field_now_in_iterable_beside_what_would_be_writt
     assert set(requests) == {"users/getByEmail", "users/getFields"}
     assert sum(requests["users/getByEmail"].values()) == 4 and iterable_standin.sandbox.stats()["users"] == 1
 
-    skipped = not_sent_rows(defn, plan_summary, preview, "sync-preview-update-dry-run-invalid-rows")
+    skipped = rows_it_would_not_send(defn, plan_summary, preview, "sync-preview-update-dry-run-invalid-rows")
     reasons = {row["not sent"]: row["rows"] for row in skipped}
     assert reasons["not in Iterable now: 3 of the 4 sampled"] == 3
     assert reasons["every row: Iterable holds user_access_level as another type"] == 4
