@@ -17,8 +17,11 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    Text,
     and_,
+    bindparam,
     case,
+    cast,
     func,
     null,
     or_,
@@ -33,6 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.store.db import make_engine, utcnow
 from iterable_recipes.store.ledger import Suppression, SuppressionLedger
+from iterable_recipes.store.payload import EncodedJSON, encode_payload
 from iterable_recipes.store.schema import (
     OPEN_STATUSES,
     TERMINAL_STATUSES,
@@ -68,7 +72,8 @@ class NewItem:
     source: str
     source_id: str
     kind: str
-    payload: Mapping[str, Any]
+    # A mapping (encoded once, with orjson), or JSON text the caller already holds, stored as is.
+    payload: Mapping[str, Any] | EncodedJSON
     webhook_id: str | None = None
     dedupe_key: str | None = None
     status: Literal["pending", "skipped"] = "pending"
@@ -179,7 +184,15 @@ class Inbox:
             raise ValueError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
         self.ledger = SuppressionLedger(self.engine)
         insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(T)
-        self._add_stmt = insert.on_conflict_do_nothing().returning(T.c.id, T.c.source, T.c.source_id)
+        # The payload is bound as the JSON text encode_payload made (SQLAlchemy's JSON type would encode
+        # it again): SQLite keeps it as TEXT, as its JSON type does; PostgreSQL casts it to JSONB.
+        text_payload = bindparam("payload_json", type_=Text)
+        payload = text_payload if dialect == "sqlite" else cast(text_payload, postgresql.JSONB)
+        self._add_stmt = (
+            insert.values(payload=payload)
+            .on_conflict_do_nothing()
+            .returning(T.c.id, T.c.source, T.c.source_id)
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -238,7 +251,7 @@ class Inbox:
                 "source": item.source,
                 "source_id": item.source_id,
                 "kind": item.kind,
-                "payload": dict(item.payload),
+                "payload_json": encode_payload(item.payload),
                 "status": item.status,
                 "attempts": 0,
                 "next_attempt_at": now + timedelta(seconds=item.delay_seconds),
