@@ -219,6 +219,7 @@ class Extra:
     """What the SQLite FULL run measures beyond its Result: CPU per event and the open-loop latency."""
 
     cpu_us_per_webhook: float | None = None
+    bare_cpu_us_per_webhook: float | None = None
     rate_offered: float | None = None
     rate_p99_ms: float | None = None
     rate_non_202: int | None = None
@@ -276,7 +277,7 @@ def run_backend(
     )
 
 
-def run_bare(events: int, connections: int) -> Result:
+def run_bare(events: int, connections: int, extra: Extra) -> Result:
     """The same load against the bare endpoint (``bare_intake.py``) over a fresh SQLite file."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
@@ -287,7 +288,10 @@ def run_bare(events: int, connections: int) -> Result:
             wait_listening(proc, port, "bare endpoint")
             prefix = uuid.uuid4().hex[:8]
             asyncio.run(load(port, build_requests(500, f"warm{prefix}"), connections))
-            seconds, latencies, non_202 = asyncio.run(load(port, build_requests(events, prefix), connections))
+            requests = build_requests(events, prefix)
+            cpu_before = cpu_seconds(proc.pid)
+            seconds, latencies, non_202 = asyncio.run(load(port, requests, connections))
+            extra.bare_cpu_us_per_webhook = round((cpu_seconds(proc.pid) - cpu_before) / events * 1e6, 1)
         finally:
             proc.terminate()
             proc.wait(15)
@@ -375,7 +379,7 @@ def main() -> None:
                 )
             if full:
                 # Side by side: the reference right after, same size, same load generator.
-                bare = run_bare(args.events, args.connections)
+                bare = run_bare(args.events, args.connections, extra)
         elif backend == "postgres":
             made = postgres_database()
             if made is None:
@@ -395,7 +399,8 @@ def main() -> None:
     if ratio is not None:
         print(f"receiver / bare Starlette insert: {ratio}")
     if extra.cpu_us_per_webhook is not None:
-        print(f"receiver CPU per webhook: {extra.cpu_us_per_webhook} us")
+        bare_cpu = extra.bare_cpu_us_per_webhook
+        print(f"CPU per webhook: receiver {extra.cpu_us_per_webhook} us, bare {bare_cpu} us")
     if extra.rate_p99_ms is not None:
         print(f"p99 at {extra.rate_offered:.0f} events/s offered: {extra.rate_p99_ms} ms")
     line = {
@@ -409,6 +414,7 @@ def main() -> None:
         "intake_rate_offered": extra.rate_offered,
         "intake_rate_non_202": extra.rate_non_202,
         "cpu_us_per_webhook": extra.cpu_us_per_webhook,
+        "intake_bare_cpu_us_per_webhook": extra.bare_cpu_us_per_webhook,
     }
     print(json.dumps(line))
 

@@ -19,8 +19,8 @@ def key_count(body: bytes) -> int:
 def fields_given(model: BaseModel) -> int:
     """How many keys the input of ``model`` held, through its nested models (a repeated key counts once)."""
     count = len(model.model_fields_set)
-    for name in model.model_fields_set:
-        value = getattr(model, name)
+    # Every nested model, given or a default: a default one only makes the count too high (safe).
+    for value in model.__dict__.values():
         if isinstance(value, BaseModel):
             count += fields_given(value)
     return count
