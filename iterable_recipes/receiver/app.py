@@ -29,7 +29,7 @@ from iterable_recipes.customersdot.contract import (
     customersdot_event_adapter,
     parse_customersdot_event,
 )
-from iterable_recipes.customersdot.mapping import EventMapping, load_mapping, to_iterable
+from iterable_recipes.customersdot.mapping import EventMapping, is_forwarded, load_mapping
 from iterable_recipes.optouts import keys as optouts
 from iterable_recipes.optouts.contract import MarketoUnsubscribe, parse_marketo_unsubscribe
 from iterable_recipes.receiver.asgi import Answer, Endpoint, RawHeaders, encode, read_body, route_path
@@ -159,7 +159,7 @@ class Receiver:
         except Rejected as rejected:
             log.info("refused a CustomersDot request: %s", rejected.reason)
             return error(rejected.status, rejected.reason)
-        forwarded = to_iterable(event, self.mapping) is not None
+        forwarded = is_forwarded(event, self.mapping)
         # The signed bytes as they came (the drain validates them again when it reads them back), unless
         # a repeated key would read back differently: then the contract's own form, encoded once.
         payload = (

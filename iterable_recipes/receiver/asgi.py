@@ -25,10 +25,9 @@ class RawHeaders(dict[str, str]):
     @classmethod
     def of(cls, scope: Scope) -> RawHeaders:
         """The headers of an ASGI ``scope`` (servers send the names lower-cased)."""
-        headers = cls()
-        for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-        return headers
+        # Reversed, so the first of a repeated header is the one kept.
+        raw = reversed(scope["headers"])
+        return cls({name.decode("latin-1"): value.decode("latin-1") for name, value in raw})
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of header ``key`` in any case, or ``default``."""

@@ -71,6 +71,10 @@ def test_a_repeated_key_is_stored_in_the_contracts_form_so_sql_reads_what_the_dr
         (b'{"a": 1, "b": {"c": [1, {"d": null}]}}', 4),
         (b'{"a": "x:y", "b\\":": "\\\\:"}', 2),  # colons and escaped quotes inside strings
         (b'{"a": 1, "a": 2}', 2),
+        # Compact bodies (no escape, no space after a quote) are counted the quick way.
+        (b'{"a":1,"a":2}', 2),
+        (b'{"a":"x:y","b":{"c":[1,{"d":null}]}}', 4),
+        (b'{"a":"x","b" :1}', 2),  # a space before a colon: the full count
     ],
 )
 def test_key_count_counts_every_key_and_no_colon_inside_a_string(body: bytes, keys: int) -> None:
