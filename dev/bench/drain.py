@@ -20,7 +20,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -101,10 +101,11 @@ def run_raw(url: str, count: int, batch_size: int) -> dict[str, float]:
     """The same bulkUpdate + trackBulk bodies straight from the client: no inbox, no Prefect."""
     limiter = InMemoryLimiter(ITERABLE_RATE_LIMITS)
     items = backlog(0, count)
-    users = [{"email": i.payload["person"]["email"], "dataFields": i.payload["data"]} for i in items]
+    payloads = [cast(dict[str, Any], i.payload) for i in items]  # backlog() builds them as dicts
+    users = [{"email": p["person"]["email"], "dataFields": p["data"]} for p in payloads]
     events = [
-        {"email": i.payload["person"]["email"], "eventName": "SaaS Trials", "id": f"raw-{i.source_id}"}
-        for i in items
+        {"email": p["person"]["email"], "eventName": "SaaS Trials", "id": f"raw-{i.source_id}"}
+        for i, p in zip(items, payloads, strict=True)
     ]
     with IterableClient(KEY, base_url=url, limiter=limiter) as client:
 

@@ -1,10 +1,17 @@
 """Intake benchmark: signed, validated, committed CustomersDot events per second, and their latency.
 
 The receiver runs in its own uvicorn process (``python -m iterable_recipes.receiver``); the load comes
-from a light
-asyncio client that writes pre-signed HTTP/1.1 requests over keep-alive connections. Run with
-``uv run python -m dev.bench.webhook_intake [--events N] [--connections C] [--backends sqlite,postgres]``.
-Prints a table, then one JSON line.
+from a light asyncio client that writes pre-signed HTTP/1.1 requests over keep-alive connections. Run
+with ``uv run python -m dev.bench.webhook_intake [--events N] [--connections C]
+[--backends sqlite,sqlite-normal,postgres] [--rate R] [--rate-seconds S]``. Prints a table, then one
+JSON line.
+
+On SQLite (synchronous FULL) it also measures, in the same run and with the same load generator:
+``intake_vs_bare``, the receiver's events/s over those of a bare Starlette endpoint that only stores
+the raw body (``dev/bench/bare_intake.py``; ``intake_bare_events_per_s``); ``cpu_us_per_webhook``, the
+receiver process's own CPU time (user + system, from /proc) per event of the measured run; and
+``intake_p99_ms_at_3000``, the p99 latency with ``--rate`` (3,000) events/s offered by an open-loop
+generator, each latency counted from the request's scheduled time (a late send counts as waiting).
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,6 +42,9 @@ from iterable_recipes.store import Inbox
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+RATE_CONNECTIONS = 128  # enough that the open-loop sends never wait for a free connection in normal runs
 
 
 @dataclass
@@ -115,6 +127,65 @@ async def load(port: int, requests: list[bytes], connections: int) -> tuple[floa
     return time.perf_counter() - started, latencies, non_202
 
 
+async def open_loop(
+    port: int, requests: list[bytes], rate: float, connections: int = RATE_CONNECTIONS
+) -> tuple[list[float], int]:
+    """Offer ``requests`` at ``rate`` per second whatever the answers (open loop); return each latency from
+    its scheduled send time, and how many were not answered 202."""
+    latencies: list[float] = []
+    non_202 = 0
+    due: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+    async def worker() -> None:
+        nonlocal non_202
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (job := await due.get()) is not None:
+            scheduled, request = job
+            writer.write(request)
+            status = await read_response(reader)
+            latencies.append(time.perf_counter() - scheduled)
+            non_202 += status != 202
+        writer.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    started = time.perf_counter()
+    for i, request in enumerate(requests):
+        scheduled = started + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due.put_nowait((scheduled, request))
+    for _ in workers:
+        due.put_nowait(None)
+    await asyncio.gather(*workers)
+    return latencies, non_202
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's own CPU time so far, user + system, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
+    """Wait until ``proc`` accepts connections on ``port``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited during start") from None
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")
+
+
+PROFILE: str | None = None  # --profile: the receiver's cProfile output (its event loop thread)
+
+
 def start_receiver(url: str, port: int, synchronous: str = "FULL") -> subprocess.Popen[bytes]:
     """The receiver in its own process, with Prefect pointed at a closed port (nudges fail fast, logged)."""
     env = os.environ | {
@@ -124,42 +195,111 @@ def start_receiver(url: str, port: int, synchronous: str = "FULL") -> subprocess
         "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",
         "PYTHONPATH": str(ROOT),
     }
+    profile = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "iterable_recipes.receiver", "--port", str(port), "--log-level", "error"],
+        [
+            sys.executable,
+            *profile,
+            "-m",
+            "iterable_recipes.receiver",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+        ],
         cwd=ROOT,
         env=env,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("receiver exited during start") from None
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("receiver did not start")
+    wait_listening(proc, port, "receiver")
+    return proc
 
 
-def run_backend(backend: str, url: str, events: int, connections: int, synchronous: str = "FULL") -> Result:
-    """Warm up, then measure ``events`` requests against a fresh receiver process."""
+@dataclass
+class Extra:
+    """What the SQLite FULL run measures beyond its Result: CPU per event and the open-loop latency."""
+
+    cpu_us_per_webhook: float | None = None
+    bare_cpu_us_per_webhook: float | None = None
+    rate_offered: float | None = None
+    rate_p99_ms: float | None = None
+    rate_non_202: int | None = None
+
+
+def run_backend(
+    backend: str,
+    url: str,
+    events: int,
+    connections: int,
+    synchronous: str = "FULL",
+    *,
+    rate: float = 0.0,
+    rate_seconds: float = 0.0,
+    extra: Extra | None = None,
+) -> Result:
+    """Warm up, then measure ``events`` requests against a fresh receiver process; with ``extra``, also
+    the receiver's CPU per event and, when ``rate``, the p99 at ``rate`` events/s offered."""
     port = free_port()
     proc = start_receiver(url, port, synchronous)
+    rate_events = int(rate * rate_seconds)
     try:
         prefix = uuid.uuid4().hex[:8]
         asyncio.run(load(port, build_requests(500, f"warm{prefix}"), connections))
         requests = build_requests(events, prefix)
+        cpu_before = cpu_seconds(proc.pid)
         seconds, latencies, non_202 = asyncio.run(load(port, requests, connections))
+        cpu_used = cpu_seconds(proc.pid) - cpu_before
+        if extra is not None:
+            extra.cpu_us_per_webhook = round(cpu_used / events * 1e6, 1)
+            if rate_events:
+                offered = build_requests(rate_events, f"rate{prefix}")
+                rate_latencies, extra.rate_non_202 = asyncio.run(open_loop(port, offered, rate))
+                extra.rate_offered = rate
+                extra.rate_p99_ms = round(statistics.quantiles(rate_latencies, n=100)[98] * 1000, 2)
     finally:
-        proc.terminate()
+        # SIGINT under cProfile: uvicorn raises it again after shutdown, and cProfile writes on the way out.
+        proc.send_signal(signal.SIGINT if PROFILE else signal.SIGTERM)
         proc.wait(15)
     store = Inbox(url)
-    stored = sum(store.counts().get("customersdot", {}).values()) - 500
+    stored = sum(store.counts().get("customersdot", {}).values()) - 500 - (rate_events if extra else 0)
     store.dispose()
     cuts = statistics.quantiles(latencies, n=100)
     return Result(
         backend,
+        events,
+        connections,
+        round(seconds, 3),
+        round(events / seconds, 1),
+        round(cuts[49] * 1000, 2),
+        round(cuts[98] * 1000, 2),
+        round(max(latencies) * 1000, 2),
+        stored,
+        non_202,
+    )
+
+
+def run_bare(events: int, connections: int, extra: Extra) -> Result:
+    """The same load against the bare endpoint (``bare_intake.py``) over a fresh SQLite file."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        database = f"{folder}/bare.db"
+        argv = [sys.executable, "-m", "dev.bench.bare_intake", "--port", str(port), "--database", database]
+        proc = subprocess.Popen(argv, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        try:
+            wait_listening(proc, port, "bare endpoint")
+            prefix = uuid.uuid4().hex[:8]
+            asyncio.run(load(port, build_requests(500, f"warm{prefix}"), connections))
+            requests = build_requests(events, prefix)
+            cpu_before = cpu_seconds(proc.pid)
+            seconds, latencies, non_202 = asyncio.run(load(port, requests, connections))
+            extra.bare_cpu_us_per_webhook = round((cpu_seconds(proc.pid) - cpu_before) / events * 1e6, 1)
+        finally:
+            proc.terminate()
+            proc.wait(15)
+        with sqlite3.connect(database) as conn:
+            stored = int(conn.execute("SELECT count(*) FROM bare_events").fetchone()[0]) - 500
+    cuts = statistics.quantiles(latencies, n=100)
+    return Result(
+        "bare-sqlite",
         events,
         connections,
         round(seconds, 3),
@@ -201,7 +341,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     # sqlite: synchronous=FULL (the default); sqlite-normal: INBOX_SQLITE_SYNCHRONOUS=NORMAL.
     parser.add_argument("--backends", default="sqlite,sqlite-normal,postgres")
+    # The open-loop phase (SQLite FULL): events/s offered, for how long.
+    parser.add_argument("--rate", type=float, default=3000.0)
+    parser.add_argument("--rate-seconds", type=float, default=5.0)
+    parser.add_argument("--profile", help="write the receiver's cProfile stats here (its main thread)")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     try:
         import uvloop
 
@@ -209,14 +355,31 @@ def main() -> None:
     except ImportError:
         pass
     results: list[Result] = []
+    extra = Extra()
+    bare: Result | None = None
     for backend in args.backends.split(","):
         if backend not in {"sqlite", "sqlite-normal", "postgres"}:
             parser.error(f"unknown backend {backend!r}")
         if backend in {"sqlite", "sqlite-normal"}:
             synchronous = "NORMAL" if backend == "sqlite-normal" else "FULL"
+            full = backend == "sqlite"
             with tempfile.TemporaryDirectory() as folder:
                 url = f"sqlite:///{folder}/recipes.db"
-                results.append(run_backend(backend, url, args.events, args.connections, synchronous))
+                results.append(
+                    run_backend(
+                        backend,
+                        url,
+                        args.events,
+                        args.connections,
+                        synchronous,
+                        rate=args.rate,
+                        rate_seconds=args.rate_seconds,
+                        extra=extra if full else None,
+                    )
+                )
+            if full:
+                # Side by side: the reference right after, same size, same load generator.
+                bare = run_bare(args.events, args.connections, extra)
         elif backend == "postgres":
             made = postgres_database()
             if made is None:
@@ -228,14 +391,32 @@ def main() -> None:
                 drop_postgres(made[1])
     header = ("backend", "events", "conns", "events/s", "p50 ms", "p99 ms", "max ms", "stored")
     print(f"{header[0]:<14}" + "".join(f"{h:>10}" for h in header[1:]))
-    for r in results:
+    for r in results + ([bare] if bare else []):
         row = (r.events, r.connections, r.events_per_s, r.p50_ms, r.p99_ms, r.max_ms, r.stored)
         print(f"{r.backend:<14}" + "".join(f"{v:>10}" for v in row))
-    print(
-        json.dumps(
-            {"bench": "webhook_intake", "cpus": os.cpu_count(), "results": [asdict(r) for r in results]}
-        )
-    )
+    sqlite_full = next((r for r in results if r.backend == "sqlite"), None)
+    ratio = round(sqlite_full.events_per_s / bare.events_per_s, 3) if sqlite_full and bare else None
+    if ratio is not None:
+        print(f"receiver / bare Starlette insert: {ratio}")
+    if extra.cpu_us_per_webhook is not None:
+        bare_cpu = extra.bare_cpu_us_per_webhook
+        print(f"CPU per webhook: receiver {extra.cpu_us_per_webhook} us, bare {bare_cpu} us")
+    if extra.rate_p99_ms is not None:
+        print(f"p99 at {extra.rate_offered:.0f} events/s offered: {extra.rate_p99_ms} ms")
+    line = {
+        "bench": "webhook_intake",
+        "cpus": os.cpu_count(),
+        "results": [asdict(r) for r in results],
+        "bare": asdict(bare) if bare else None,
+        "intake_vs_bare": ratio,
+        "intake_bare_events_per_s": bare.events_per_s if bare else None,
+        "intake_p99_ms_at_3000": extra.rate_p99_ms,
+        "intake_rate_offered": extra.rate_offered,
+        "intake_rate_non_202": extra.rate_non_202,
+        "cpu_us_per_webhook": extra.cpu_us_per_webhook,
+        "intake_bare_cpu_us_per_webhook": extra.bare_cpu_us_per_webhook,
+    }
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

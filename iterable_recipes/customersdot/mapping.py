@@ -86,6 +86,16 @@ def load_mapping(path: Path | str | None = None) -> EventMapping:
     return check_mapping(load_yaml_model(source, EventMapping), str(source))
 
 
+def is_forwarded(
+    event: SaasTrialStarted | FreeRegistration | NamespaceUserInvited, mapping: EventMapping
+) -> bool:
+    """Whether ``to_iterable`` forwards ``event``, without building its bodies (the receiver's question)."""
+    rule = mapping.events.get(event.type)
+    if rule is None:
+        raise ConfigError(f"event mapping: events.{event.type}: missing")
+    return not rule.forward_when or rule.forwards(event.data.model_dump(mode="json", exclude_none=True))
+
+
 def to_iterable(
     event: SaasTrialStarted | FreeRegistration | NamespaceUserInvited, mapping: EventMapping
 ) -> tuple[dict[str, Any], str, dict[str, Any]] | None:

@@ -1,11 +1,14 @@
-"""The receiver: CustomersDot and Marketo webhooks (verify, validate, commit, nudge) and /healthz."""
+"""The receiver: CustomersDot and Marketo webhooks (verify, validate, commit, nudge) and /healthz.
+
+The two webhook endpoints are plain ASGI (``asgi.py``): their POSTs skip FastAPI's stack, which serves
+the rest (/healthz, the OpenAPI document, the 405 of another method).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,25 +21,27 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from iterable_recipes.customersdot.contract import (
     EVENT_TYPES,
     customersdot_event_adapter,
     parse_customersdot_event,
 )
-from iterable_recipes.customersdot.mapping import EventMapping, load_mapping, to_iterable
+from iterable_recipes.customersdot.mapping import EventMapping, is_forwarded, load_mapping
 from iterable_recipes.optouts import keys as optouts
 from iterable_recipes.optouts.contract import MarketoUnsubscribe, parse_marketo_unsubscribe
+from iterable_recipes.receiver.asgi import Answer, Endpoint, RawHeaders, encode, read_body, route_path
 from iterable_recipes.receiver.errors import Rejected
 from iterable_recipes.receiver.intake import GroupCommitter
 from iterable_recipes.receiver.limits import HEADER_MAX_CHARS, check_lengths, webhook_id_max_chars
 from iterable_recipes.receiver.nudge import Nudger
+from iterable_recipes.receiver.raw_body import storable_as_sent
 from iterable_recipes.receiver.signature import Verifier
 from iterable_recipes.receiver.watch import DueWorkWatcher, Watched
 from iterable_recipes.settings import Settings, load_settings
-from iterable_recipes.store import Inbox, NewItem
+from iterable_recipes.store import EncodedJSON, Inbox, NewItem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,34 +96,18 @@ PREFECT_HEALTH_TIMEOUT = 3.0
 
 
 def json_response(status: int, content: dict[str, Any]) -> Response:
-    """A small JSON response without the JSONResponse machinery (this path is hot)."""
-    return Response(json.dumps(content).encode(), status_code=status, media_type="application/json")
+    """A small JSON response without the JSONResponse machinery."""
+    return Response(encode(content), status_code=status, media_type="application/json")
 
 
-def error(status: int, reason: str) -> Response:
+def error(status: int, reason: str) -> Answer:
     """The one error shape: ``{"error": reason}``."""
+    return status, encode({"error": reason})
+
+
+def error_response(status: int, reason: str) -> Response:
+    """The one error shape as a Starlette response (FastAPI's handlers)."""
     return json_response(status, {"error": reason})
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 when Content-Length or the bytes actually sent exceed ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        # ASCII digits only, and few enough that int() cannot refuse them (it does past 4,300 digits).
-        if not (declared.isascii() and declared.isdigit()):
-            raise Rejected(400, "Content-Length is not a number")
-        if len(declared) > 18 or int(declared) > limit:
-            raise Rejected(413, f"body larger than {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Rejected(413, f"body larger than {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as exc:
-        raise Rejected(400, "client disconnected before the body was complete") from exc
-    return b"".join(chunks)
 
 
 def describe(err: ValidationError) -> str:
@@ -158,43 +147,48 @@ class Receiver:
         self.committer = GroupCommitter(inbox)
         self._prefect_health: tuple[float, bool] | None = None
 
-    async def customersdot(self, request: Request) -> Response:
+    async def customersdot(self, headers: RawHeaders, receive: Receive) -> Answer:
         """Verify, validate, commit, nudge; 202 when stored now, 200 for a repeat, 4xx with a reason."""
         try:
-            check_lengths(request.headers, CUSTOMERSDOT_HEADER_LIMITS)
+            check_lengths(headers, CUSTOMERSDOT_HEADER_LIMITS)
             if not self.verifier.configured:
                 return error(503, "no CustomersDot signing secret is configured")
-            body = await read_body(request, self.settings.webhook_max_body_bytes)
-            webhook_id = self.verifier.verify(body, request.headers)
+            body = await read_body(receive, headers, self.settings.webhook_max_body_bytes)
+            webhook_id = self.verifier.verify(body, headers)
             event = validated(parse_customersdot_event, body)
         except Rejected as rejected:
             log.info("refused a CustomersDot request: %s", rejected.reason)
             return error(rejected.status, rejected.reason)
-        forwarded = to_iterable(event, self.mapping) is not None
+        forwarded = is_forwarded(event, self.mapping)
+        # The signed bytes as they came (the drain validates them again when it reads them back), unless
+        # a repeated key would read back differently: then the contract's own form, encoded once.
+        payload = (
+            EncodedJSON(body.decode()) if storable_as_sent(body, event) else event.model_dump(mode="json")
+        )
         item = NewItem(
             source=SOURCE,
             source_id=event.id,
             kind=event.type,
-            payload=event.model_dump(mode="json"),
+            payload=payload,
             webhook_id=f"{SOURCE}:{webhook_id}",
             status="pending" if forwarded else "skipped",
             reason=None if forwarded else "not forwarded by the event mapping (forward_when)",
         )
         return await self._store(item, self.settings.customersdot_drain_deployment if forwarded else None)
 
-    async def marketo_unsubscribe(self, request: Request) -> Response:
+    async def marketo_unsubscribe(self, headers: RawHeaders, receive: Receive) -> Answer:
         """Marketo's "Call Webhook" step: shared secret, validate, commit keyed per lead, nudge the drain."""
         secrets = [s.get_secret_value().encode() for s in self.settings.marketo_webhook_secret]
         header = self.settings.marketo_webhook_header
         try:
-            check_lengths(request.headers, {header: HEADER_MAX_CHARS})
+            check_lengths(headers, {header: HEADER_MAX_CHARS})
             if not any(secrets):
                 return error(503, "no Marketo webhook secret is configured")
-            sent = request.headers.get(header, "").encode()
+            sent = headers.get(header, "").encode()
             # Every secret is compared (no early exit), each in constant time.
             if not sum(hmac.compare_digest(sent, secret) for secret in secrets if secret):
                 raise Rejected(401, f"missing or wrong {header} header")
-            body = await read_body(request, self.settings.webhook_max_body_bytes)
+            body = await read_body(receive, headers, self.settings.webhook_max_body_bytes)
             unsubscribe = validated(parse_marketo_unsubscribe, body)
         except Rejected as rejected:
             log.info("refused a Marketo request: %s", rejected.reason)
@@ -203,18 +197,19 @@ class Receiver:
         # A repeat answers 200: the same request again, or the lead already waits (queued by the poll).
         return await self._store(item, self.settings.optout_drain_deployment)
 
-    async def _store(self, item: NewItem, drain: str | None) -> Response:
+    async def _store(self, item: NewItem, drain: str | None) -> Answer:
         """Commit ``item``; 202 and a nudge of ``drain`` when new, 200 with the stored id for a repeat."""
         try:
             result = await self.committer.add(item)
         except Exception as exc:
             log.error("could not store a %s item (%s)", item.source, type(exc).__name__)
             return error(503, "could not store the request; try again later")
+        # Written out as json.dumps writes them, without its cost (the id is an int).
         if not result.created:
-            return json_response(200, {"id": result.id, "duplicate": True})
+            return 200, b'{"id": %d, "duplicate": true}' % result.id
         if drain is not None:
             self.nudger.nudge(drain)
-        return json_response(202, {"id": result.id})
+        return 202, b'{"id": %d}' % result.id
 
     async def healthz(self) -> Response:
         """Database and Prefect reachability; 503 only when the database is down (Prefect is optional)."""
@@ -246,7 +241,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        answer = error(exc.status_code, str(exc.detail))
+        answer = error_response(exc.status_code, str(exc.detail))
         # Starlette's 405 carries Allow (RFC 9110 requires it); keep every header it set.
         answer.headers.update(exc.headers or {})
         return answer
@@ -254,12 +249,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return error(422, "; ".join(problems[:10]))
+        return error_response(422, "; ".join(problems[:10]))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.error("unexpected error in the receiver (%s)", type(exc).__name__)
-        return error(500, "internal error")
+        return error_response(500, "internal error")
 
 
 def openapi_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -318,13 +313,32 @@ def due_work_watcher(settings: Settings, inbox: Inbox, nudger: Nudger) -> DueWor
     return DueWorkWatcher(nudger.trigger, watched_drains(settings, inbox), settings.due_watch_seconds)
 
 
+class ReceiverApp(FastAPI):
+    """FastAPI, but a POST to a webhook endpoint goes straight to that endpoint's ASGI app.
+
+    FastAPI's middleware stack and Starlette's routing cost more per event than verifying it; the
+    endpoints stay routes too, so FastAPI answers every other method (405) and path as before.
+    """
+
+    webhook_endpoints: dict[str, Endpoint]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one connection's scope."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.webhook_endpoints.get(route_path(scope))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     nudger: Nudger | None = None,
     *,
     inbox: Inbox | None = None,
     mapping: EventMapping | None = None,
-) -> FastAPI:
+) -> ReceiverApp:
     """The receiver app. Given parts are used as is (and left running); missing ones are made from
     ``settings`` and closed at shutdown. The database must already be migrated (inbox.migrate)."""
     settings = settings or load_settings()
@@ -362,7 +376,7 @@ def create_app(
             if own_inbox:
                 store.dispose()
 
-    app = FastAPI(
+    app = ReceiverApp(
         title="iterable-recipes webhooks",
         version="1",
         description="Receives CustomersDot lifecycle events (Standard Webhooks signatures) into the inbox.",
@@ -371,11 +385,14 @@ def create_app(
     app.state.receiver = receiver
     app.state.watcher = watcher
     _install_error_handlers(app)
-    # A plain Starlette route: FastAPI's dependency solving costs more than the rest of the request,
-    # and the body is read raw anyway (the signature covers the exact bytes). _install_openapi
-    # publishes it with the contract.
-    app.router.routes.append(Route(CUSTOMERSDOT_PATH, receiver.customersdot, methods=["POST"]))
-    app.router.routes.append(Route(MARKETO_PATH, receiver.marketo_unsubscribe, methods=["POST"]))
+    # Plain ASGI endpoints: the body is read raw anyway (the signature covers the exact bytes).
+    # _install_openapi publishes them with the contracts.
+    app.webhook_endpoints = {
+        CUSTOMERSDOT_PATH: Endpoint(receiver.customersdot),
+        MARKETO_PATH: Endpoint(receiver.marketo_unsubscribe),
+    }
+    for path, endpoint in app.webhook_endpoints.items():
+        app.router.routes.append(Route(path, endpoint, methods=["POST"]))
     app.add_api_route(
         "/healthz", receiver.healthz, methods=["GET"], summary="Database and Prefect reachability"
     )

@@ -15,7 +15,8 @@ makes at most one call per deployment: when the read shows the run has started, 
 creates the follow-up.
 
 Time comes from a ``Clock`` (the system's by default), so tests can move windows on by hand instead
-of sleeping through them.
+of sleeping through them. The Prefect trigger keeps one client (one connection pool, one SSL context)
+for its life: building one per call cost more CPU than the call; ``Nudger.stop`` closes it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -81,9 +83,17 @@ class SystemClock:
 
 
 class PrefectTrigger:
-    """Creates flow runs by deployment name ("flow-name/deployment-name") through Prefect's API."""
+    """Creates flow runs by deployment name ("flow-name/deployment-name") through Prefect's API, over one
+    client made at first use and kept until ``close`` (the nudger's, the watcher's and /healthz's threads
+    share it: its httpx pool is thread-safe)."""
 
-    def __init__(self, api_url: str | None = None, timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        api_url: str | None = None,
+        timeout_seconds: float = 5.0,
+        *,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
         # Import Prefect here, on the caller's thread: two threads importing it at once can deadlock
         # or fail on its circular imports, and importing it lazily keeps ``import webhooks`` light.
         import prefect.client.orchestration  # noqa: F401
@@ -91,8 +101,12 @@ class PrefectTrigger:
         self.api_url = api_url
         self.timeout_seconds = timeout_seconds
         self._deployment_ids: dict[str, UUID] = {}
+        self._factory: Callable[[], Any] = client_factory or self._new_client
+        self._client: Any = None
+        self._client_lock = threading.Lock()
 
-    def _client(self) -> Any:
+    def _new_client(self) -> Any:
+        """A SyncPrefectClient for ``api_url``, or for the Prefect settings in effect when it is None."""
         from prefect.client.orchestration import SyncPrefectClient, get_client
 
         httpx_settings = {"timeout": self.timeout_seconds}
@@ -100,27 +114,42 @@ class PrefectTrigger:
             return get_client(sync_client=True, httpx_settings=httpx_settings)
         return SyncPrefectClient(self.api_url, httpx_settings=httpx_settings)
 
+    def client(self) -> Any:
+        """The one open client: made (by the factory) and entered at first use, or after ``close``."""
+        with self._client_lock:
+            if self._client is None:
+                client = self._factory()
+                client.__enter__()
+                self._client = client
+            return self._client
+
+    def close(self) -> None:
+        """Close the client, if one is open (idempotent; a later call opens a new one)."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.__exit__(None, None, None)
+
     def create_run(self, deployment: str, idempotency_key: str) -> str:
         """Create the window's flow run; the deployment id is looked up once and remembered."""
         from prefect.exceptions import ObjectNotFound
 
-        with self._client() as client:
-            deployment_id = self._deployment_ids.get(deployment)
-            if deployment_id is None:
-                deployment_id = client.read_deployment_by_name(deployment).id
-                self._deployment_ids[deployment] = deployment_id
-            try:
-                run = client.create_flow_run_from_deployment(deployment_id, idempotency_key=idempotency_key)
-            except ObjectNotFound:
-                # The deployment was re-created under the same name: look it up again next time.
-                self._deployment_ids.pop(deployment, None)
-                raise
+        client = self.client()
+        deployment_id = self._deployment_ids.get(deployment)
+        if deployment_id is None:
+            deployment_id = client.read_deployment_by_name(deployment).id
+            self._deployment_ids[deployment] = deployment_id
+        try:
+            run = client.create_flow_run_from_deployment(deployment_id, idempotency_key=idempotency_key)
+        except ObjectNotFound:
+            # The deployment was re-created under the same name: look it up again next time.
+            self._deployment_ids.pop(deployment, None)
+            raise
         return str(run.id)
 
     def run_state(self, run_id: str) -> str | None:
         """The run's state type (SCHEDULED covers Late and AwaitingConcurrencySlot); None if it has none."""
-        with self._client() as client:
-            state = client.read_flow_run(UUID(run_id)).state
+        state = self.client().read_flow_run(UUID(run_id)).state
         return None if state is None else str(state.type.value)
 
     def active_run(self, deployment: str) -> bool:
@@ -144,20 +173,18 @@ class PrefectTrigger:
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
             expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)),
         )
-        with self._client() as client:
-            found = client.read_flow_runs(
-                flow_run_filter=runs,
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
-                flow_filter=_flow_named(flow_name),
-                limit=1,
-            )
+        found = self.client().read_flow_runs(
+            flow_run_filter=runs,
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+            flow_filter=_flow_named(flow_name),
+            limit=1,
+        )
         return bool(found)
 
     def healthy(self) -> bool:
         """True when Prefect's API answers its health check."""
         try:
-            with self._client() as client:
-                return client.api_healthcheck() is None
+            return self.client().api_healthcheck() is None
         except Exception:
             return False
 
@@ -220,14 +247,17 @@ class Nudger:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Send what is due now, then stop the thread."""
+        """Send what is due now, then stop the thread and close the trigger's client (if it keeps one)."""
         with self._wake:
-            if self._thread is None:
-                return
-            self._stopping = True
-            self._wake.notify_all()
             thread, self._thread = self._thread, None
-        thread.join(timeout)
+            if thread is not None:
+                self._stopping = True
+                self._wake.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+        close = getattr(self.trigger, "close", None)
+        if callable(close):
+            close()
 
     def nudge(self, deployment: str) -> None:
         """Mark ``deployment`` as due; cheap and thread-safe (a flag, no I/O)."""

@@ -15,10 +15,12 @@ from iterable_recipes.store.inbox import (
     Settled,
 )
 from iterable_recipes.store.migrate import migrate
+from iterable_recipes.store.payload import EncodedJSON
 
 __all__ = [
     "AddResult",
     "AuditRecord",
+    "EncodedJSON",
     "Inbox",
     "Item",
     "NewItem",

@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from iterable_recipes.masking import mask_emails
 from iterable_recipes.store.db import make_engine, utcnow
 from iterable_recipes.store.ledger import Suppression, SuppressionLedger
+from iterable_recipes.store.payload import EncodedJSON, encode_payload
 from iterable_recipes.store.schema import (
     OPEN_STATUSES,
     TERMINAL_STATUSES,
@@ -49,6 +50,11 @@ AuditOutcome = Literal[
 MAX_REASON_CHARS = 2000
 LEASE_EXPIRED_EVERY_TIME = "lease expired on every attempt"
 ADD_CHUNK = 500  # rows per INSERT: well under SQLite's 32,766 bound parameters
+# The columns intake sets, in the order _add_chunk binds them (delivered_at and the lease stay NULL).
+ADD_COLUMNS = (
+    "source", "source_id", "kind", "payload", "status", "attempts", "next_attempt_at", "last_error",
+    "webhook_id", "dedupe_key", "created_at", "updated_at",
+)  # fmt: skip
 SCAN_CHUNK = 1000  # rows read at a time when matching payload values in Python
 T = received_events
 
@@ -68,7 +74,8 @@ class NewItem:
     source: str
     source_id: str
     kind: str
-    payload: Mapping[str, Any]
+    # A mapping (encoded once, with orjson), or JSON text the caller already holds, stored as is.
+    payload: Mapping[str, Any] | EncodedJSON
     webhook_id: str | None = None
     dedupe_key: str | None = None
     status: Literal["pending", "skipped"] = "pending"
@@ -178,8 +185,12 @@ class Inbox:
         if dialect not in {"sqlite", "postgresql"}:
             raise ValueError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
         self.ledger = SuppressionLedger(self.engine)
-        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(T)
-        self._add_stmt = insert.on_conflict_do_nothing().returning(T.c.id, T.c.source, T.c.source_id)
+        # Intake writes its rows at the driver (the receiver's hot path: SQLAlchemy's per-row parameter
+        # processing cost more than the insert). Its timestamps go through the column type's own
+        # processor, once per batch, so they are stored exactly as SQLAlchemy stores them elsewhere.
+        stamp_type = T.c.created_at.type.dialect_impl(self.engine.dialect)
+        self._stamp = stamp_type.bind_processor(self.engine.dialect)
+        self._insert_sql: dict[int, str] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -233,26 +244,29 @@ class Inbox:
 
     def _add_chunk(self, conn: Connection, items: Sequence[NewItem], now: datetime) -> list[AddResult]:
         """One multi-row INSERT ... ON CONFLICT DO NOTHING; repeats are then looked up one by one."""
-        rows = [
-            {
-                "source": item.source,
-                "source_id": item.source_id,
-                "kind": item.kind,
-                "payload": dict(item.payload),
-                "status": item.status,
-                "attempts": 0,
-                "next_attempt_at": now + timedelta(seconds=item.delay_seconds),
-                "last_error": _reason(item.reason),
-                "webhook_id": item.webhook_id,
-                "dedupe_key": item.dedupe_key,
-                "created_at": now,
-                "updated_at": now,
-                "delivered_at": None,
-            }
-            for item in items
-        ]
-        # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues").
-        inserted = {(r.source, r.source_id): int(r.id) for r in conn.execute(self._add_stmt, rows)}
+        stamp = self._stamp(now) if self._stamp else now
+        params: list[Any] = []
+        for item in items:
+            due = stamp
+            if item.delay_seconds:
+                due = now + timedelta(seconds=item.delay_seconds)
+                due = self._stamp(due) if self._stamp else due
+            params += (
+                item.source,
+                item.source_id,
+                item.kind,
+                encode_payload(item.payload),
+                item.status,
+                0,
+                due,
+                _reason(item.reason),
+                item.webhook_id,
+                item.dedupe_key,
+                stamp,
+                stamp,
+            )
+        rows = conn.exec_driver_sql(self._insert(len(items)), tuple(params))
+        inserted = {(source, source_id): int(id_) for id_, source, source_id in rows}
         results = []
         for item in items:
             new_id = inserted.pop((item.source, item.source_id), None)
@@ -261,6 +275,21 @@ class Inbox:
             else:
                 results.append(AddResult(self._existing_id(conn, item), False))
         return results
+
+    def _insert(self, rows: int) -> str:
+        """The driver's INSERT of ``rows`` items (made once per row count): every column intake sets, the
+        payload as JSON text (cast to JSONB on PostgreSQL), repeats skipped, the new rows returned."""
+        sql = self._insert_sql.get(rows)
+        if sql is None:
+            mark = "?" if self.is_sqlite else "%s"
+            marks = [f"{mark}::jsonb" if c == "payload" and not self.is_sqlite else mark for c in ADD_COLUMNS]
+            one = f"({', '.join(marks)})"
+            sql = (
+                f"INSERT INTO {T.name} ({', '.join(ADD_COLUMNS)}) VALUES {', '.join([one] * rows)} "
+                "ON CONFLICT DO NOTHING RETURNING id, source, source_id"
+            )
+            self._insert_sql[rows] = sql
+        return sql
 
     def _existing_id(self, conn: Connection, item: NewItem) -> int:
         """The id of the stored item that made ``item`` a repeat."""

@@ -11,7 +11,7 @@ from iterable_recipes.config_files import ConfigError
 from iterable_recipes.customersdot.contract import (
     parse_customersdot_event,
 )
-from iterable_recipes.customersdot.mapping import load_mapping, to_iterable
+from iterable_recipes.customersdot.mapping import is_forwarded, load_mapping, to_iterable
 from iterable_recipes.optouts.contract import MarketoUnsubscribe
 from iterable_recipes.receiver.app import openapi_schemas
 
@@ -45,6 +45,7 @@ def test_free_registration_is_forwarded_for_company_and_team_only(kind: str, for
     parsed = parse_customersdot_event(json.dumps(event("free_registration", registration_kind=kind)))
     result = to_iterable(parsed, load_mapping())
     assert (result is not None) is forwarded
+    assert is_forwarded(parsed, load_mapping()) is forwarded  # the receiver's question, same answer
     if result:
         assert result[1] == "SaaS Free Registration"
         assert "registration_kind" not in result[2]

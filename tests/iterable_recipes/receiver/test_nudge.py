@@ -355,6 +355,39 @@ def test_a_burst_over_two_windows_makes_one_flow_run_of_the_real_deployment(
     assert runs[0].idempotency_key == "nudge-test-drain/burst:1000000"
 
 
+def test_the_trigger_keeps_one_prefect_client_for_its_life(prefect_server: None, clock: ManualClock) -> None:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.settings import PREFECT_API_URL
+
+    deployment = nudge_test_drain.to_deployment("one-client")
+    assert isinstance(deployment, RunnerDeployment)
+    deployment.apply()
+    made: list[SyncPrefectClient] = []
+
+    def counted() -> SyncPrefectClient:
+        made.append(SyncPrefectClient(str(PREFECT_API_URL.value()), httpx_settings={"timeout": 10}))
+        return made[-1]
+
+    trigger = PrefectTrigger(client_factory=counted)
+    nudger = Nudger(trigger, WINDOW, clock=clock).start()
+    try:
+        nudger.nudge("nudge-test-drain/one-client")
+        clock.advance(WINDOW)  # creates the run
+        nudger.nudge("nudge-test-drain/one-client")
+        clock.advance(WINDOW)  # reads its state: no runner here, so Scheduled
+        healthy = trigger.healthy()
+    finally:
+        nudger.stop()
+    assert (nudger.stats.sent, nudger.stats.checked, nudger.stats.waited, nudger.stats.failed) == (1, 1, 1, 0)
+    assert healthy
+    assert len(made) == 1  # two nudges' calls and a health check, one client (one SSL context)
+    with pytest.raises(RuntimeError, match="cannot be started again after closing"):
+        made[0].__enter__()  # stop() closed it
+    assert trigger.healthy() and len(made) == 2  # used again after close: a new one
+    trigger.close()
+
+
 def test_with_prefect_unreachable_the_receiver_still_accepts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
