@@ -4,7 +4,8 @@ Beside the project's diff (``diff_s``) it times, in the same run and on the same
 one-statement CREATE TABLE AS over the same data (``diff_bare_s``): the model joined to a snapshot of
 the same rows on the identity column as it is, keeping the rows whose plain hash differs. Their ratio
 ``diff_vs_bare`` says what the diff's own work costs, whatever the machine's speed; both are run
-``--repeats`` times in turns and their medians reported.
+``--repeats`` times in turns and their medians reported, beside the warehouse process's CPU seconds for
+each (``diff_vs_bare_cpu``, which other work on a shared machine barely moves).
 
 Run: ``uv run python -m dev.bench.sync_diff [--rows N] [--fraction F] [--repeats R]``. Prints a table, then
 one JSON line. Figures only; nothing here asserts a timing.
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from dev.bench.common import fakesnow_server, peak_rss_mb
@@ -66,6 +69,16 @@ def bare_diff(conn: Any, defn: SyncDefinition) -> None:
     )
 
 
+def server_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) the process ``pid`` has used, from /proc; None where
+    there is no /proc. Another process's load barely moves it, unlike wall-clock seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _count(conn: Any, table: str) -> int:
     cur = conn.cursor()
     try:
@@ -102,15 +115,24 @@ def run(rows: int, fraction: float, repeats: int = 3) -> dict[str, Any]:
         rss_before = peak_rss_mb()
         # Side by side, in turns: a machine busy with other work slows both alike. Re-planning the same
         # run replaces its staging table and changes no state (nothing accepted, nothing departed).
-        diff_runs, bare_runs = [], []
+        diff_runs, bare_runs, diff_cpu, bare_cpu = [], [], [], []
+        pid = server.process.pid
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), server_cpu_s(pid)
             summary = plan_changes(conn, defn, "bench-diff", state_schema=STATE)
-            diff_runs.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            t1, c1 = time.perf_counter(), server_cpu_s(pid)
             bare_diff(conn, defn)
-            bare_runs.append(time.perf_counter() - t0)
+            t2, c2 = time.perf_counter(), server_cpu_s(pid)
+            diff_runs.append(t1 - t0)
+            bare_runs.append(t2 - t1)
+            if c0 is not None and c1 is not None and c2 is not None:
+                diff_cpu.append(c1 - c0)
+                bare_cpu.append(c2 - c1)
         diff_s, diff_bare_s = statistics.median(diff_runs), statistics.median(bare_runs)
+        # The warehouse's CPU seconds for each (fakesnow's process): the same ratio, without the noise
+        # of other work on the machine.
+        diff_cpu_s = statistics.median(diff_cpu) if diff_cpu else None
+        bare_cpu_s = statistics.median(bare_cpu) if bare_cpu else None
         bare_rows = _count(conn, BARE_STAGE)
         t0 = time.perf_counter()
         fetched = batches = 0
@@ -130,6 +152,9 @@ def run(rows: int, fraction: float, repeats: int = 3) -> dict[str, Any]:
         "diff_goal_s": 2.0,
         "diff_bare_s": round(diff_bare_s, 3),
         "diff_vs_bare": round(diff_s / diff_bare_s, 3) if diff_bare_s > 0 else None,
+        "diff_cpu_s": round(diff_cpu_s, 3) if diff_cpu_s is not None else None,
+        "diff_bare_cpu_s": round(bare_cpu_s, 3) if bare_cpu_s is not None else None,
+        "diff_vs_bare_cpu": round(diff_cpu_s / bare_cpu_s, 3) if diff_cpu_s and bare_cpu_s else None,
         "diff_runs_s": [round(x, 3) for x in diff_runs],
         "diff_bare_runs_s": [round(x, 3) for x in bare_runs],
         "bare_rows": bare_rows,

@@ -32,5 +32,6 @@ def test_the_bare_statement_stages_what_the_diff_stages() -> None:
     assert len(figures["diff_runs_s"]) == len(figures["diff_bare_runs_s"]) == 2  # in turns, medians kept
     assert figures["bare_rows"] == figures["staged"] == figures["rows_changed"] == figures["rows_fetched"]
     assert figures["diff_s"] > 0 and figures["diff_bare_s"] > 0
+    assert figures["diff_cpu_s"] > 0 and figures["diff_bare_cpu_s"] > 0  # fakesnow's process, from /proc
     # From the unrounded seconds, so only about the ratio of the rounded ones.
     assert figures["diff_vs_bare"] == pytest.approx(figures["diff_s"] / figures["diff_bare_s"], rel=0.05)
