@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from iterable_recipes.sync import state
 from iterable_recipes.sync.answers import create_log, merge_pending
 from iterable_recipes.sync.definitions import MAX_BATCH_SIZE, SyncDefinition
 from iterable_recipes.sync.invalid import keep_invalid
+from iterable_recipes.sync.rehash import migrate_hashes
 from iterable_recipes.sync.results import LEAVING, REASONS, RESYNC, ChangeSetSummary
 from iterable_recipes.sync.resync import epoch_start
 from iterable_recipes.sync.sql import (
@@ -21,7 +23,7 @@ from iterable_recipes.sync.sql import (
     utc_text,
     value_columns,
 )
-from iterable_recipes.sync.validate import validate_against_warehouse
+from iterable_recipes.sync.validate import describe_source, validate_against_warehouse
 
 
 def _scalar_row(cur: Any, sql: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
@@ -45,23 +47,30 @@ def plan_changes(
     now: datetime | None = None,
     dry_run: bool = False,
     resync_since: datetime | None = None,
+    source_types: Mapping[str, str] | None = None,
 ) -> ChangeSetSummary:
     """Diff the model against the sync's state inside the warehouse and stage the change set once.
 
-    The staging table holds each staged row's identity, hash, reason, batch number and mapped values,
-    all from one evaluation of the model, so what is sent is exactly what the accepted hash covers and
-    batches are read back by batch number without evaluating the model again.
+    Two passes over the model: the first groups it by identity only (row counts: duplicates, NULL and
+    blank identities); the second hashes each row of a unique identity, joins it to the state and
+    materialises only the rows to send. Each staged row's identity, hash, reason, batch number and
+    mapped values come from that one evaluation, so what is sent is exactly what the accepted hash
+    covers and batches are read back by batch number without evaluating the model again. Stored hashes
+    of an older hash version are migrated first (``sync/rehash.py``, also on a dry run: it changes what
+    the state says in no way, and a preview against old hashes would show every row changed).
 
     The change set is: new identities, changed rows (hash differs from the accepted one), every
     previously rejected identity, and not-in-Iterable identities whose row changed or whose retry
     interval (``not_in_iterable_retry_hours``) is over. NULL/blank and duplicate identities are counted
     and left out (a bounded list of them is kept in the run's invalid table, ``sync/invalid.py``).
     Identities that left the model leave the state (not on a dry run, which touches no state but writes
-    its run-history row, nor on a run its ``on_invalid_rows: fail`` refuses). Re-planning the same
-    ``run_id`` replaces its staging table.
+    its run-history row and migrates old hashes, nor on a run its ``on_invalid_rows: fail`` refuses).
+    Re-planning the same ``run_id`` replaces its staging table.
 
     ``resync_since`` (a full resync's epoch start, ``sync/resync.py``) stages every unchanged row too
     whose snapshot entry was accepted before it, and no list member leaves: a resync only sends again.
+    ``source_types`` (the source's column types, as ``validate_against_warehouse`` returns them) saves
+    describing the source again.
     """
     size = batch_size or defn.batch_size
     if not 1 <= size <= MAX_BATCH_SIZE:
@@ -76,24 +85,29 @@ def plan_changes(
     snap, rej, nf = (state.table(schema, t) for t in (state.SNAPSHOT, state.REJECTED, state.NOT_FOUND))
     sync, due = literal(defn.name), f"{literal(utc_text(cutoff))}::TIMESTAMP_NTZ"
 
+    types = source_types if source_types is not None else describe_source(conn, defn)
+    migrate_hashes(conn, defn, run_id, types, state_schema=schema, now=now)
     cur = conn.cursor()
     try:
-        # The model is evaluated once: one row per identity with its row count, hash and mapped values
-        # (the values of an identity with N = 1 are its only row's; duplicates are never sent).
-        # NULL_ROWS tells a NULL identity from a blank one in the run's report; both have ID NULL.
-        picked = "".join(f", M.{column} AS {name}" for column, name in value_columns(defn))
-        kept = "".join(f", ANY_VALUE({name}) AS {name}" for _, name in value_columns(defn))
-        names = "".join(f", {name}" for _, name in value_columns(defn))
+        # Pass 1: one row per identity with its row count, no values (carrying them through the GROUP
+        # BY cost more than the second pass). NULL_ROWS tells a NULL identity from a blank one in the
+        # run's report; both have ID NULL.
         raw_null = f"IFF(M.{defn.identity.column} IS NULL, 1, 0)"
         cur.execute(
             f"""CREATE OR REPLACE TABLE {work} AS
-            SELECT ID, COUNT(*) AS N, SUM(Z) AS NULL_ROWS, MIN(H) AS H{kept}
-            FROM (SELECT {identity_expr(defn)} AS ID, {raw_null} AS Z, {row_hash_expr(defn)} AS H{picked}
-              FROM {source_subquery(defn)})
+            SELECT ID, COUNT(*) AS N, SUM(Z) AS NULL_ROWS
+            FROM (SELECT {identity_expr(defn)} AS ID, {raw_null} AS Z FROM {source_subquery(defn)})
             GROUP BY ID"""
         )
         keep_invalid(cur, work, state.invalid_table(schema, run_id))
-        changes = "SELECT ID, H, REASON" + names + " FROM C WHERE REASON IS NOT NULL"
+        picked = "".join(f", M.{column} AS {name}" for column, name in value_columns(defn))
+        names = "".join(f", {name}" for _, name in value_columns(defn))
+        # An identity the first pass saw once (or not at all) but this one sees twice, the model having
+        # changed in between, is left out rather than sent twice; the next run counts it a duplicate.
+        changes = (
+            "SELECT ID, H, REASON" + names + " FROM C WHERE REASON IS NOT NULL"
+            " QUALIFY COUNT(*) OVER (PARTITION BY ID) = 1"
+        )
         resync_case = (
             f"WHEN S.ACCEPTED_AT < {literal(utc_text(resync_since))}::TIMESTAMP_NTZ THEN '{RESYNC}'"
             if resync_since is not None
@@ -111,45 +125,53 @@ def plan_changes(
               SELECT S.IDENTITY, S.ROW_HASH, '{LEAVING}'{no_values} FROM {snap} S WHERE S.SYNC_NAME = {sync}
                 AND NOT EXISTS (SELECT 1 FROM {work} W WHERE W.ID = S.IDENTITY)"""
             order = f"IFF(REASON = '{LEAVING}', 1, 0), ID"
+        # Pass 2. Duplicates are few: leaving them out (NOT EXISTS) costs less than joining every
+        # identity's count.
         cur.execute(
             f"""CREATE OR REPLACE TABLE {stage} AS
             WITH C AS (
-              SELECT W.ID, W.H{"".join(f", W.{name}" for _, name in value_columns(defn))},
+              SELECT V.ID, V.H{names},
                 CASE
                   WHEN R.IDENTITY IS NOT NULL THEN 'rejected_retry'
-                  WHEN F.IDENTITY IS NOT NULL AND F.ROW_HASH <> W.H THEN 'changed'
+                  WHEN F.IDENTITY IS NOT NULL AND F.ROW_HASH <> V.H THEN 'changed'
                   WHEN F.IDENTITY IS NOT NULL AND F.SEEN_AT <= {due} THEN 'not_found_retry'
                   WHEN F.IDENTITY IS NOT NULL THEN NULL
                   WHEN S.IDENTITY IS NULL THEN 'new'
-                  WHEN S.ROW_HASH <> W.H THEN 'changed'
+                  WHEN S.ROW_HASH <> V.H THEN 'changed'
                   {resync_case}
                 END AS REASON
-              FROM {work} W
+              FROM (SELECT {identity_expr(defn)} AS ID, {row_hash_expr(defn, types)} AS H{picked}
+                FROM {source_subquery(defn)}) V
               LEFT JOIN (SELECT IDENTITY, ROW_HASH, ACCEPTED_AT FROM {snap} WHERE SYNC_NAME = {sync}) S
-                ON S.IDENTITY = W.ID
-              LEFT JOIN (SELECT IDENTITY FROM {rej} WHERE SYNC_NAME = {sync}) R ON R.IDENTITY = W.ID
+                ON S.IDENTITY = V.ID
+              LEFT JOIN (SELECT IDENTITY FROM {rej} WHERE SYNC_NAME = {sync}) R ON R.IDENTITY = V.ID
               LEFT JOIN (SELECT IDENTITY, ROW_HASH, SEEN_AT FROM {nf} WHERE SYNC_NAME = {sync}) F
-                ON F.IDENTITY = W.ID
-              WHERE W.ID IS NOT NULL AND W.N = 1
+                ON F.IDENTITY = V.ID
+              WHERE V.ID IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {work} W WHERE W.ID = V.ID AND W.N > 1)
             )
             SELECT ID AS IDENTITY, H AS ROW_HASH, REASON,
               FLOOR((ROW_NUMBER() OVER (ORDER BY {order}) - 1) / {int(size)})::INTEGER AS BATCH_NO{names}
             FROM ({changes}) CH
             ORDER BY BATCH_NO, IDENTITY"""
         )
-        total, nulls, dup_rows, dup_ids, valid = (
+        # The counts in one statement. Not-in-Iterable identities still waiting: those within their
+        # retry interval, less the ones staged because their row changed (the work table holds no
+        # hashes to compare). The last two say which state tables hold anything of this sync at all.
+        total, nulls, dup_rows, dup_ids, valid, waiting, rejected_held, not_found_held = (
             _int(v)
             for v in _scalar_row(
                 cur,
                 f"""SELECT SUM(N), SUM(IFF(ID IS NULL, N, 0)), SUM(IFF(ID IS NOT NULL AND N > 1, N, 0)),
-                COUNT_IF(ID IS NOT NULL AND N > 1), COUNT_IF(ID IS NOT NULL AND N = 1) FROM {work}""",
+                  COUNT_IF(ID IS NOT NULL AND N > 1), COUNT_IF(ID IS NOT NULL AND N = 1),
+                  (SELECT COUNT(*) FROM {work} W JOIN {nf} F ON F.IDENTITY = W.ID AND F.SYNC_NAME = {sync}
+                    WHERE W.N = 1 AND F.SEEN_AT > {due}
+                      AND NOT EXISTS (SELECT 1 FROM {rej} R WHERE R.SYNC_NAME = {sync} AND R.IDENTITY = W.ID))
+                  - (SELECT COUNT(*) FROM {stage} G JOIN {nf} F ON F.IDENTITY = G.IDENTITY
+                    AND F.SYNC_NAME = {sync} WHERE G.REASON = 'changed' AND F.SEEN_AT > {due}),
+                  (SELECT COUNT(*) FROM {rej} WHERE SYNC_NAME = {sync}),
+                  (SELECT COUNT(*) FROM {nf} WHERE SYNC_NAME = {sync})
+                FROM {work}""",
             )
-        )
-        (waiting,) = _scalar_row(
-            cur,
-            f"""SELECT COUNT(*) FROM {work} W JOIN {nf} F ON F.IDENTITY = W.ID AND F.SYNC_NAME = {sync}
-            WHERE W.N = 1 AND F.ROW_HASH = W.H AND F.SEEN_AT > {due}
-              AND NOT EXISTS (SELECT 1 FROM {rej} R WHERE R.SYNC_NAME = {sync} AND R.IDENTITY = W.ID)""",
         )
         cur.execute(f"SELECT REASON, COUNT(*), MAX(BATCH_NO) FROM {stage} GROUP BY REASON")
         by_reason = {reason: 0 for reason in REASONS}
@@ -162,7 +184,10 @@ def plan_changes(
         refused = defn.on_invalid_rows == "fail" and nulls + dup_rows > 0
         # Departures leave the snapshot once Iterable accepted their removal or clearing (a resync
         # stages none: the next plain run does).
-        forget = (rej, nf) if defn.stages_departures else (snap, rej, nf)
+        kept = () if defn.stages_departures else (snap,)
+        # A state table holding nothing of the sync has nothing to forget (skipped: each costs a pass
+        # over the work table).
+        forget = kept + tuple(t for t, held in ((rej, rejected_held), (nf, not_found_held)) if held)
         removed = 0 if dry_run or refused else _forget_departed(cur, work, forget, sync)
         cur.execute(f"DROP TABLE IF EXISTS {work}")
         to_send = sum(by_reason.values())
@@ -271,6 +296,8 @@ def plan_run(
     """Check the definition against the warehouse and materialise this run's change set once; a full
     resync stages every row not accepted since its epoch began (``sync/resync.py``)."""
     state.ensure_state(conn, state_schema)
-    validate_against_warehouse(defn, conn)
+    types = validate_against_warehouse(defn, conn)
     since = epoch_start(conn, defn.name, run_id, state_schema, dry_run=dry_run) if full_resync else None
-    return plan_changes(conn, defn, run_id, state_schema=state_schema, dry_run=dry_run, resync_since=since)
+    return plan_changes(
+        conn, defn, run_id, state_schema=state_schema, dry_run=dry_run, resync_since=since, source_types=types
+    )

@@ -1,5 +1,5 @@
 """The sync state schema in the warehouse: snapshot, rejected and unknown keys, runs, the change log,
-the people known to exist."""
+the people known to exist, the row hash version of each sync's stored hashes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ RUNS = "SYNC_RUNS"
 CHANGE_LOG = "SYNC_CHANGE_LOG"
 RESYNCS = "SYNC_RESYNCS"
 KNOWN = "SYNC_KNOWN_PEOPLE"
+HASH_VERSIONS = "SYNC_HASH_VERSIONS"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
@@ -45,6 +46,9 @@ _DDL = {
         RUN_ID VARCHAR)""",
     # Update mode by email: people of the sync seen to exist in Iterable, and when (sync/existence.py).
     KNOWN: """(SYNC_NAME VARCHAR NOT NULL, IDENTITY VARCHAR NOT NULL, SEEN_AT TIMESTAMP_NTZ NOT NULL)""",
+    # The row hash version each sync's stored hashes are in, once they were migrated (sync/rehash.py).
+    HASH_VERSIONS: """(SYNC_NAME VARCHAR NOT NULL, HASH_VERSION INTEGER NOT NULL,
+        MIGRATED_AT TIMESTAMP_NTZ NOT NULL, MIGRATED_ROWS INTEGER, RUN_ID VARCHAR)""",
 }
 
 
@@ -81,6 +85,11 @@ def answers_table(state_schema: str | None, run_id: str) -> str:
 def work_table(state_schema: str | None, run_id: str) -> str:
     """The run's scratch table: one row per identity of the model, dropped when planning ends."""
     return table(state_schema, f"SYNC_WORK_{run_suffix(run_id)}")
+
+
+def rehash_table(state_schema: str | None, run_id: str) -> str:
+    """The run's scratch table of old and new row hashes while it migrates stored hashes (sync/rehash.py)."""
+    return table(state_schema, f"SYNC_REHASH_{run_suffix(run_id)}")
 
 
 def invalid_table(state_schema: str | None, run_id: str) -> str:

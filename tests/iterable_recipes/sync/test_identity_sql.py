@@ -43,3 +43,26 @@ def test_the_identity_is_valid_snowflake_sql(gitlab: SyncDefinition, kind: str):
     defn = gitlab.model_copy(update={"identity": gitlab.identity.model_copy(update={"kind": kind})})
     parsed = sqlglot.parse_one(f"SELECT {identity_expr(defn)} FROM T AS M", read="snowflake")
     assert parsed.find(sqlglot.exp.Trim) is not None
+
+
+ONE_SIDED = [
+    "trailing@example.com\u00a0",
+    "trailing.crlf@example.com\r\n",
+    "\u2028leading@example.com",
+    "in\u00a0side@example.com",  # inner only: nothing to trim
+    "x",
+    "\u00a0",
+    "Both.Ends\u200b@Example.com\u3000",
+]
+
+
+def test_the_trim_shortcut_agrees_where_only_one_end_or_the_inside_holds_a_trimmed_character(
+    conn: Any, gitlab: SyncDefinition
+):
+    """The identity skips TRIM unless the first or last character is one it removes (a cost of
+    fakesnow's); the addresses that shortcut could get wrong."""
+    cur = conn.cursor()
+    cur.execute("CREATE OR REPLACE TEMPORARY TABLE ONE_SIDED (N INTEGER, EMAIL_ADDRESS VARCHAR)")
+    cur.executemany("INSERT INTO ONE_SIDED VALUES (%s, %s)", list(enumerate(ONE_SIDED)))
+    cur.execute(f"SELECT N, {identity_expr(gitlab)} FROM ONE_SIDED AS M ORDER BY N")
+    assert dict(cur.fetchall()) == {n: normalise_email(v) or None for n, v in enumerate(ONE_SIDED)}
