@@ -374,8 +374,10 @@ def main(argv: list[str] | None = None) -> None:
                 env | {"SNOWFLAKE_STATE_SCHEMA": "BENCH_FULL", "ITERABLE_LIMITS_ENABLED": "false"}
             )
             # The reference, side by side: the same rows from the same warehouse to the same stand-in
-            # (emptied again, so it creates the profiles as it did for the sync).
+            # (emptied again, so it creates the profiles as it did for the sync; a reset turns the
+            # limits back on).
             httpx.post(f"{iterable.url}/_sandbox/reset", timeout=60).raise_for_status()
+            httpx.post(f"{iterable.url}/_sandbox/options", json={"limits_enabled": False}, timeout=10)
             bare = run_bare(snow.port, iterable.url)
 
     limited_rate = limited["rows_sent"] / limited["send_s"]
