@@ -36,8 +36,8 @@ def test_the_drain_bench_prints_its_share_and_cpu_per_event() -> None:
 def test_the_sync_bench_prints_its_share_its_bare_reference_and_cpu_per_row() -> None:
     """The throughput bench at 300 limited and 6,000 first-sync rows: both syncs send every row, the bare
     script reads and posts the same rows to the same stand-in, and the ratios are top-level numbers."""
-    tiny = ("--rows-limited", "300", "--rows-unlimited", "6000")
-    tiny += ("--baseline-rows", "20", "--baseline-seconds", "1")
+    tiny = ["--rows-limited", "300", "--rows-unlimited", "6000", "--baseline-rows", "20"]
+    tiny += ["--baseline-seconds", "1"]
     data = run("sync_throughput", *tiny)
     assert data["sync_rows_sent_limited"] == 300 and data["sync_rows_sent_unlimited"] == 6000
     # Six bulkUpdates in well under a second: the stand-in answers 429 unless its limits are off again.
