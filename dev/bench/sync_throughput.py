@@ -9,8 +9,14 @@ sync's peak RSS), on an upsert twin of the shipped definition written to a tempo
 1. limited: ``--rows-limited`` changed rows with Iterable's limits on both sides (ceiling: bulkUpdate
    5 req/s x 1000 = 5,000 rows/s), and the same rows sent one users/update per row (a Workato recipe's
    way; 500 req/s) for ``--baseline-rows`` rows or ``--baseline-seconds``, whichever ends first;
-2. unlimited: a first full sync of ``--rows-unlimited`` rows, limits off on both sides (our overhead).
-Prints a table, then one JSON line. Figures only; nothing here asserts a timing.
+2. unlimited: a first full sync of ``--rows-unlimited`` rows, limits off on both sides (our overhead),
+   then its reference side by side: ``dev.bench.sync_bare`` reads the same rows from the same
+   warehouse and posts them in 1000-row batches to the same (emptied) stand-in with one httpx client
+   (``sync_vs_bare`` = the sync's send-phase rows/s over the bare script's rows/s).
+The sync share is its send phase's rows/s over the ceiling (``sync_limited_share``); CPU per synced
+row is the sync process's own CPU clock (user + system, ``time.process_time``) over the flow run,
+divided by the rows it sent. Prints a table, then one JSON line. Figures only; nothing here asserts
+a timing.
 """
 
 from __future__ import annotations
@@ -140,7 +146,9 @@ def child(sync: str) -> None:
     flow_module.sync_batch_sender = timed_sender
 
     began = time.perf_counter()
+    cpu_began = time.process_time()  # this process's own CPU clock: user + system, every thread
     summary = flow_module.snowflake_sync(sync)
+    cpu = time.process_time() - cpu_began
     total = time.perf_counter() - began
     send_s = timers.pop("last_accept_at", began) - timers.pop("send_started_at", began)
     timers.pop("first_submit_at", None)
@@ -154,6 +162,7 @@ def child(sync: str) -> None:
             "to_send": int(summary.get("to_send", 0)),
             "failed_batches": int(summary.get("failed_batches", 0)),
             "flow_s": total,
+            "cpu_s": cpu,
             "send_s": send_s,
             "timers": {k: round(v, 3) for k, v in timers.items()},
             "peak_rss_mb": peak_rss_mb(),
@@ -167,6 +176,12 @@ def child(sync: str) -> None:
 def run_sync(env: dict[str, str]) -> dict[str, Any]:
     """One sync in a fresh subprocess (``--child``); returns its figures."""
     return run_json([sys.executable, "-m", "dev.bench.sync_throughput", "--child", SYNC], env=env)
+
+
+def run_bare(snowflake_port: int, iterable_url: str) -> dict[str, Any]:
+    """``dev.bench.sync_bare`` in a fresh subprocess against the same warehouse and stand-in."""
+    argv = [sys.executable, "-m", "dev.bench.sync_bare", "--snowflake-port", str(snowflake_port)]
+    return run_json([*argv, "--iterable-url", iterable_url, "--database", DATABASE, "--schema", SCHEMA])
 
 
 def seed_changed(port: int, rows: int, state_schema: str, definitions: Path) -> int:
@@ -358,11 +373,24 @@ def main(argv: list[str] | None = None) -> None:
             unlimited = run_sync(
                 env | {"SNOWFLAKE_STATE_SCHEMA": "BENCH_FULL", "ITERABLE_LIMITS_ENABLED": "false"}
             )
+            # The reference, side by side: the same rows from the same warehouse to the same stand-in
+            # (emptied again, so it creates the profiles as it did for the sync; a reset turns the
+            # limits back on).
+            httpx.post(f"{iterable.url}/_sandbox/reset", timeout=60).raise_for_status()
+            httpx.post(f"{iterable.url}/_sandbox/options", json={"limits_enabled": False}, timeout=10)
+            bare = run_bare(snow.port, iterable.url)
 
     limited_rate = limited["rows_sent"] / limited["send_s"]
     unlimited_rate = unlimited["rows_sent"] / unlimited["send_s"]
+    bare_rate = float(bare["bare_rows_per_s"])
     figures: dict[str, Any] = {
         "bench": "sync_throughput",
+        "sync_limited_share": round(limited_rate / CEILING, 3),
+        "sync_vs_bare": round(unlimited_rate / bare_rate, 3) if bare_rate else None,
+        "sync_bare_rows_per_s": round(bare_rate, 1),
+        "sync_bare_rows": bare["bare_rows"],
+        "cpu_us_per_synced_row": round(1e6 * unlimited["cpu_s"] / max(1, unlimited["rows_sent"]), 1),
+        "cpu_us_per_synced_row_limited": round(1e6 * limited["cpu_s"] / max(1, limited["rows_sent"]), 1),
         "cpu_count": os.cpu_count(),
         "sync_batches_in_flight": in_flight,
         "sync_rows_changed_limited": changed,
@@ -370,7 +398,6 @@ def main(argv: list[str] | None = None) -> None:
         "sync_rows_per_s_limited": round(limited_rate, 1),
         "sync_rows_per_s_limited_end_to_end": round(limited["rows_sent"] / limited["flow_s"], 1),
         "sync_ceiling_rows_per_s": CEILING,
-        "sync_limited_share_of_ceiling": round(limited_rate / CEILING, 3),
         "sync_bulk_update_429": int(stats.get("users/bulkUpdate", {}).get("429", 0)),
         "sync_per_row_baseline_rows_per_s": round(baseline["rows_per_s"], 1),
         "sync_per_row_baseline_rows": int(baseline["rows"]),
@@ -392,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
             ("limited: rows/s delivered (send phase)", limited_rate),
             ("limited: rows/s end to end (plan, flow start)", figures["sync_rows_per_s_limited_end_to_end"]),
-            ("limited: share of the 5,000 rows/s ceiling", figures["sync_limited_share_of_ceiling"]),
+            ("limited: share of the 5,000 rows/s ceiling", figures["sync_limited_share"]),
             ("limited: bulkUpdate 429 answers", figures["sync_bulk_update_429"]),
             ("per-row users/update baseline rows/s", baseline["rows_per_s"]),
             ("bulk sync / per-row baseline", figures["sync_limited_vs_per_row"]),
@@ -402,6 +429,10 @@ def main(argv: list[str] | None = None) -> None:
             ),
             ("unlimited: rows/s delivered (send phase)", unlimited_rate),
             ("unlimited: rows/s end to end", figures["sync_rows_per_s_unlimited_end_to_end"]),
+            ("bare read-and-post script rows/s (same rows, one client)", bare_rate),
+            ("first sync (limits off) / bare script", figures["sync_vs_bare"]),
+            ("sync process CPU per synced row, us (first sync)", figures["cpu_us_per_synced_row"]),
+            ("sync process CPU per synced row, us (limited)", figures["cpu_us_per_synced_row_limited"]),
             (f"peak RSS of the sync process at {args.rows_limited:,} rows, MB", limited["peak_rss_mb"]),
             (f"peak RSS of the sync process at {args.rows_unlimited:,} rows, MB", unlimited["peak_rss_mb"]),
             *((f"  unlimited: {name}", float(value)) for name, value in unlimited["timers"].items()),

@@ -110,7 +110,14 @@ class Item:
     @classmethod
     def from_row(cls, row: Any) -> Item:
         """Build from a row of received_events."""
-        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+        if getattr(row, "_fields", None) == ITEM_FIELDS:
+            # A whole row (select(T), RETURNING every column): its columns are the fields, in order.
+            # A claim builds a thousand at a time, and this is a few times cheaper than by name.
+            return cls(*row)
+        return cls(**{name: getattr(row, name) for name in ITEM_FIELDS})
+
+
+ITEM_FIELDS = tuple(Item.__dataclass_fields__)
 
 
 @dataclass(frozen=True)

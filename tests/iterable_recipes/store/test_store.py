@@ -222,3 +222,19 @@ def test_find_by_payload_matches_values_at_the_paths_newest_first(inbox: Inbox) 
     assert [item.id for item in found] == [added[2].id, added[0].id]
     assert [item.id for item in inbox.find_by_payload(paths, is_ann, limit=1)] == [added[2].id]
     assert inbox.find_by_payload(paths, lambda value: False) == []
+
+
+def test_an_item_is_the_same_built_from_a_whole_row_or_by_column_name(inbox: Inbox) -> None:
+    """A claim builds items positionally from whole rows; any other row is read by column name."""
+    from sqlalchemy import select
+
+    from iterable_recipes.store.schema import received_events
+
+    added = inbox.add("customersdot", "e1", "saas_trial_started", {"n": 1}, webhook_id="w1")
+    claimed = inbox.claim("customersdot", 10, 60, "drain")
+    with inbox.engine.connect() as conn:
+        whole = conn.execute(select(received_events)).one()
+        reordered = conn.execute(select(*reversed(received_events.columns))).one()
+    assert Item.from_row(whole) == Item.from_row(reordered) == claimed[0]
+    assert (claimed[0].id, claimed[0].source_id, claimed[0].webhook_id) == (added.id, "e1", "w1")
+    assert claimed[0].status == "in_flight" and claimed[0].lease_owner == "drain"
