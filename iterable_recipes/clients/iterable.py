@@ -110,7 +110,7 @@ UNEXPECTED = "UnexpectedResponse"  # our code for an answer that is not what the
 # they were granted, so each window is widened by a fixed margin (ITERABLE_RATE_MARGIN_SECONDS). A
 # project whose other integrations use the same limits keeps to a share of each (ITERABLE_RATE_SHARE).
 DEFAULT_RATE_SHARE = 1.0
-DEFAULT_RATE_MARGIN_SECONDS = 0.02
+DEFAULT_RATE_MARGIN_SECONDS = 0.035
 
 
 def paced_rates(

@@ -17,7 +17,10 @@ The rule (the one place of it):
   ``MAX_PAUSE_SECONDS``) or, without one, one interval of the lowered rate from now; and lowers the
   name's rate: the interval is divided by a factor that is halved on a 429 (at most once per window,
   since requests already in flight are refused together; never below ``MIN_FACTOR``) and grows back
-  by ``RECOVERY_PER_WINDOW`` each window, up to the full rate.
+  by ``RECOVERY_PER_WINDOW`` each window, up to the full rate. A 429 that says when to come back
+  (Retry-After) and comes alone (no other 429 within ``REPEAT_WINDOWS``) only pauses: one request
+  counted a few milliseconds early by Iterable is no sign the limit is shared, and halving the rate
+  for it would cost seconds of sending. A second one within that time cuts the rate as above.
 - Names without a rate pass at once but still honour pauses (``UNRATED_PAUSE_SECONDS`` without a
   Retry-After).
 """
@@ -34,6 +37,7 @@ __all__ = [
     "MAX_PAUSE_SECONDS",
     "MIN_FACTOR",
     "RECOVERY_PER_WINDOW",
+    "REPEAT_WINDOWS",
     "UNRATED_PAUSE_SECONDS",
     "InMemoryLimiter",
     "NoLimiter",
@@ -50,6 +54,8 @@ __all__ = [
 DECREASE = 0.5
 RECOVERY_PER_WINDOW = 0.1
 MIN_FACTOR = 1 / 16
+# A 429 with a Retry-After this many windows or more after the previous 429 is a lone one: pause only.
+REPEAT_WINDOWS = 10
 # A Retry-After longer than this is not believed (one bad header must not park every sender for hours).
 MAX_PAUSE_SECONDS = 60.0
 # A 429 on a name without a rate, and no Retry-After: nothing to lower, so hold it back this long.
@@ -130,9 +136,14 @@ class PaceState:
 
 
 def throttled(state: PaceState, pace: Pace, now: float, retry_after: float | None) -> PaceState:
-    """The state after a 429 at ``now``: paused, and the rate cut (see the module's rule)."""
-    if pace.interval > 0 and now - state.cut_at >= pace.window:
-        state = replace(state, cut=max(MIN_FACTOR, DECREASE * state.factor(pace, now)), cut_at=now)
+    """The state after a 429 at ``now``: paused, and the rate cut unless it is a lone 429 with a
+    Retry-After (see the module's rule). ``cut_at`` records every 429 outside a burst: a lone one sets
+    it with the rate as it stands."""
+    since = now - state.cut_at
+    if pace.interval > 0 and since >= pace.window:
+        factor = state.factor(pace, now)
+        lone = retry_after is not None and since >= REPEAT_WINDOWS * pace.window
+        state = replace(state, cut=factor if lone else max(MIN_FACTOR, DECREASE * factor), cut_at=now)
     if retry_after is not None and retry_after >= 0:
         pause = min(MAX_PAUSE_SECONDS, retry_after)
     elif pace.interval > 0:

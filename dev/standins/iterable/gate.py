@@ -87,6 +87,9 @@ class Gate:
             await self.app(scope, receive, send)
             return
         sb = self.sandbox
+        # Counted against the rate limit when it arrives, as an edge limiter counts it, not when this
+        # loop got round to reading its body.
+        arrived = time.monotonic()
         endpoint = resolve(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"))
         headers = dict(scope["headers"])
         key = headers.get(b"api-key") or headers.get(b"api_key")
@@ -121,7 +124,7 @@ class Gate:
             msg = f"Request body is {size} bytes; the limit is {sb.options.max_body_bytes}"
             await respond_status(send, 413, msg=msg)
             return
-        retry_after = self._admit(endpoint)
+        retry_after = self._admit(endpoint, arrived)
         if retry_after is not None:
             sb.count_request(endpoint, 429)
             retry = [(b"retry-after", str(retry_after).encode())]
@@ -130,14 +133,14 @@ class Gate:
         scope[BODY_KEY] = body
         await self._handle(scope, receive, send, endpoint, decision)
 
-    def _admit(self, endpoint: str) -> int | None:
+    def _admit(self, endpoint: str, arrived: float) -> int | None:
         sb = self.sandbox
         with sb.lock:
             limit = sb.options.rate_limits.get(endpoint)
             if not sb.options.limits_enabled or not limit:
                 return None
             window = RATE_WINDOWS.get(endpoint, WINDOW_SECONDS)
-            return sb.windows.acquire(endpoint, limit, time.monotonic(), window)
+            return sb.windows.acquire(endpoint, limit, arrived, window)
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, endpoint: str, decision: Decision

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 
@@ -18,7 +19,8 @@ class SlidingWindows:
     def acquire(
         self, endpoint: str, limit: float, now: float, window_seconds: float = WINDOW_SECONDS
     ) -> int | None:
-        """Admit a request at ``now`` (monotonic seconds), or return the Retry-After seconds to answer."""
+        """Admit a request that arrived at ``now`` (monotonic seconds), or return the Retry-After seconds
+        to answer."""
         window = self._windows.get(endpoint)
         if window is None:
             window = self._windows[endpoint] = deque()
@@ -27,7 +29,9 @@ class SlidingWindows:
             window.popleft()
         if len(window) >= max(1, int(limit)):
             return max(1, math.ceil(window[0] + window_seconds - now))
-        window.append(now)
+        # Arrival times, in order: a request whose body took longer to read may be admitted after one
+        # that arrived later.
+        bisect.insort(window, now)
         return None
 
     def clear(self) -> None:

@@ -15,6 +15,7 @@ from iterable_recipes.clients.iterable import ITERABLE_RATE_LIMITS, paced_rates
 from iterable_recipes.clients.limiter import (
     MAX_PAUSE_SECONDS,
     MIN_FACTOR,
+    REPEAT_WINDOWS,
     UNRATED_PAUSE_SECONDS,
     InMemoryLimiter,
     PacedLimiter,
@@ -193,7 +194,7 @@ def test_retry_after_is_honoured_capped_and_never_shortens_a_pause(build: Build)
     limiter.slow_down("five", 3.0)
     assert limiter.reserve("five").at == pytest.approx(1_003.0)
     limiter.slow_down("five", 0.1)  # a later, shorter Retry-After does not bring the slot forward
-    assert limiter.paused_for("five") == pytest.approx(3.4)  # 1003.0 taken; the halved rate's next
+    assert limiter.paused_for("five") == pytest.approx(3.2)  # 1003.0 taken; a lone 429 cut no rate
     limiter.slow_down("b", 86_400)  # one bad header does not park every sender for a day
     assert limiter.paused_for("b") == pytest.approx(MAX_PAUSE_SECONDS)
     assert limiter.paused_for("c") == 0
@@ -217,7 +218,27 @@ def test_processes_share_the_state_of_a_backend(build: Build) -> None:
     one.reserve("five")
     one.slow_down("five", 2.0)
     assert other.reserve("five").at == pytest.approx(1_002.0)
-    assert one.reserve("five").at == pytest.approx(1_002.0 + 0.4)  # the cut rate is shared too
+    clock.now = 1_003.0  # another 429 soon after: the rate is cut, for every process
+    one.slow_down("five", 1.0)
+    assert other.reserve("five").at == pytest.approx(1_004.0)
+    assert one.reserve("five").at == pytest.approx(1_004.0 + 0.4)  # the cut rate is shared too
+
+
+def test_a_lone_429_with_retry_after_pauses_and_a_repeated_one_cuts_the_rate(build: Build) -> None:
+    clock = Clock()
+    limiter = build(FIVE, clock)
+    limiter.slow_down("five", 1.0)
+    first, second = limiter.reserve("five"), limiter.reserve("five")
+    assert (first.at, second.at) == pytest.approx((1_001.0, 1_001.2))  # paused, at the full rate
+    limiter.slow_down("five", 1.0)  # in flight, refused with it: the same burst, nothing more
+    clock.now = 1_002.0 + 0.5 * REPEAT_WINDOWS  # a second 429 within the repeat horizon
+    limiter.slow_down("five", 1.0)
+    third, fourth = limiter.reserve("five"), limiter.reserve("five")
+    assert third.at == pytest.approx(clock.now + 1.0) and fourth.at - third.at == pytest.approx(0.4)
+    clock.now += REPEAT_WINDOWS + 1.0  # long after: a lone one again, the rate as it has recovered
+    limiter.slow_down("five", 1.0)
+    fifth, sixth = limiter.reserve("five"), limiter.reserve("five")
+    assert sixth.at - fifth.at == pytest.approx(0.2)
 
 
 def test_sqlalchemy_urls_become_libpq_urls() -> None:
