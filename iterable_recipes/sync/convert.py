@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from iterable_recipes.sync.definitions import FieldType
 
 ITERABLE_DATE_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"  # what to_iterable_date writes, as a strftime format
@@ -59,9 +61,18 @@ def _string(value: Any) -> str:
     return str(value)
 
 
+def _loads(text: str) -> Any:
+    """JSON text as Python values: orjson (a few times faster), else the standard library for what
+    orjson refuses (integers beyond 64 bits), so a value that fails still fails with its own error."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _object(value: Any) -> Any:
     # The connector returns VARIANT/OBJECT/ARRAY values as JSON text.
-    return json.loads(value) if isinstance(value, str) else value
+    return _loads(value) if isinstance(value, str) else value
 
 
 _CONVERTERS = {

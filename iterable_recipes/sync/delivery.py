@@ -1,12 +1,12 @@
 """Deliver a planned sync run's batches to Iterable and accept each one in the warehouse once Iterable did.
 
 Batches are read from the staging table, sent a few at a time (``sync_batches_in_flight``), and every
-batch that finished is accepted in the background on a connection of its own, several at a time: one
-append to the run's answer log (``sync/answers.py``), whose cost does not grow with the snapshot, merged
-into the state in one transaction when the sending ends. Reading and sending never wait for the
-warehouse's writes, and at most ``sync_batches_in_flight`` batches are ever sent but not accepted, all
-a crash can make us send again. The send of one batch is given in (the flow passes its task), so this
-module knows nothing of Prefect.
+batch that finished is accepted in the background on a connection of its own, those finished within a
+quarter second together: one append to the run's answer log (``sync/answers.py``), whose cost does not
+grow with the snapshot, merged into the state in one transaction when the sending ends. Reading and
+sending never wait for the warehouse's writes, and at most ``ACCEPT_BACKLOG_WINDOWS`` times
+``sync_batches_in_flight`` batches are ever sent but not accepted, all a crash can make us send again.
+The send of one batch is given in (the flow passes its task), so this module knows nothing of Prefect.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +35,12 @@ from iterable_recipes.sync.batches import iter_batches
 from iterable_recipes.sync.change_log import CONSENT_HOLD, HELD_BACK
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
 
+# Finished batches wait up to this long to be accepted together: one append per group, not per batch
+# (each Snowflake DML statement is a round trip of its own).
+ACCEPT_EVERY_SECONDS = 0.25
+# How many windows of batches may be sent but not yet accepted: all a crash can make us send again.
+ACCEPT_BACKLOG_WINDOWS = 4
+_CLOSING, _STOP = "closing", "stop"  # what the accept thread is told: no more batches; end now
 # Room for a list request's wrapper: {"listId":<19 digits>,"subscribers":[],"updateExistingUsersOnly":true}.
 LIST_ENVELOPE_BYTES = 128
 
@@ -227,19 +234,21 @@ DeliverBatch = Callable[[int, list[dict[str, Any]]], BatchReport]
 
 
 class _Accepter:
-    """Accepts finished batches on a connection and a thread of its own, several per append.
+    """Accepts finished batches on a connection and a thread of its own, those that finish within
+    ``ACCEPT_EVERY_SECONDS`` of each other in one append.
 
-    A batch holds a slot of the window from before it is submitted until its accept commits (or its
-    delivery fails), so at most ``depth`` batches are ever sent but not accepted: a crash re-sends
-    at most those. Reading and sending never wait for the warehouse's writes, and every batch that
-    finished while the previous transaction ran is accepted by the next one.
+    A batch holds a sending slot (``depth`` of them) until Iterable answered it, and a backlog slot
+    (``depth * ACCEPT_BACKLOG_WINDOWS``) until its accept committed (or its delivery failed): sending
+    never waits for the warehouse's writes, and at most the backlog's batches are ever sent but not
+    accepted, all a crash can make us send again.
     """
 
     def __init__(self, conn: Any, defn: Any, run_id: str, schema: str, depth: int) -> None:
         self._conn, self._defn, self._run_id, self._schema = conn, defn, run_id, schema
-        self._depth = depth
-        self._window = threading.Semaphore(depth)
-        self._done: queue.SimpleQueue[_Finished | None] = queue.SimpleQueue()
+        self._backlog_size = depth * ACCEPT_BACKLOG_WINDOWS
+        self._sending = threading.Semaphore(depth)
+        self._backlog = threading.Semaphore(self._backlog_size)
+        self._done: queue.SimpleQueue[_Finished | str] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.tally: Counter[str] = Counter()
         self.answered = 0
@@ -250,10 +259,14 @@ class _Accepter:
         self._thread.start()
 
     def reserve(self, waiting: Callable[[], None] = lambda: None) -> None:
-        """Wait for a slot of the window, calling ``waiting`` every half second meanwhile (a batch at
-        the rate limit can take longer than the progress interval); raise if accepting failed (the
-        run must not go on)."""
-        while not self._window.acquire(timeout=0.5):
+        """Wait for a backlog slot and a sending slot, calling ``waiting`` every half second meanwhile
+        (a batch at the rate limit can take longer than the progress interval); raise if accepting
+        failed (the run must not go on)."""
+        self._take(self._backlog, waiting)
+        self._take(self._sending, waiting)
+
+    def _take(self, slots: threading.Semaphore, waiting: Callable[[], None]) -> None:
+        while not slots.acquire(timeout=0.5):
             self._raise_if_failed()
             waiting()
         self._raise_if_failed()
@@ -262,6 +275,7 @@ class _Accepter:
         """A delivery ended (a done callback: runs on the task's thread); queue it for accepting."""
         with self._lock:
             self.answered += len(identities)
+        self._sending.release()
         self._done.put(_Finished(batch_no, identities, future))
 
     def rows_answered(self) -> int:
@@ -275,15 +289,16 @@ class _Accepter:
 
     def close(self, waiting: Callable[[], None] = lambda: None) -> None:
         """Wait until every submitted batch is accepted or failed, stop the thread; raise on failure."""
-        for _ in range(self._depth):
-            self.reserve(waiting)
+        self._done.put(_CLOSING)  # no more batches: the last ones are accepted without waiting
+        for _ in range(self._backlog_size):
+            self._take(self._backlog, waiting)
         self.stop()
         self._raise_if_failed()
 
     def stop(self) -> None:
         """Let the thread accept what already finished, then end it (safe to call again)."""
         if self._thread.is_alive():
-            self._done.put(None)
+            self._done.put(_STOP)
             self._thread.join()
 
     def _raise_if_failed(self) -> None:
@@ -291,14 +306,26 @@ class _Accepter:
             raise RuntimeError("accepting delivered batches in the warehouse failed") from self.error
 
     def _run(self) -> None:
-        while (first := self._done.get()) is not None:
+        closing = False
+        while True:
+            first = self._done.get()
+            if first == _STOP:
+                return
+            if isinstance(first, str):
+                closing = True
+                continue
             group, stopping = [first], False
-            while not self._done.empty():
-                more = self._done.get()
-                if more is None:
-                    stopping = True
+            deadline = time.monotonic() + ACCEPT_EVERY_SECONDS
+            while not stopping:
+                wait = 0.0 if closing else deadline - time.monotonic()
+                try:
+                    more = self._done.get(timeout=wait) if wait > 0 else self._done.get_nowait()
+                except queue.Empty:
                     break
-                group.append(more)
+                if isinstance(more, str):
+                    closing, stopping = True, more == _STOP
+                else:
+                    group.append(more)
             self._accept(group)
             if stopping:
                 return
@@ -338,7 +365,7 @@ class _Accepter:
                 self.tally.update(rows_sent=sent, rows_done=rows, failed_batches=len(failed))
         finally:
             for _ in group:
-                self._window.release()
+                self._backlog.release()
 
 
 @dataclass(frozen=True)
