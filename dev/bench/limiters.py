@@ -6,10 +6,11 @@
 Each case starts two spawned processes that call ``reserve`` for one endpoint, sleep until the slot
 and reserve again (what ``acquire`` does), with the rates the clients use (``paced_rates``: the share
 and the timing margin of the settings' defaults). It reports the granted rate as a share of Iterable's
-ceiling for the endpoint, in the limiter's own clock (the slot times the backend granted) and in the
-senders' wall clock, and the most grants seen in any one window of the endpoint (the limit is the
-ceiling's N). The last line is JSON. Redis and PostgreSQL come from TEST_REDIS_URL /
-TEST_POSTGRES_URL (defaults: the machine's own); their keys and tables are removed afterwards.
+ceiling for the endpoint and of the paced rate the limiter is set to hold, in the limiter's own clock
+(the slot times the backend granted) and in the senders' wall clock, and the most grants seen in any
+one window of the endpoint (the limit is the ceiling's N). The last line is JSON. Redis and PostgreSQL
+come from TEST_REDIS_URL / TEST_POSTGRES_URL (defaults: the machine's own); their keys and tables are
+removed afterwards.
 """
 
 from __future__ import annotations
@@ -241,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "granted": len(times),
                     "rate": round(combined_rate(times), 3),
                     "share_of_ceiling": round(combined_rate(times) / per_second, 4),
+                    # Of the rate the limiter is set to hold (the ceiling less the share and margin).
+                    "share_of_paced": round(
+                        combined_rate(times) * paced[endpoint].seconds / paced[endpoint].limit, 4
+                    ),
                     "woken_rate": round(combined_rate(result.woke[endpoint]), 3),
                     "most_in_window": most_in_window(times, ceiling.seconds),
                     "limit_in_window": ceiling.limit,

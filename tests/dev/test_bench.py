@@ -21,8 +21,20 @@ CANNED: dict[str, dict[str, object]] = {
     "limiters": {
         "bench": "limiters",
         "cases": [
-            {"backend": "sqlite", "share_of_ceiling": 0.995, "most_in_window": 100, "limit_in_window": 100},
-            {"backend": "sqlite", "share_of_ceiling": 0.999, "most_in_window": 5, "limit_in_window": 5},
+            {
+                "backend": "sqlite",
+                "share_of_ceiling": 0.962,
+                "share_of_paced": 0.995,
+                "most_in_window": 100,
+                "limit_in_window": 100,
+            },
+            {
+                "backend": "sqlite",
+                "share_of_ceiling": 0.966,
+                "share_of_paced": 0.999,
+                "most_in_window": 5,
+                "limit_in_window": 5,
+            },
         ],
     },
     "webhook_intake": {
@@ -110,7 +122,8 @@ def test_every_bench_is_parsed_into_the_flat_figures() -> None:
     assert figures["webhook_events_per_s"] == 1800.0  # the SQLite backend, not the last one
     assert figures["sync_diff_seconds_1m_rows"] == 1.5
     assert figures["drain_ceiling_events_per_s"] == 5000.0
-    assert figures["limiter_sqlite_share_of_ceiling"] == 0.995
+    assert figures["limiter_sqlite_share_of_ceiling"] == 0.962  # the lowest case
+    assert figures["limiter_sqlite_share_of_paced"] == 0.995
     assert figures["limiter_sqlite_over_window_limit"] == 0
 
 
@@ -134,6 +147,7 @@ def test_goals_pass_and_miss() -> None:
     assert verdicts["webhook intake p99, ms"] == ""  # no goal
     assert verdicts["same, person created by the chain 10 s later, p99, s"] == "miss"  # 31 > 30
     assert verdicts["custom events out before the opt-out"] == "pass"
+    assert verdicts["  / the paced rate (ceiling less margin and share)"] == "pass"  # 0.995 >= 0.99
 
 
 def test_a_failed_bench_is_reported_not_dropped() -> None:
