@@ -262,19 +262,7 @@ def run_backend(
     store = Inbox(url)
     stored = sum(store.counts().get("customersdot", {}).values()) - 500 - (rate_events if extra else 0)
     store.dispose()
-    cuts = statistics.quantiles(latencies, n=100)
-    return Result(
-        backend,
-        events,
-        connections,
-        round(seconds, 3),
-        round(events / seconds, 1),
-        round(cuts[49] * 1000, 2),
-        round(cuts[98] * 1000, 2),
-        round(max(latencies) * 1000, 2),
-        stored,
-        non_202,
-    )
+    return measured(backend, events, connections, seconds, latencies, stored, non_202)
 
 
 def run_bare(events: int, connections: int, extra: Extra) -> Result:
@@ -297,19 +285,25 @@ def run_bare(events: int, connections: int, extra: Extra) -> Result:
             proc.wait(15)
         with sqlite3.connect(database) as conn:
             stored = int(conn.execute("SELECT count(*) FROM bare_events").fetchone()[0]) - 500
+    return measured("bare-sqlite", events, connections, seconds, latencies, stored, non_202)
+
+
+def measured(
+    backend: str,
+    events: int,
+    connections: int,
+    seconds: float,
+    latencies: list[float],
+    stored: int,
+    non_202: int,
+) -> Result:
+    """One run's figures: rate, latency percentiles (ms) and what was stored."""
     cuts = statistics.quantiles(latencies, n=100)
     return Result(
-        "bare-sqlite",
-        events,
-        connections,
-        round(seconds, 3),
-        round(events / seconds, 1),
-        round(cuts[49] * 1000, 2),
-        round(cuts[98] * 1000, 2),
-        round(max(latencies) * 1000, 2),
-        stored,
-        non_202,
-    )
+        backend, events, connections, round(seconds, 3), round(events / seconds, 1),
+        round(cuts[49] * 1000, 2), round(cuts[98] * 1000, 2), round(max(latencies) * 1000, 2),
+        stored, non_202,
+    )  # fmt: skip
 
 
 def postgres_database() -> tuple[str, str] | None:
