@@ -184,7 +184,7 @@ class Receiver:
             check_lengths(headers, {header: HEADER_MAX_CHARS})
             if not any(secrets):
                 return error(503, "no Marketo webhook secret is configured")
-            sent = headers.get(header, "").encode()
+            sent = headers.get(header.lower(), "").encode()
             # Every secret is compared (no early exit), each in constant time.
             if not sum(hmac.compare_digest(sent, secret) for secret in secrets if secret):
                 raise Rejected(401, f"missing or wrong {header} header")

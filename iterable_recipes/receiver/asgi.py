@@ -20,7 +20,10 @@ _JSON = (b"content-type", b"application/json")
 
 
 class RawHeaders(dict[str, str]):
-    """A request's headers by lower-cased name, the first of a repeated one (as Starlette's ``get``)."""
+    """A request's headers by lower-cased name, the first of a repeated one (as Starlette's ``get``).
+
+    Look names up lower-cased: ``get`` is the plain dict's (a case-folding one cost a call per lookup).
+    """
 
     @classmethod
     def of(cls, scope: Scope) -> RawHeaders:
@@ -28,10 +31,6 @@ class RawHeaders(dict[str, str]):
         # Reversed, so the first of a repeated header is the one kept.
         raw = reversed(scope["headers"])
         return cls({name.decode("latin-1"): value.decode("latin-1") for name, value in raw})
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value of header ``key`` in any case, or ``default``."""
-        return dict.get(self, key.lower(), default)
 
 
 async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:

@@ -33,6 +33,6 @@ def column_length(name: str) -> int:
 def check_lengths(headers: Mapping[str, str], limits: Mapping[str, int]) -> None:
     """Refuse (400) the first header of ``limits`` present in ``headers`` and longer than its limit."""
     for name, limit in limits.items():
-        value = headers.get(name)
+        value = headers.get(name.lower())
         if value is not None and len(value) > limit:
             raise Rejected(400, f"{name} is longer than {limit} characters")

@@ -23,9 +23,12 @@ def key_count(body: bytes) -> int:
 
 def fields_given(model: BaseModel) -> int:
     """How many keys the input of ``model`` held, through its nested models (a repeated key counts once)."""
-    count = len(model.model_fields_set)
-    # Every nested model, given or a default: a default one only makes the count too high (safe).
-    for value in model.__dict__.values():
+    given = model.__pydantic_fields_set__
+    count = len(given)
+    values = model.__dict__
+    # The nested models given (a default one held no key of the input).
+    for name in given:
+        value = values.get(name)
         if isinstance(value, BaseModel):
             count += fields_given(value)
     return count

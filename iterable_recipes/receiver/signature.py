@@ -1,48 +1,82 @@
-"""Standard Webhooks signature checks with several secrets at once, so secrets can be rotated."""
+"""Standard Webhooks signature checks with several secrets at once, so secrets can be rotated.
+
+The check is the specification's, written out: HMAC-SHA256 over ``id.timestamp.body`` compared in
+constant time with each ``v1,`` signature sent, the timestamp within five minutes either way.
+``standardwebhooks`` decodes the secrets (and signs in the tests); its ``verify`` decodes the body to
+text and back, and builds datetimes, which cost more per event than the HMAC itself.
+"""
 
 from __future__ import annotations
 
+import base64
 import binascii
-from collections.abc import Mapping, Sequence
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
 
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import Webhook
 
 from iterable_recipes.receiver.errors import Rejected
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+TOLERANCE_SECONDS = 300.0  # the specification's five minutes, either way
 
 
 class Verifier:
     """Checks id, timestamp (5-minute window) and HMAC-SHA256 signature against each secret in turn."""
 
-    def __init__(self, secrets: Sequence[str]) -> None:
+    def __init__(self, secrets: Sequence[str], clock: Callable[[], float] = time.time) -> None:
         # standardwebhooks secrets are "whsec_" + base64; a bad one fails here, at start, not per request.
-        self._hooks = [Webhook(secret) for secret in secrets]
+        self._keys = [Webhook(secret)._whsecret for secret in secrets]
+        self._clock = clock
 
     @property
     def configured(self) -> bool:
         """True when at least one secret is set."""
-        return bool(self._hooks)
+        return bool(self._keys)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> str:
         """Return the webhook-id of a correctly signed request; raise Rejected (401/400) otherwise."""
-        wanted = {name: headers.get(name) for name in HEADERS}
-        missing = [name for name, value in wanted.items() if not value]
-        if missing:
+        msg_id, stamp, signatures = (headers.get(name) for name in HEADERS)
+        if not (msg_id and stamp and signatures):
+            missing = [name for name in HEADERS if not headers.get(name)]
             raise Rejected(401, f"missing signature header(s): {', '.join(missing)}")
         try:
-            text = body.decode("utf-8")
+            body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise Rejected(400, "body is not UTF-8") from exc
-        plain = {name: str(value) for name, value in wanted.items()}
-        for hook in self._hooks:
+        seconds = self._seconds(stamp)
+        sent = self._signatures(signatures)
+        # The specification signs the whole seconds of the timestamp, as text.
+        signed = b"%s.%d.%s" % (msg_id.encode(), math.floor(seconds), body)
+        for key in self._keys:
+            expected = hmac.digest(key, signed, hashlib.sha256)
+            # Every signature sent is compared (no early exit within a secret), each in constant time.
+            if sum(hmac.compare_digest(expected, signature) for signature in sent):
+                return msg_id
+        raise Rejected(401, "signature does not match any configured secret")
+
+    def _seconds(self, stamp: str) -> float:
+        """The timestamp header as seconds, refused when unreadable or outside the window."""
+        try:
+            seconds = float(stamp)
+        except ValueError:
+            seconds = math.nan
+        if not abs(seconds - self._clock()) <= TOLERANCE_SECONDS:  # NaN and infinities fail too
+            raise Rejected(401, "webhook-timestamp missing or outside the 5-minute window")
+        return seconds
+
+    @staticmethod
+    def _signatures(header: str) -> list[bytes]:
+        """The ``v1`` signatures of a space-separated ``version,base64`` list (others are skipped)."""
+        out = []
+        for versioned in header.split(" "):
             try:
-                hook.verify(text, plain, json_parse=False)
-                return plain["webhook-id"]
-            except WebhookVerificationError as exc:
-                message = str(exc)
-                if "timestamp" in message.lower() or "Invalid Signature Headers" in message:
-                    raise Rejected(401, "webhook-timestamp missing or outside the 5-minute window") from exc
+                version, signature = versioned.split(",")
+                if version == "v1":
+                    out.append(base64.b64decode(signature))
             except (ValueError, binascii.Error) as exc:
                 raise Rejected(401, "malformed webhook-signature header") from exc
-        raise Rejected(401, "signature does not match any configured secret")
+        return out

@@ -272,8 +272,14 @@ class Inbox:
                 stamp,
                 stamp,
             )
-        rows = conn.exec_driver_sql(self._insert(len(items)), tuple(params))
-        inserted = {(source, source_id): int(id_) for id_, source, source_id in rows}
+        # The DBAPI cursor of the transaction's own connection: SQLAlchemy's execution context and
+        # result rows cost as much per batch as the insert itself.
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(self._insert(len(items)), params)
+            inserted = {(source, source_id): int(id_) for id_, source, source_id in cursor.fetchall()}
+        finally:
+            cursor.close()
         results = []
         for item in items:
             new_id = inserted.pop((item.source, item.source_id), None)
