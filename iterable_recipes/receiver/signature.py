@@ -29,6 +29,7 @@ class Verifier:
 
     def __init__(self, secrets: Sequence[str], clock: Callable[[], float] = time.time) -> None:
         # standardwebhooks secrets are "whsec_" + base64; a bad one fails here, at start, not per request.
+        # The key is the library's own reading of the secret (it keeps it as _whsecret).
         self._keys = [Webhook(secret)._whsecret for secret in secrets]
         self._clock = clock
 

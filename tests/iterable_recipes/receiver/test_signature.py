@@ -63,6 +63,16 @@ def test_a_sender_rotating_may_send_several_signatures() -> None:
     assert Verifier([SECRET], clock=at(NOW)).verify(BODY, sent) == "msg-1"
 
 
+def test_a_malformed_signature_is_refused_even_beside_a_good_one() -> None:
+    """Stricter than the library, which stops reading at the first match: a header with a malformed
+    part is a sender's bug, refused whatever else it holds."""
+    sent = headers()
+    sent["webhook-signature"] += " v1"
+    with pytest.raises(Rejected) as refused:
+        Verifier([SECRET], clock=at(NOW)).verify(BODY, sent)
+    assert (refused.value.status, refused.value.reason) == (401, "malformed webhook-signature header")
+
+
 def test_a_missing_header_is_named() -> None:
     sent = headers()
     del sent["webhook-timestamp"]
