@@ -305,13 +305,17 @@ def paired_rounds(args: argparse.Namespace) -> tuple[Result, Result, Extra, list
         bare = run_bare(args.events, args.connections, extra)
         pairs.append((receiver, bare, extra))
     ratios = [round(r.events_per_s / b.events_per_s, 3) for r, b, _ in pairs]
-    median = sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]
-    receiver, bare, extra = pairs[median]
+    receiver, bare, extra = pairs[median_index(ratios)]
     first = pairs[0][2]
     extra.rate_offered, extra.rate_p99_ms, extra.rate_non_202 = (
         first.rate_offered, first.rate_p99_ms, first.rate_non_202,
     )  # fmt: skip
     return receiver, bare, extra, ratios
+
+
+def median_index(values: list[float]) -> int:
+    """The position of the median of ``values`` (of the upper middle one for an even count)."""
+    return sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]
 
 
 def measured(
