@@ -47,6 +47,7 @@ import httpx
 import yaml
 
 from dev.processes import BIN, PROJECT, Processes, answers, wait_for
+from iterable_recipes.cli.local_stack import stop_process
 from iterable_recipes.sync.definitions import SYNCS_DIR
 
 SYNC = "gitlab_marketing_contacts"
@@ -202,6 +203,7 @@ class Soak:
         self.redis_prefix = f"recipes-soak-{self.tag}"
         self.procs: Processes | None = None
         self.worker: Any = None
+        self.receiver_process: Any = None
         self.workers = 0
         self.killed: list[Killed] = []
         self.lost: list[Killed] = []  # every run unfinished when the worker died
@@ -398,7 +400,7 @@ class Soak:
         procs.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], timeout=300)
         self.schedules(keep_drains=True)
         self.start_worker()
-        procs.start(
+        self.receiver_process = procs.start(
             "receiver",
             [py, "-m", "iterable_recipes.receiver", "--port", str(receiver_port), "--log-level", "warning"],
         )
@@ -777,8 +779,12 @@ class Soak:
         self.sync_phases()
         self.iterable("DELETE", "faults")
         self.schedules(keep_drains=False)
+        # The receiver is the last maker of runs: its watcher starts an opt-out drain whenever the
+        # re-check of someone unknown to Iterable comes due (on a backoff of minutes), so "nothing
+        # running" holds only once it is stopped, as schedules are.
+        stop_process(self.receiver_process, grace_seconds=15)
         wait_for("no flow run left Running or Pending", self.nothing_running, 300, every=2)
-        self.t.mark("faults off, schedules off, nothing running")
+        self.t.mark("faults off, schedules off, receiver stopped, nothing running")
         self.verify()
 
     def run_sync_until_completed(self, what: str, attempts: int = 4) -> str:
