@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import signal
@@ -177,10 +178,26 @@ def flow_run_id_of(pid: int) -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports below the kernel's ephemeral range: a port taken with bind(0) and
+    let go is in that range, where any outgoing connection may take it before its server binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    held: list[socket.socket] = []
+    try:
+        for port in random.sample(range(max(1024, low - 12_000), low), 200):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            if len(held) == count:
+                return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for sock in held:
+            sock.close()
+    raise RuntimeError(f"no {count} free ports below {low}")
 
 
 def accepts(port: int) -> bool:
@@ -316,8 +333,7 @@ class Soak:
                 self.dbs.append(name)
         base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
         asyncpg = base.replace("postgresql://", "postgresql+asyncpg://", 1)
-        prefect_port, receiver_port, iterable_port, marketo_port = (free_port() for _ in range(4))
-        self.fakesnow_port = free_port()
+        prefect_port, receiver_port, iterable_port, marketo_port, self.fakesnow_port = free_ports(5)
         self.api = f"http://127.0.0.1:{prefect_port}/api"
         self.iterable_url = f"http://127.0.0.1:{iterable_port}"
         self.marketo_url = f"http://127.0.0.1:{marketo_port}"
