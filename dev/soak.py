@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shutil
 import signal
@@ -48,7 +47,7 @@ import httpx
 import yaml
 
 from dev.processes import BIN, PROJECT, Processes, answers, wait_for
-from iterable_recipes.cli.local_stack import stop_process
+from iterable_recipes.cli.local_stack import free_ports, stop_process
 from iterable_recipes.sync.definitions import SYNCS_DIR
 
 SYNC = "gitlab_marketing_contacts"
@@ -176,28 +175,6 @@ def flow_run_id_of(pid: int) -> str | None:
         if entry.startswith(b"PREFECT__FLOW_RUN_ID="):
             return entry.split(b"=", 1)[1].decode()
     return None
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports below the kernel's ephemeral range: a port taken with bind(0) and
-    let go is in that range, where any outgoing connection may take it before its server binds it."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    held: list[socket.socket] = []
-    try:
-        for port in random.sample(range(max(1024, low - 12_000), low), 200):
-            sock = socket.socket()
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                sock.close()
-                continue
-            held.append(sock)
-            if len(held) == count:
-                return [int(s.getsockname()[1]) for s in held]
-    finally:
-        for sock in held:
-            sock.close()
-    raise RuntimeError(f"no {count} free ports below {low}")
 
 
 def accepts(port: int) -> bool:

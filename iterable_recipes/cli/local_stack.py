@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -48,6 +49,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports below the kernel's ephemeral range: a port taken with bind(0) and
+    let go is in that range, where any outgoing connection may take it before its server binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default start of the range; elsewhere a guess, checked by the bind below
+    held: list[socket.socket] = []
+    try:
+        for port in random.sample(range(max(1024, low - 12_000), low), 200):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            if len(held) == count:
+                return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for sock in held:
+            sock.close()
+    raise RuntimeError(f"no {count} free ports below {low}")
 
 
 def stop_process(process: subprocess.Popen[Any], grace_seconds: float = 10) -> None:
