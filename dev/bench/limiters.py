@@ -235,17 +235,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ceiling = ITERABLE_RATE_LIMITS[endpoint]
                 per_second = ceiling.limit / ceiling.seconds
                 times = result.times[endpoint]
+                rate = combined_rate(times)
                 row = {
                     "backend": kind,
                     "endpoint": endpoint,
                     "ceiling_per_s": per_second,
                     "granted": len(times),
-                    "rate": round(combined_rate(times), 3),
-                    "share_of_ceiling": round(combined_rate(times) / per_second, 4),
+                    "rate": round(rate, 3),
+                    "share_of_ceiling": round(rate / per_second, 4),
                     # Of the rate the limiter is set to hold (the ceiling less the share and margin).
-                    "share_of_paced": round(
-                        combined_rate(times) * paced[endpoint].seconds / paced[endpoint].limit, 4
-                    ),
+                    "share_of_paced": round(rate * paced[endpoint].seconds / paced[endpoint].limit, 4),
                     "woken_rate": round(combined_rate(result.woke[endpoint]), 3),
                     "most_in_window": most_in_window(times, ceiling.seconds),
                     "limit_in_window": ceiling.limit,
