@@ -45,19 +45,22 @@ def new_masking_key() -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now (``free_ports``)."""
+    return free_ports(1)[0]
+
+
+def ephemeral_range_start() -> int:
+    """The first port of the kernel's ephemeral range, where outgoing connections take their ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere a guess, checked by the bind in free_ports
 
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free ports below the kernel's ephemeral range: a port taken with bind(0) and
     let go is in that range, where any outgoing connection may take it before its server binds it."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768  # Linux's default start of the range; elsewhere a guess, checked by the bind below
+    low = ephemeral_range_start()
     held: list[socket.socket] = []
     try:
         for port in random.sample(range(max(1024, low - 12_000), low), 200):
