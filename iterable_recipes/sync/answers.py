@@ -111,7 +111,13 @@ def _append(conn: Any, run_id: str, rows: Sequence[tuple[Any, ...]], state_schem
 
 
 def merge_answers(
-    conn: Any, defn: SyncDefinition, run_id: str, state_schema: str | None = None, now: datetime | None = None
+    conn: Any,
+    defn: SyncDefinition,
+    run_id: str,
+    state_schema: str | None = None,
+    now: datetime | None = None,
+    *,
+    log_exists: bool = False,
 ) -> None:
     """Apply the run's answer log to the sync's state and the change log, and empty it, in one
     transaction (a no-op for an empty log).
@@ -120,7 +126,7 @@ def merge_answers(
     whose removal was accepted, or a person whose fields were cleared, leaves the snapshot); rejected
     keys are kept with their masked reason and one more attempt; not-found keys with when and the
     hash they had. Applying it twice is harmless: the log is emptied in the same transaction. A run
-    without a log (never planned) has nothing to merge.
+    without a log (never planned) has nothing to merge; ``log_exists`` says the caller already looked.
     """
     schema = state.state_schema_name(state_schema)
     log, stage = state.answers_table(schema, run_id), state.stage_table(schema, run_id)
@@ -141,7 +147,7 @@ def merge_answers(
         JOIN {log} L ON L.IDENTITY = S.IDENTITY AND L.STATUS = '{NOT_IN_ITERABLE}'"""
     cur = conn.cursor()
     try:
-        if _bare(log) not in _existing_tables(cur, schema, [_bare(log)]):
+        if not log_exists and _bare(log) not in _existing_tables(cur, schema, [_bare(log)]):
             return  # a run planned before answer logs existed, or never planned
         cur.execute(f"SELECT COUNT(*) FROM {log}")
         if not int(cur.fetchone()[0]):
@@ -241,7 +247,7 @@ def merge_pending(conn: Any, defn: SyncDefinition, run_id: str, state_schema: st
         cur.close()
     for run, (log, stage) in tables.items():
         if _bare(log) in present and _bare(stage) in present:
-            merge_answers(conn, defn, run, schema)
+            merge_answers(conn, defn, run, schema, log_exists=True)
 
 
 def _bare(qualified: str) -> str:

@@ -21,8 +21,9 @@ def keep_invalid(cur: Any, work: str, invalid: str) -> None:
     """Copy the identity-less group and the ``LISTED`` most duplicated identities from the work table.
 
     The work table has one row per identity (NULL for every NULL or blank one) with its row count ``N``
-    and how many of its rows had a NULL rather than a blank identity (``NULL_ROWS``). Created on every
-    plan, even empty, so a re-plan of the same run never leaves an earlier attempt's list behind.
+    and how many of its rows had a NULL rather than a blank identity (``NULL_ROWS``). Planning calls it
+    only when it counted invalid rows, and the list is read only then: a re-plan of the same run that
+    has none never reads an earlier attempt's list, and any list it has replaces that one.
     """
     cur.execute(
         f"""CREATE OR REPLACE TABLE {invalid} AS
@@ -50,7 +51,10 @@ def invalid_rows(
 
     NULL and blank identities come first (one line each, with their row count), then up to ``limit``
     duplicated identities, the most duplicated first, then a line saying how many more there are.
+    A plan without invalid rows keeps no list (``keep_invalid``): nothing to read.
     """
+    if not summary.invalid_rows:
+        return []
     cur = conn.cursor()
     try:
         cur.execute(

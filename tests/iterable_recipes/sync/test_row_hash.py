@@ -181,7 +181,10 @@ def test_every_statement_of_the_diff_is_snowflake_sql(seeded: Any, gitlab: SyncD
     recorded = _Recording(seeded)
     clearing = gitlab.model_copy(update={"on_row_removed": "clear_fields"})
     first = plan_changes(recorded, clearing, "p1", state_schema=STATE)
-    send_all(seeded, clearing, "p1")
+    # One identity rejected, one not in Iterable: the next plans join both lists (left out when empty).
+    batch = next(iter(iter_batches(seeded, clearing, "p1", state_schema=STATE)))
+    refused, unknown = batch.identities[:2]
+    send_all(seeded, clearing, "p1", rejected={refused: "invalid"}, not_found={unknown})
     finish_run(seeded, clearing, "p1", state_schema=STATE)
     cur = seeded.cursor()
     cur.execute(f"DELETE FROM {STATE}.SYNC_HASH_VERSIONS")  # as before the upgrade: every row rehashed
@@ -200,6 +203,7 @@ def test_every_statement_of_the_diff_is_snowflake_sql(seeded: Any, gitlab: SyncD
 
     statements = [_bound(sql, params) for sql, params in recorded.statements]
     assert any("SYNC_STAGE_P2 AS" in s for s in statements) and any("UPDATE" in s for s in statements)
+    assert any("'rejected_retry'" in s and "'not_found_retry'" in s for s in statements)
     formatted = 0
     for sql in statements:
         (tree,) = sqlglot.parse(sql, read="snowflake")
