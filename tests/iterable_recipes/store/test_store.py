@@ -238,3 +238,37 @@ def test_an_item_is_the_same_built_from_a_whole_row_or_by_column_name(inbox: Inb
     assert Item.from_row(whole) == Item.from_row(reordered) == claimed[0]
     assert (claimed[0].id, claimed[0].source_id, claimed[0].webhook_id) == (added.id, "e1", "w1")
     assert claimed[0].status == "in_flight" and claimed[0].lease_owner == "drain"
+
+
+def test_the_ledger_answers_for_a_whole_batch_of_addresses_at_once(inbox: Inbox) -> None:
+    """Each per-batch read of the consent ledger takes a sync batch's worth of addresses (more than an
+    IN list of binds could hold on old SQLite) and answers exactly for the pending, applied and lifted
+    rows among them, on each backend."""
+    from uuid import uuid4
+
+    from iterable_recipes.store.ledger import Suppression
+
+    tag = uuid4().hex[:8]  # the PostgreSQL database is shared by the session's tests
+    addresses = [f"person{i}.{tag}@example.com" for i in range(1_500)]
+    pending, applied, lifted = addresses[7], addresses[1_234], addresses[1_499]
+    ledger = inbox.ledger
+    now = datetime.now(UTC)
+    with inbox.engine.begin() as conn:
+        ledger.record(conn, [Suppression(a, f"lead-{a}", "marketo") for a in (pending, applied, lifted)], now)
+    assert ledger.mark_applied(addresses) == 3
+    with inbox.engine.begin() as conn:  # asked again: pending once more
+        ledger.record(conn, [Suppression(pending, f"lead-{pending}", "marketo")], now)
+    assert ledger.lift(f"lead-{lifted}") == 1
+
+    assert ledger.pending_among(addresses) == set()  # an applied row asked again stays applied
+    assert ledger.suppressed_among(reversed(addresses)) == {pending, applied}
+    assert ledger.lifted_subjects([f"lead-{a}" for a in addresses]) == {f"lead-{lifted}"}
+    with inbox.engine.begin() as conn:
+        ledger.record(
+            conn, [Suppression(lifted, f"lead-{lifted}", "marketo")], now
+        )  # a lifted one asked again
+    assert ledger.pending_among(addresses) == {lifted}
+    assert ledger.subjects_of(addresses) == {lifted: f"lead-{lifted}"}
+    assert ledger.check_later(addresses) == 1
+    assert ledger.suppressed_among(addresses[:7] + addresses[8:1_234]) == set()
+    assert ledger.suppressed_among([]) == set() and ledger.subjects_of([]) == {}
