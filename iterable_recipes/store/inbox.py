@@ -236,17 +236,28 @@ class Inbox:
         item = NewItem(source, source_id, kind, payload, webhook_id, dedupe_key, status, reason)
         return self.add_many([item])[0]
 
-    def add_many(self, items: Sequence[NewItem]) -> list[AddResult]:
-        """Store several events in one transaction (group commit); results are in the input's order."""
+    def add_many(self, items: Sequence[NewItem], conn: Connection | None = None) -> list[AddResult]:
+        """Store several events in one transaction (group commit); results are in the input's order.
+
+        ``conn``: a connection the caller keeps (outside any transaction) to commit on, instead of one
+        checked out of the pool for this call.
+        """
         if not items:
             return []
+        if conn is None:
+            with self.engine.begin() as own:
+                return self._add_all(own, items)
+        with conn.begin():
+            return self._add_all(conn, items)
+
+    def _add_all(self, conn: Connection, items: Sequence[NewItem]) -> list[AddResult]:
+        """The inserts of ``add_many`` inside the caller's transaction on ``conn``."""
         now = utcnow()
         results: list[AddResult] = []
-        with self.engine.begin() as conn:
-            for start in range(0, len(items), ADD_CHUNK):
-                results.extend(self._add_chunk(conn, items[start : start + ADD_CHUNK], now))
-            # Repeats too: a suppression is recorded whatever became of the item that first carried it.
-            self.ledger.record(conn, [i.suppression for i in items if i.suppression is not None], now)
+        for start in range(0, len(items), ADD_CHUNK):
+            results.extend(self._add_chunk(conn, items[start : start + ADD_CHUNK], now))
+        # Repeats too: a suppression is recorded whatever became of the item that first carried it.
+        self.ledger.record(conn, [i.suppression for i in items if i.suppression is not None], now)
         return results
 
     def _add_chunk(self, conn: Connection, items: Sequence[NewItem], now: datetime) -> list[AddResult]:

@@ -85,8 +85,10 @@ received_events = Table(
         "source",
         "dedupe_key",
         unique=True,
-        sqlite_where=text(OPEN_STATUS_SQL),
-        postgresql_where=text(OPEN_STATUS_SQL),
+        # Keyed items only: a keyless one never collides, and leaving it out spares every webhook's
+        # insert a write of this index (migration 0004).
+        sqlite_where=text(f"dedupe_key IS NOT NULL AND {OPEN_STATUS_SQL}"),
+        postgresql_where=text(f"dedupe_key IS NOT NULL AND {OPEN_STATUS_SQL}"),
     ),
 )
 

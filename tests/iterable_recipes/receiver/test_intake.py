@@ -1,5 +1,5 @@
 """The group committer on a real SQLite inbox: requests waiting together share a commit, each answered after
-it; stop commits what is queued; a bad item fails alone."""
+it; stop commits what is queued; a bad item fails alone; a broken connection is replaced."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection
 
 from iterable_recipes.receiver.intake import GroupCommitter
 from iterable_recipes.store import AddResult, Inbox, NewItem, migrate
@@ -23,14 +24,16 @@ class GatedInbox(Inbox):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.batches: list[list[str]] = []
+        self.connections: list[Connection | None] = []
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def add_many(self, items: Sequence[NewItem]) -> list[AddResult]:
+    def add_many(self, items: Sequence[NewItem], conn: Connection | None = None) -> list[AddResult]:
         self.entered.set()
         assert self.gate.wait(HANDOFF_TIMEOUT)
         self.batches.append([i.source_id for i in items])
-        return super().add_many(items)
+        self.connections.append(conn)
+        return super().add_many(items, conn)
 
 
 def item(source_id: str, kind: str = "k") -> NewItem:
@@ -87,10 +90,10 @@ def test_a_bad_item_fails_alone(inbox: GatedInbox) -> None:
         await committer.start()
         original = inbox.add_many
 
-        def refuse_long_kinds(items: Sequence[NewItem]) -> list[AddResult]:
+        def refuse_long_kinds(items: Sequence[NewItem], conn: Connection | None = None) -> list[AddResult]:
             if any(len(i.kind) > 64 for i in items):
                 raise ValueError("kind too long")
-            return original(items)
+            return original(items, conn)
 
         inbox.add_many = refuse_long_kinds  # type: ignore[method-assign]
         answers = [committer.add(item("good-1")), committer.add(item("bad", too_long))]
@@ -103,3 +106,28 @@ def test_a_bad_item_fails_alone(inbox: GatedInbox) -> None:
     assert isinstance(good_1, AddResult) and isinstance(good_2, AddResult)
     assert isinstance(bad, ValueError)
     assert {i.source_id for i in inbox.list_items(source="test")} == {"good-1", "good-2"}
+
+
+def test_the_writer_keeps_its_connection_and_replaces_one_that_broke(inbox: GatedInbox) -> None:
+    """Commits share the writer thread's own connection; when it breaks between two, the next batch
+    is still stored and answered (on a fresh one), nothing lost."""
+    inbox.gate.set()
+
+    async def scenario() -> list[AddResult]:
+        committer = GroupCommitter(inbox)
+        await committer.start()
+        results = [await committer.add(item("a")), await committer.add(item("b"))]
+        kept = inbox.connections[-1]
+        assert kept is not None and inbox.connections == [kept, kept]
+        driver = kept.connection.driver_connection
+        assert driver is not None
+        driver.close()  # the database connection goes away under it
+        results.append(await committer.add(item("c")))
+        await committer.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(r.created for r in results)
+    assert {i.source_id for i in inbox.list_items(source="test")} == {"a", "b", "c"}
+    fresh = inbox.connections[-1]
+    assert fresh is not None and fresh is not inbox.connections[0]

@@ -54,6 +54,41 @@ def test_a_lead_waiting_is_not_queued_twice_whichever_trigger_saw_it_first(inbox
     assert later.created, "once delivered, a new unsubscribe of the lead is queued"
 
 
+def test_only_keyed_items_enter_the_open_dedupe_index(inbox: Inbox) -> None:
+    """Every webhook's insert writes each index it enters: one without a dedupe key (every CustomersDot
+    event) must not enter the open-dedupe index, where it could never collide anyway."""
+    from sqlalchemy import text
+
+    sqlite = inbox.is_sqlite
+    query = (
+        "SELECT sql FROM sqlite_master WHERE name = :name"
+        if sqlite
+        else "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+    )
+    with inbox.engine.connect() as conn:
+        definition = conn.execute(text(query), {"name": "uq_received_events_open_dedupe"}).scalar_one()
+    assert "dedupe_key is not null" in " ".join(definition.lower().split())
+    # Unchanged meaning: keyed items still collide while open, keyless ones never do.
+    assert inbox.add("marketo", "a1", "optout", {}, dedupe_key="lead:1").created
+    assert not inbox.add("marketo", "a2", "optout", {}, dedupe_key="lead:1").created
+    keyless = [inbox.add("marketo", f"b{n}", "optout", {}) for n in range(2)]
+    assert all(added.created for added in keyless)
+
+
+def test_the_dedupe_migration_keeps_waiting_keyed_items_unique(tmp_path: Path) -> None:
+    """A database holding an open keyed item before the index changed still refuses its repeat after."""
+    url = f"sqlite:///{tmp_path}/recipes.db"
+    migrate(url, "0003")
+    before = Inbox(url)
+    waiting = before.add("marketo", "a1", "optout", {}, dedupe_key="lead:9")
+    before.dispose()
+    migrate(url)
+    after = Inbox(url)
+    repeat = after.add("marketo", "a2", "optout", {}, dedupe_key="lead:9")
+    assert not repeat.created and repeat.id == waiting.id
+    after.dispose()
+
+
 def test_claim_leases_and_an_expired_lease_is_claimed_again(inbox: Inbox) -> None:
     added = inbox.add("customersdot", "e1", "k", {})
     first = inbox.claim("customersdot", 10, 0.3, "a")
