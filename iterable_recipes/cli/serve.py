@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -199,20 +200,42 @@ def local_parts(settings: Settings) -> LocalParts:
 
 def run(host: str, port: int, query_seconds: float, console: Console) -> None:
     """Serve the receiver and the deployments with the settings in effect, until interrupted."""
-    from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL
 
     receiver = start_receiver(host, port, PREFECT_API_URL.value())
     console.print(f"Receiver: POST {receiver.url}/webhooks/customersdot (health: {receiver.url}/healthz)")
     try:
-        # Not Prefect's default (pause every served deployment when the runner stops): the paused flags
-        # are the operators', kept at the next start, so a pause by serve's own shutdown would stay.
-        recipes = load_settings().recipes_serve_recipes
-        prefect_serve(
-            *build_deployments(console, recipes=recipes), query_seconds=query_seconds, pause_on_shutdown=False
+        deployments = build_deployments(console, recipes=load_settings().recipes_serve_recipes)
+        console.print(
+            f"Serving {len(deployments)} deployments: {', '.join(d.name for d in deployments)} "
+            "(Ctrl-C or SIGTERM stops serve; a run in flight is cancelled)"
         )
+        serve_deployments(deployments, query_seconds)
     finally:
         receiver.stop()
+
+
+def serve_deployments(deployments: Sequence[Any], query_seconds: float) -> None:
+    """Serve ``deployments`` with a Prefect Runner until SIGINT or SIGTERM.
+
+    Both stop it as Prefect's runner stops at SIGTERM: it takes no new run, and the runs in flight are
+    cancelled (their processes ended, Cancelled on the server) rather than awaited. Prefect's ``serve``
+    turns SIGINT into a KeyboardInterrupt, which awaits them: a run submitted at that moment, its signal
+    missed, kept serve up for minutes, and one ended by the signal was left shown Running. Ending a run
+    early is safe here: what it recorded is durable, and the next run takes up the rest.
+    """
+    from prefect.runner import Runner
+
+    # Not Prefect's default (pause every served deployment when the runner stops): the paused flags
+    # are the operators', kept at the next start, so a pause by serve's own shutdown would stay.
+    runner = Runner(query_seconds=query_seconds, pause_on_shutdown=False)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    previous = signal.signal(signal.SIGINT, runner.handle_sigterm)
+    try:
+        asyncio.run(runner.start())
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def serve(

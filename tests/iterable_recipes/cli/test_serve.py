@@ -171,12 +171,13 @@ SERVE_SETTINGS = {
 }
 
 
-def start_serve(api_url, folder):
+def start_serve(api_url, folder, query_seconds=60):
     """`recipes serve` as its own process (a session of its own) against the Prefect API at ``api_url``."""
     recipes = shutil.which("recipes", path=str(Path(sys.executable).parent)) or "recipes"
     # Settings for every part, so serve's checks at start pass; no vendor is reached (offline checks,
-    # and no run is due while the test looks at the flags).
-    argv = [recipes, "serve", "--port", str(free_port()), "--query-seconds", "60", "--offline-checks"]
+    # and by default no run is asked for again while the test looks at the flags).
+    argv = [recipes, "serve", "--port", str(free_port()), "--query-seconds", str(query_seconds)]
+    argv.append("--offline-checks")
     env = os.environ | {"PREFECT_API_URL": api_url} | SERVE_SETTINGS
     with (folder / "serve.log").open("ab") as log:
         return subprocess.Popen(
@@ -335,3 +336,26 @@ def test_serve_runs_only_the_deployments_of_the_recipes_it_is_set_to(monkeypatch
     monkeypatch.setenv("RECIPES_SERVE_RECIPES", "optouts,newsletters")
     with pytest.raises(Exception, match="RECIPES_SERVE_RECIPES"):
         load_settings()
+
+
+def test_interrupting_serve_ends_it_and_the_run_it_had_in_flight(
+    served_api_url, prefect_client, app_database, tmp_path
+):
+    """Ctrl-C while a run is in flight (here a poll whose Marketo never answers, retrying): serve ends,
+    and so does the run, shown ended on the server rather than Running."""
+    serve = start_serve(served_api_url, tmp_path, query_seconds=1)
+    try:
+        wait_registered(prefect_client, serve)
+        poll = prefect_client.read_deployment_by_name(POLL)
+        run = prefect_client.create_flow_run_from_deployment(poll.id)
+        deadline = time.monotonic() + 300  # generous, never asserted: two busy cores
+        while prefect_client.read_flow_run(run.id).state_type.value != "RUNNING":
+            assert time.monotonic() < deadline, "the poll run never started"
+            assert serve.poll() is None, "recipes serve exited; see serve.log"
+            time.sleep(0.5)
+        stop_serve(serve)
+        state = prefect_client.read_flow_run(run.id).state
+        assert state is not None and state.is_final(), state
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
