@@ -16,6 +16,7 @@ from iterable_recipes.cli.serve import (
     PREFECT_PORT,
     _free,
     describe,
+    ending_the_process,
     ensure_masking_key,
     ensure_webhook_secret,
     run,
@@ -34,21 +35,22 @@ def main(
 ) -> None:
     """Start the embedded stack, say so, and serve until interrupted."""
     console = Console()
-    stack = embedded_stack()
-    with console.status("starting the embedded stack (Prefect server, stand-ins, fakesnow)..."):
-        stack.start()
-    stack.apply()
-    try:
-        console.print(
-            "[bold yellow]EMBEDDED:[/] Iterable, Marketo and Snowflake are local stand-ins; "
-            "nothing is sent to the real vendors."
-        )
-        describe(stack.described, console)
-        ensure_webhook_secret(stack.state_dir, console)
-        ensure_masking_key(stack.state_dir, console)
-        run(host, port, query_seconds, console)
-    finally:
-        stack.stop()
+    with ending_the_process():
+        stack = embedded_stack()
+        with console.status("starting the embedded stack (Prefect server, stand-ins, fakesnow)..."):
+            stack.start()
+        stack.apply()
+        try:
+            console.print(
+                "[bold yellow]EMBEDDED:[/] Iterable, Marketo and Snowflake are local stand-ins; "
+                "nothing is sent to the real vendors."
+            )
+            describe(stack.described, console)
+            ensure_webhook_secret(stack.state_dir, console)
+            ensure_masking_key(stack.state_dir, console)
+            run(host, port, query_seconds, console)
+        finally:
+            stack.stop()
 
 
 if __name__ == "__main__":

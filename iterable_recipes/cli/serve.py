@@ -7,10 +7,11 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -215,6 +216,42 @@ def run(host: str, port: int, query_seconds: float, console: Console) -> None:
         receiver.stop()
 
 
+PREFECT_DRAIN_SECONDS = 5.0  # how long Prefect's queued logs and events get to reach its API at the end
+
+
+@contextlib.contextmanager
+def ending_the_process() -> Iterator[None]:
+    """Around everything a serve process runs: once the block is done (a signal's stop included), give
+    Prefect's queued logs and events a bounded drain and end the process.
+
+    Prefect drains its queue services again at interpreter exit, without a limit; after a signal had
+    stopped the runner, one such drain waited forever (on a future of the runner's finished event
+    loop), keeping serve up after its parts had all stopped. Ending with ``os._exit`` skips it. An
+    error other than an interruption leaves as usual, with its traceback.
+    """
+    code = 0
+    try:
+        yield
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=PREFECT_DRAIN_SECONDS)
+    end_process(code)
+
+
+def end_process(code: int) -> NoReturn:
+    """Flush the output and end the process now, skipping the interpreter's exit hooks."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def serve_deployments(deployments: Sequence[Any], query_seconds: float) -> None:
     """Serve ``deployments`` with a Prefect Runner until SIGINT or SIGTERM.
 
@@ -274,19 +311,20 @@ def serve(
     generate_key = parts.prefect and settings.masking_key is None
     # Settings and files first: a missing key ends serve at once, before any part starts.
     checked_or_exit(settings, recipes, offline=True, console=console, masking_key_generated=generate_key)
-    stack = LocalStack(parts, prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
-    with console.status("starting the embedded parts..."):
-        stack.start()
-    stack.apply()
-    if generate_key:
-        ensure_masking_key(stack.state_dir, console)
-    try:
-        if not offline_checks:  # the live vendors, once the local Prefect server can load blocks
-            checked_or_exit(load_settings(), recipes, offline=False, console=console)
-        describe(stack.described, console)
-        run(host, port, query_seconds, console)
-    finally:
-        stack.stop()
+    with ending_the_process():
+        stack = LocalStack(parts, prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+        with console.status("starting the embedded parts..."):
+            stack.start()
+        stack.apply()
+        if generate_key:
+            ensure_masking_key(stack.state_dir, console)
+        try:
+            if not offline_checks:  # the live vendors, once the local Prefect server can load blocks
+                checked_or_exit(load_settings(), recipes, offline=False, console=console)
+            describe(stack.described, console)
+            run(host, port, query_seconds, console)
+        finally:
+            stack.stop()
 
 
 def register(app: typer.Typer) -> None:
