@@ -221,13 +221,14 @@ PREFECT_DRAIN_SECONDS = 5.0  # how long Prefect's queued logs and events get to 
 
 @contextlib.contextmanager
 def ending_the_process() -> Iterator[None]:
-    """Around everything a serve process runs: once the block is done (a signal's stop included), give
-    Prefect's queued logs and events a bounded drain and end the process.
+    """Around everything a serve process runs: once the block is done (a signal's stop included), end
+    the process.
 
     Prefect drains its queue services again at interpreter exit, without a limit; after a signal had
     stopped the runner, one such drain waited forever (on a future of the runner's finished event
-    loop), keeping serve up after its parts had all stopped. Ending with ``os._exit`` skips it. An
-    error other than an interruption leaves as usual, with its traceback.
+    loop), keeping serve up after its parts had all stopped. Ending with ``os._exit`` skips it (the
+    runner's end gave them their bounded drain, while the API still answered). An error other than an
+    interruption leaves as usual, with its traceback.
     """
     code = 0
     try:
@@ -236,13 +237,17 @@ def ending_the_process() -> Iterator[None]:
         code = 130
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+    end_process(code)
+
+
+def drain_prefect_queues() -> None:
+    """Give Prefect's queued logs and events ``PREFECT_DRAIN_SECONDS`` each to reach its API."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):
             worker.drain_all(timeout=PREFECT_DRAIN_SECONDS)
-    end_process(code)
 
 
 def end_process(code: int) -> NoReturn:
@@ -273,6 +278,7 @@ def serve_deployments(deployments: Sequence[Any], query_seconds: float) -> None:
         asyncio.run(runner.start())
     finally:
         signal.signal(signal.SIGINT, previous)
+        drain_prefect_queues()  # before the embedded Prefect server, if any, stops
 
 
 def serve(

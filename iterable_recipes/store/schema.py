@@ -28,6 +28,7 @@ OPEN_STATUSES = ("pending", "in_flight", "retry")
 STATUSES = (*OPEN_STATUSES, "delivered", "dead", "skipped")
 TERMINAL_STATUSES = ("delivered", "dead", "skipped")
 OPEN_STATUS_SQL = "status IN ('pending', 'in_flight', 'retry')"
+OPEN_KEYED_SQL = f"dedupe_key IS NOT NULL AND {OPEN_STATUS_SQL}"  # the open-dedupe index's rows
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -87,8 +88,8 @@ received_events = Table(
         unique=True,
         # Keyed items only: a keyless one never collides, and leaving it out spares every webhook's
         # insert a write of this index (migration 0004).
-        sqlite_where=text(f"dedupe_key IS NOT NULL AND {OPEN_STATUS_SQL}"),
-        postgresql_where=text(f"dedupe_key IS NOT NULL AND {OPEN_STATUS_SQL}"),
+        sqlite_where=text(OPEN_KEYED_SQL),
+        postgresql_where=text(OPEN_KEYED_SQL),
     ),
 )
 
