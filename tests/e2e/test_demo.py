@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 
 from dev.processes import BIN, PROJECT, answers, wait_for
 from iterable_recipes.cli.local_stack import PREFECT_HOME, api_served_from, free_port
@@ -116,7 +117,10 @@ def test_demo_runs_the_three_recipes_keeps_its_ui_and_serve_shows_its_runs():
         flags = {(d["name"], s["slug"]): s["active"] for d in deployments for s in d["schedules"]}
         assert flags and all(flags.values()), flags
         os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it to its foreground job
-        serve.wait(timeout=120)
+        try:
+            serve.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve still ran 120 s after Ctrl-C; it printed:\n{served.text[-8000:]}")
     finally:
         _end(serve)
     served.finish()
