@@ -15,11 +15,9 @@ from dev.embedded import EmbeddedStack
 from iterable_recipes.cli.serve import (
     PREFECT_PORT,
     _free,
-    describe,
-    ending_the_process,
     ensure_masking_key,
     ensure_webhook_secret,
-    run,
+    serve_with_stack,
 )
 
 
@@ -35,22 +33,18 @@ def main(
 ) -> None:
     """Start the embedded stack, say so, and serve until interrupted."""
     console = Console()
-    with ending_the_process():
-        stack = embedded_stack()
-        with console.status("starting the embedded stack (Prefect server, stand-ins, fakesnow)..."):
-            stack.start()
-        stack.apply()
-        try:
-            console.print(
-                "[bold yellow]EMBEDDED:[/] Iterable, Marketo and Snowflake are local stand-ins; "
-                "nothing is sent to the real vendors."
-            )
-            describe(stack.described, console)
-            ensure_webhook_secret(stack.state_dir, console)
-            ensure_masking_key(stack.state_dir, console)
-            run(host, port, query_seconds, console)
-        finally:
-            stack.stop()
+    stack = embedded_stack()
+
+    def ready() -> None:
+        console.print(
+            "[bold yellow]EMBEDDED:[/] Iterable, Marketo and Snowflake are local stand-ins; "
+            "nothing is sent to the real vendors."
+        )
+        ensure_webhook_secret(stack.state_dir, console)
+        ensure_masking_key(stack.state_dir, console)
+
+    starting = "starting the embedded stack (Prefect server, stand-ins, fakesnow)..."
+    serve_with_stack(stack, starting, ready, (host, port), query_seconds, console)
 
 
 if __name__ == "__main__":

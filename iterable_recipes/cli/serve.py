@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -216,6 +216,29 @@ def run(host: str, port: int, query_seconds: float, console: Console) -> None:
         receiver.stop()
 
 
+def serve_with_stack(
+    stack: LocalStack,
+    starting: str,
+    ready: Callable[[], None],
+    listen: tuple[str, int],
+    query_seconds: float,
+    console: Console,
+) -> None:
+    """Start ``stack`` (``starting`` shown meanwhile), call ``ready`` (the checks, a banner, the keys),
+    say what runs embedded and serve on ``listen`` (host, port) until interrupted; the stack stops
+    however serving ends, and then the process ends (``ending_the_process``)."""
+    with ending_the_process():
+        with console.status(starting):
+            stack.start()
+        stack.apply()
+        try:
+            ready()
+            describe(stack.described, console)
+            run(*listen, query_seconds, console)
+        finally:
+            stack.stop()
+
+
 PREFECT_DRAIN_SECONDS = 5.0  # how long Prefect's queued logs and events get to reach its API at the end
 
 
@@ -317,20 +340,15 @@ def serve(
     generate_key = parts.prefect and settings.masking_key is None
     # Settings and files first: a missing key ends serve at once, before any part starts.
     checked_or_exit(settings, recipes, offline=True, console=console, masking_key_generated=generate_key)
-    with ending_the_process():
-        stack = LocalStack(parts, prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
-        with console.status("starting the embedded parts..."):
-            stack.start()
-        stack.apply()
+    stack = LocalStack(parts, prefect_port=PREFECT_PORT if _free(PREFECT_PORT) else None)
+
+    def ready() -> None:
         if generate_key:
             ensure_masking_key(stack.state_dir, console)
-        try:
-            if not offline_checks:  # the live vendors, once the local Prefect server can load blocks
-                checked_or_exit(load_settings(), recipes, offline=False, console=console)
-            describe(stack.described, console)
-            run(host, port, query_seconds, console)
-        finally:
-            stack.stop()
+        if not offline_checks:  # the live vendors, once the local Prefect server can load blocks
+            checked_or_exit(load_settings(), recipes, offline=False, console=console)
+
+    serve_with_stack(stack, "starting the embedded parts...", ready, (host, port), query_seconds, console)
 
 
 def register(app: typer.Typer) -> None:
