@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from snowflake.connector.errors import NotSupportedError
+
 from iterable_recipes.sync import state
 from iterable_recipes.sync.convert import converter
 from iterable_recipes.sync.definitions import IdentityKind, SyncDefinition, SyncKind, SyncMode
@@ -121,6 +123,30 @@ def batch_query(defn: SyncDefinition, run_id: str, state_schema: str | None = No
         ORDER BY BATCH_NO, IDENTITY"""
 
 
+def fetched_pages(cur: Any, fetch_size: int) -> Iterator[Sequence[Sequence[Any]]]:
+    """The executed query's rows, a page at a time: from the result's Arrow batches, each converted a
+    column at a time, where the cursor has them; else ``fetchmany(fetch_size)``.
+
+    Both give the same rows with the same Python types (a test compares them over the wire under
+    fakesnow; against Snowflake itself that is not verified here). Under fakesnow the Arrow read cost
+    8.3 us of CPU a row of the shipped model, ``fetchmany``'s value-by-value conversion 11.7-13.1.
+    Microsecond timestamps: Python's datetime holds no finer, and ``fetchmany`` gives the same.
+    """
+    fetch_arrow = getattr(cur, "fetch_arrow_batches", None)  # absent from fakesnow's patched cursor
+    tables = None
+    if fetch_arrow is not None:
+        try:
+            tables = fetch_arrow(force_microsecond_precision=True)
+        except NotSupportedError:  # a result the server sent as JSON
+            tables = None
+    if tables is None:
+        while rows := cur.fetchmany(fetch_size):
+            yield rows
+        return
+    for table in tables:
+        yield list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+
 def iter_batches(
     conn: Any,
     defn: SyncDefinition,
@@ -130,14 +156,14 @@ def iter_batches(
     fetch_size: int = 10_000,
     page_rows: int = 10_000,
 ) -> Iterator[Batch]:
-    """Yield the planned run's batches in order, reading rows with ``fetchmany`` (never the whole model).
+    """Yield the planned run's batches in order, a page of rows at a time (never the whole model).
 
     Batches are read by batch number in pages of about ``page_rows`` rows (whole batches, at least
     one per page), so memory stays flat however large the change set (a page's answer is held whole
     while it is read: 20,000 rows of the shipped model peaked the sync's process at 328 MB, 10,000 at
-    about 300, for one more query per ten batches). The values are those staged
-    by the plan, so the hash that gets accepted is the hash of what was sent; a row that changed
-    since planning is sent again by the next run. An identity is sent at most once.
+    about 300, for one more query per ten batches), each page read by ``fetched_pages``. The values
+    are those staged by the plan, so the hash that gets accepted is the hash of what was sent; a row
+    that changed since planning is sent again by the next run. An identity is sent at most once.
     """
     build = item_builder(defn)
     members = defn.is_list
@@ -156,7 +182,7 @@ def iter_batches(
         last_identity: str | None = None
         for low in range(0, int(last) + 1, per_page):
             cur.execute(query, (low, low + per_page))
-            while rows := cur.fetchmany(fetch_size):
+            for rows in fetched_pages(cur, fetch_size):
                 for row in rows:
                     batch_no, identity, row_hash = row[0], row[1], row[2]
                     if identity == last_identity:
