@@ -1,7 +1,8 @@
-"""Read a planned run's batches: the staging table joined back to the model, streamed with fetchmany."""
+"""Read a planned run's batches: the staging table joined back to the model, streamed a page at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -135,10 +136,8 @@ def fetched_pages(cur: Any, fetch_size: int) -> Iterator[Sequence[Sequence[Any]]
     fetch_arrow = getattr(cur, "fetch_arrow_batches", None)  # absent from fakesnow's patched cursor
     tables = None
     if fetch_arrow is not None:
-        try:
+        with contextlib.suppress(NotSupportedError):  # a result the server sent as JSON
             tables = fetch_arrow(force_microsecond_precision=True)
-        except NotSupportedError:  # a result the server sent as JSON
-            tables = None
     if tables is None:
         while rows := cur.fetchmany(fetch_size):
             yield rows

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from dev.processes import wait_for
 from iterable_recipes.cli.setup import AUTOMATIONS_DIR, load_automations, upsert_automation
 
 # Prefect's shortest window for a proactive trigger; the server evaluates them every few seconds.
@@ -56,10 +57,12 @@ def test_a_run_whose_process_died_before_its_first_heartbeat_is_crashed_and_a_be
         runs[name] = client.create_flow_run(flow=flow(name=name)(lambda: None), state=Pending()).id
         client.set_flow_run_state(runs[name], Running(), force=True)
 
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not client.read_flow_run(runs["killed-early"]).state.is_final() and time.monotonic() < deadline:
+    def silent_run_ended() -> bool:
         _beat(runs["alive"])
-        time.sleep(2)
+        return bool(client.read_flow_run(runs["killed-early"]).state.is_final())
+
+    with contextlib.suppress(TimeoutError):  # the assertions below say what the state was
+        wait_for("the run without a heartbeat to end", silent_run_ended, timeout=WAIT_SECONDS, every=2)
 
     lost = client.read_flow_run(runs["killed-early"]).state
     assert lost.name == "Crashed", f"a run without a heartbeat stayed {lost.name} for {WAIT_SECONDS} s"
