@@ -104,11 +104,17 @@ def start_receiver(host: str, port: int, api_url: str | None) -> Any:
 
 
 class RunnerThread:
-    """Serves deployments with a Prefect Runner on a thread of its own (the demo's production path)."""
+    """Serves deployments with a Prefect Runner on a thread of its own (`recipes serve`, the demo).
+
+    Off the main thread, Prefect installs no signal handler of its own: the process's signals stay
+    with the caller, who decides when to stop.
+    """
 
     def __init__(self, deployments: list[Any], query_seconds: float = 2.0) -> None:
         from prefect.runner import Runner
 
+        # Not Prefect's default (pause every served deployment when the runner stops): the paused flags
+        # are the operators', kept at the next start, so a pause by serve's own shutdown would stay.
         self.runner = Runner(query_seconds=query_seconds, pause_on_shutdown=False)
         self.deployments = deployments
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,10 +146,19 @@ class RunnerThread:
             raise RuntimeError(f"the Prefect runner did not start: {self._error!r}")
         return self
 
+    @property
+    def running(self) -> bool:
+        """Whether the runner's thread still runs (it ends by itself only on an error)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
-        """Cancel the polling loop and wait for the thread (runs in progress are cancelled)."""
+        """Take no new run, cancel the runs in flight (their processes ended, Cancelled on the server)
+        and wait for the thread; a runner still starting has its start cancelled instead."""
         if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            if self.runner.started:
+                asyncio.run_coroutine_threadsafe(self.runner.astop(), self._loop)
+            else:
+                self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(timeout=30)
 
 
@@ -239,6 +254,7 @@ def serve_with_stack(
             stack.stop()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what supervisors and `docker stop` send
 PREFECT_DRAIN_SECONDS = 5.0  # how long Prefect's queued logs and events get to reach its API at the end
 
 
@@ -284,23 +300,22 @@ def serve_deployments(deployments: Sequence[Any], query_seconds: float) -> None:
     """Serve ``deployments`` with a Prefect Runner until SIGINT or SIGTERM.
 
     Both stop it as Prefect's runner stops at SIGTERM: it takes no new run, and the runs in flight are
-    cancelled (their processes ended, Cancelled on the server) rather than awaited. Prefect's ``serve``
-    turns SIGINT into a KeyboardInterrupt, which awaits them: a run submitted at that moment, its signal
-    missed, kept serve up for minutes, and one ended by the signal was left shown Running. Ending a run
-    early is safe here: what it recorded is durable, and the next run takes up the rest.
+    cancelled (their processes ended, Cancelled on the server) rather than awaited. Ending a run early
+    is safe here: what it recorded is durable, and the next run takes up the rest. A signal only asks
+    for the stop; this thread makes it. Raised where the signal landed (Prefect's own handlers exit
+    from inside whatever runs, its runner's start included), the stop once left serve up past two
+    minutes after Ctrl-C, and a run submitted at that moment was awaited.
     """
-    from prefect.runner import Runner
-
-    # Not Prefect's default (pause every served deployment when the runner stops): the paused flags
-    # are the operators', kept at the next start, so a pause by serve's own shutdown would stay.
-    runner = Runner(query_seconds=query_seconds, pause_on_shutdown=False)
-    for deployment in deployments:
-        runner.add_deployment(deployment)
-    previous = signal.signal(signal.SIGINT, runner.handle_sigterm)
+    stop_asked = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop_asked.set()) for sig in STOP_SIGNALS}
     try:
-        asyncio.run(runner.start())
+        runner = RunnerThread(list(deployments), query_seconds).start()
+        while runner.running and not stop_asked.wait(0.5):
+            pass
+        runner.stop()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         drain_prefect_queues()  # before the embedded Prefect server, if any, stops
 
 
