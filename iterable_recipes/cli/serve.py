@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -153,13 +154,15 @@ class RunnerThread:
 
     def stop(self) -> None:
         """Take no new run, cancel the runs in flight (their processes ended, Cancelled on the server)
-        and wait for the thread; a runner still starting has its start cancelled instead."""
+        and wait for the thread; a runner still starting has its start cancelled instead. Prefect's
+        queued logs and events are then sent (``drain_prefect_queues``)."""
         if self._loop is not None and self._task is not None:
             if self.runner.started:
                 asyncio.run_coroutine_threadsafe(self.runner.astop(), self._loop)
             else:
                 self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(timeout=30)
+        drain_prefect_queues()  # what the stop logged, while the Prefect API (an embedded one too) answers
 
 
 def ensure_webhook_secret(state_dir: Path, console: Console) -> None:
@@ -267,8 +270,10 @@ def ending_the_process() -> Iterator[None]:
     stopped the runner, one such drain waited forever (on a future of the runner's finished event
     loop), keeping serve up after its parts had all stopped. Ending with ``os._exit`` skips it (the
     runner's end gave them their bounded drain, while the API still answered). An error other than an
-    interruption leaves as usual, with its traceback.
+    interruption leaves as usual, with its traceback. Meanwhile ``kill -USR1`` prints every thread's
+    stack to stderr: where a serve that does not end is waiting.
     """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     code = 0
     try:
         yield
@@ -308,15 +313,15 @@ def serve_deployments(deployments: Sequence[Any], query_seconds: float) -> None:
     """
     stop_asked = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop_asked.set()) for sig in STOP_SIGNALS}
+    runner = RunnerThread(list(deployments), query_seconds)
     try:
-        runner = RunnerThread(list(deployments), query_seconds).start()
+        runner.start()
         while runner.running and not stop_asked.wait(0.5):
             pass
-        runner.stop()
     finally:
+        runner.stop()  # before the embedded Prefect server, if any, stops
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        drain_prefect_queues()  # before the embedded Prefect server, if any, stops
 
 
 def serve(

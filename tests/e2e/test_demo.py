@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -120,11 +121,21 @@ def test_demo_runs_the_three_recipes_keeps_its_ui_and_serve_shows_its_runs():
         try:
             serve.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"serve still ran 120 s after Ctrl-C; it printed:\n{served.text[-8000:]}")
+            _print_stacks_of_children(serve.pid)
+            pytest.fail(f"serve still ran 120 s after Ctrl-C; it printed:\n{served.text[-12000:]}")
     finally:
         _end(serve)
     served.finish()
     assert not _answers(api + "/health"), "serve's Prefect server still answers after serve ended"
+
+
+def _print_stacks_of_children(pid: int) -> None:
+    """Have the serve program under the ``recipes`` wrapper ``pid`` print its threads' stacks (SIGUSR1),
+    into the output the test shows."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for child in children:
+        os.kill(int(child), signal.SIGUSR1)
+    time.sleep(3)
 
 
 def _end(process: subprocess.Popen[str]) -> None:
